@@ -1,0 +1,74 @@
+"""Ingest one landed batch: validate, quarantine on rejection, otherwise replace its partition atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from batch_platform.lib import warehouse
+from batch_platform.lib.contracts import TableContract
+from batch_platform.lib.validation import BatchRejected, MissingBatchError, ValidatedBatch, validate_batch
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    batch: ValidatedBatch
+    load: warehouse.LoadResult
+
+
+def quarantine(path: Path, error: BatchRejected, quarantine_dir: Path, *, run_id: str = "") -> Path:
+    """Move a rejected batch (and its manifest) out of the landing zone, with the reason beside it.
+
+    Returns the quarantined file's path. Names are prefixed with a UTC timestamp so a batch rejected twice
+    keeps both copies."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    dest_dir = quarantine_dir / error_table_dir(path)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{stamp}__{path.name}"
+    reason = {**error.to_dict(), "quarantined_at": stamp, "run_id": run_id, "original_path": str(path)}
+    reason_path = Path(str(dest) + ".reason.json")
+    reason_path.write_text(json.dumps(reason, indent=2, default=str) + "\n")
+    shutil.move(path, dest)
+    manifest = Path(str(path) + ".manifest.json")
+    if manifest.exists():
+        shutil.move(manifest, Path(str(dest) + ".manifest.json"))
+    return dest
+
+
+def error_table_dir(path: Path) -> str:
+    # landing layout is <landing>/<table>/<file>: keep the table folder in quarantine too
+    return path.parent.name
+
+
+def ingest_batch(
+    db_path: Path,
+    contract: TableContract,
+    path: Path,
+    partition: dt.date | None,
+    *,
+    quarantine_dir: Path,
+    run_id: str = "",
+    require_manifest: bool = True,
+    lock_timeout_s: float = 600.0,
+) -> IngestResult:
+    """Validate ``path``; on a contract violation move it to quarantine and re-raise (the warehouse is not
+    opened); otherwise replace the partition in one transaction."""
+    try:
+        batch = validate_batch(path, contract, partition, require_manifest=require_manifest)
+    except MissingBatchError:
+        raise
+    except BatchRejected as e:
+        e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
+        raise
+    with warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
+        load = warehouse.load_batch(
+            con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
+            run_id=run_id,
+        )
+    return IngestResult(batch=batch, load=load)
+
+
+__all__ = ["IngestResult", "ingest_batch", "quarantine"]

@@ -1,0 +1,298 @@
+"""Validate one landed batch file against its :class:`~batch_platform.lib.contracts.TableContract`.
+
+Validation runs in a private in-memory DuckDB connection, so a bad batch never reaches the warehouse. Every
+violation raises a subclass of :class:`BatchRejected` naming the file, the rule, how many rows broke it and a
+few example keys. A good batch comes back as an Arrow table typed by the contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from batch_platform.lib.contracts import TableContract
+
+MAX_EXAMPLES = 5
+
+
+class BatchRejected(Exception):
+    """A landed batch broke its contract. Subclasses name the rule."""
+
+    rule = "batch_rejected"
+
+    def __init__(self, path: Path | str, detail: str, *, rows: int | None = None, examples: list | None = None):
+        self.path = str(path)
+        self.detail = detail
+        self.rows = rows
+        self.examples = list(examples or [])[:MAX_EXAMPLES]
+        self.quarantined_to: str | None = None
+        rows_txt = f"; {rows} row(s)" if rows is not None else ""
+        ex_txt = f"; e.g. {self.examples}" if self.examples else ""
+        super().__init__(f"{type(self).__name__} [{self.rule}] in {self.path}: {detail}{rows_txt}{ex_txt}")
+
+    def to_dict(self) -> dict:
+        return {
+            "error": type(self).__name__,
+            "rule": self.rule,
+            "file": self.path,
+            "detail": self.detail,
+            "rows": self.rows,
+            "examples": [str(e) for e in self.examples],
+            "quarantined_to": self.quarantined_to,
+        }
+
+
+class MissingBatchError(BatchRejected):
+    rule = "batch_present"
+
+
+class EmptyBatchError(BatchRejected):
+    rule = "not_empty"
+
+
+class CorruptBatchError(BatchRejected):
+    rule = "parseable"
+
+
+class ChecksumMismatchError(CorruptBatchError):
+    rule = "manifest_matches"
+
+
+class MissingColumnError(BatchRejected):
+    rule = "columns_present"
+
+
+class UnexpectedColumnError(BatchRejected):
+    rule = "no_unexpected_columns"
+
+
+class ColumnTypeError(BatchRejected):
+    rule = "column_types"
+
+
+class NullKeyError(BatchRejected):
+    rule = "key_not_null"
+
+
+class NullValueError(BatchRejected):
+    rule = "not_null"
+
+
+class DuplicateKeyError(BatchRejected):
+    rule = "key_unique"
+
+
+class OutsidePartitionError(BatchRejected):
+    rule = "within_partition_day"
+
+
+class ImpossibleValueError(BatchRejected):
+    rule = "physical_range"
+
+
+class RowRuleViolation(BatchRejected):
+    rule = "row_rule"
+
+
+@dataclass
+class ValidatedBatch:
+    contract: TableContract
+    path: Path
+    file_sha256: str
+    data: pa.Table
+    nulled_out_of_range: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def row_count(self) -> int:
+        return self.data.num_rows
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+class _Checker:
+    def __init__(self, con: duckdb.DuckDBPyConnection, contract: TableContract, path: Path, table: str):
+        self.con, self.contract, self.path, self.table = con, contract, path, table
+        self.key_expr = ", ".join(_q(k) for k in contract.key)
+
+    def violations(self, predicate: str, exc: type[BatchRejected], detail: str) -> None:
+        """Raise ``exc`` if any row satisfies ``predicate``, with the count and example keys."""
+        count = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE {predicate}").fetchall()[0][0]
+        if count:
+            examples = self.con.execute(
+                f"SELECT {self.key_expr} FROM {self.table} WHERE {predicate} ORDER BY {self.key_expr} LIMIT {MAX_EXAMPLES}"
+            ).fetchall()
+            raise exc(self.path, detail, rows=count, examples=examples)
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError as e:
+        raise CorruptBatchError(path, f"not UTF-8 text: {e}") from e
+    except csv.Error as e:
+        raise CorruptBatchError(path, f"unreadable CSV header: {e}") from e
+    if not header:
+        raise EmptyBatchError(path, "no header line")
+    return [h.strip() for h in header]
+
+
+def read_manifest(path: Path) -> dict | None:
+    mpath = Path(str(path) + ".manifest.json")
+    if not mpath.exists():
+        return None
+    try:
+        return json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptBatchError(path, f"unreadable manifest {mpath.name}: {e}") from e
+
+
+def validate_batch(
+    path: Path | str,
+    contract: TableContract,
+    partition: dt.date | None = None,
+    *,
+    require_manifest: bool = True,
+) -> ValidatedBatch:
+    """Validate ``path`` against ``contract`` (and ``partition`` for daily tables); raise a named
+    :class:`BatchRejected` or return the typed rows."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingBatchError(path, "no batch file landed for this partition")
+    if path.stat().st_size == 0:
+        raise EmptyBatchError(path, "file is empty (0 bytes)")
+    if contract.partitioning is not None and partition is None:
+        raise ValueError(f"{contract.qualified_name} is daily-partitioned: pass the partition date")
+
+    sha = file_sha256(path)
+    manifest = read_manifest(path)
+    if manifest is None and require_manifest:
+        raise CorruptBatchError(path, "no manifest beside the file: the export did not finish")
+    if manifest is not None and manifest.get("sha256") not in (None, sha):
+        raise ChecksumMismatchError(
+            path, f"file sha256 {sha[:12]}… differs from the manifest's {str(manifest['sha256'])[:12]}…: "
+            "truncated or modified after export"
+        )
+
+    header = _read_header(path)
+    expected = contract.column_names
+    missing = [c for c in expected if c not in header]
+    if missing:
+        raise MissingColumnError(path, f"missing column(s) {missing}; header has {header}")
+    unexpected = [c for c in header if c not in expected]
+    if unexpected:
+        raise UnexpectedColumnError(path, f"column(s) {unexpected} are not in contract {contract.schema_version}")
+    if len(set(header)) != len(header):
+        raise CorruptBatchError(path, f"repeated column names in header {header}")
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        columns = "{" + ", ".join(f"{_lit(Path(h))}: 'VARCHAR'" for h in header) + "}"
+        try:
+            con.execute(
+                f"CREATE TEMP TABLE text_rows AS SELECT * FROM read_csv({_lit(path)}, header = true, "
+                f"columns = {columns}, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+                "strict_mode = true, null_padding = false, nullstr = ['', 'NA'])"
+            )
+        except duckdb.Error as e:
+            raise CorruptBatchError(path, f"cannot parse as CSV ({str(e).splitlines()[0]})") from e
+
+        n = con.execute("SELECT count(*) FROM text_rows").fetchall()[0][0]
+        if n == 0:
+            raise EmptyBatchError(path, "header only, no rows")
+        if manifest is not None and manifest.get("rows") is not None and int(manifest["rows"]) != n:
+            raise ChecksumMismatchError(path, f"{n} rows parsed but the manifest says {manifest['rows']}", rows=n)
+
+        # Types: every non-null text value must cast to the declared type.
+        text = _Checker(con, contract, path, "text_rows")
+        for col in contract.columns:
+            uncastable = (f"{_q(col.name)} IS NOT NULL AND TRY_CAST({_q(col.name)} AS {col.type}) IS NULL")
+            values = [r[0] for r in con.execute(
+                f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {uncastable} ORDER BY 1 LIMIT {MAX_EXAMPLES}"
+            ).fetchall()]
+            if values:
+                text.violations(uncastable, ColumnTypeError,
+                                f"column {col.name!r} must be {col.type}; uncastable values {values}")
+
+        select = ", ".join(f"CAST({_q(c.name)} AS {c.type}) AS {_q(c.name)}" for c in contract.columns)
+        con.execute(f"CREATE TEMP TABLE typed AS SELECT {select} FROM text_rows")
+        typed = _Checker(con, contract, path, "typed")
+
+        for k in contract.key:
+            typed.violations(f"{_q(k)} IS NULL", NullKeyError, f"key column {k!r} is null")
+        for col in contract.columns:
+            if not col.nullable and col.name not in contract.key:
+                typed.violations(f"{_q(col.name)} IS NULL", NullValueError, f"column {col.name!r} must not be null")
+
+        dup = con.execute(
+            f"SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM typed GROUP BY {typed.key_expr} HAVING n > 1)"
+        ).fetchall()[0]
+        if dup[0]:
+            examples = con.execute(
+                f"SELECT {typed.key_expr} FROM typed GROUP BY {typed.key_expr} HAVING count(*) > 1 "
+                f"ORDER BY {typed.key_expr} LIMIT {MAX_EXAMPLES}"
+            ).fetchall()
+            raise DuplicateKeyError(path, f"{dup[0]} key(s) {list(contract.key)} appear more than once",
+                                    rows=int(dup[1]), examples=examples)
+
+        if contract.partitioning is not None:
+            p = contract.partitioning
+            y, m, d = (_q(c) for c in p.date_columns)
+            day = f"DATE '{partition.isoformat()}'"
+            typed.violations(
+                f"make_date({y}, {m}, {d}) <> {day} OR "
+                f"CAST(timezone('{p.timezone}', {_q(p.instant_column)}) AS DATE) <> {day}",
+                OutsidePartitionError,
+                f"rows dated outside partition day {partition.isoformat()} ({p.timezone})",
+            )
+
+        nulled: dict[str, int] = {}
+        for col in contract.columns:
+            if col.min is None and col.max is None:
+                continue
+            conds = []
+            if col.min is not None:
+                conds.append(f"{_q(col.name)} < {col.min}")
+            if col.max is not None:
+                conds.append(f"{_q(col.name)} > {col.max}")
+            pred = "(" + " OR ".join(conds) + ")"
+            if col.on_out_of_range == "null":
+                cnt = con.execute(f"SELECT count(*) FROM typed WHERE {pred}").fetchall()[0][0]
+                if cnt:
+                    con.execute(f"UPDATE typed SET {_q(col.name)} = NULL WHERE {pred}")
+                    nulled[col.name] = int(cnt)
+            else:
+                typed.violations(pred, ImpossibleValueError,
+                                 f"column {col.name!r} outside physical range [{col.min}, {col.max}]")
+
+        for rule in contract.row_rules:
+            typed.violations(f"NOT coalesce(({rule.predicate}), true)", RowRuleViolation,
+                             f"rule {rule.name!r} broken: {rule.description}")
+
+        order = ", ".join(_q(k) for k in contract.key)
+        data = con.sql(f"SELECT * FROM typed ORDER BY {order}").to_arrow_table()
+    finally:
+        con.close()
+    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled)

@@ -1,0 +1,196 @@
+"""The DuckDB warehouse: serialized access, atomic partition replacement, content checksums.
+
+DuckDB allows one process to hold a database file open for writing (and no other process may open it at all
+meanwhile). Every connection here is taken under an OS file lock beside the database file: exclusive for
+read-write, shared for read-only. This holds for Dagster steps in separate processes, for concurrent runs, for
+the CLI and (later) for dbt's subprocess, whatever executor or instance settings are in force; the Dagster pool
+``duckdb_warehouse`` additionally keeps such steps from being started at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from batch_platform.lib.contracts import TableContract
+
+PARTITION_COLUMN = "_partition_date"
+LINEAGE_COLUMNS = {
+    "_batch_file": "VARCHAR",  # file name of the landed batch (no directory: reruns from elsewhere stay equal)
+    "_batch_sha256": "VARCHAR",  # sha256 of the landed file's bytes
+}
+LOADS_TABLE = "raw._batch_loads"
+
+
+class WarehouseLockTimeout(TimeoutError):
+    """Another process held the warehouse longer than the configured timeout."""
+
+
+@contextlib.contextmanager
+def warehouse_lock(db_path: Path, *, exclusive: bool, timeout_s: float) -> Iterator[None]:
+    lock_path = Path(str(db_path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockTimeout(
+                        f"warehouse {db_path} stayed locked by another process for {timeout_s:.0f}s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def connect(db_path: Path | str, *, read_only: bool = False, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection to the warehouse, held under the warehouse lock for its whole life."""
+    db_path = Path(db_path)
+    if read_only and not db_path.exists():
+        raise FileNotFoundError(f"warehouse {db_path} does not exist yet: load some raw data first")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with warehouse_lock(db_path, exclusive=not read_only, timeout_s=timeout_s):
+        con = duckdb.connect(str(db_path), read_only=read_only)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_ddl(contract: TableContract) -> str:
+    cols = [f"{_q(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in contract.columns]
+    if contract.partitioning is not None:
+        cols.append(f"{PARTITION_COLUMN} DATE NOT NULL")
+    cols += [f"{name} {typ} NOT NULL" for name, typ in LINEAGE_COLUMNS.items()]
+    return f"CREATE TABLE IF NOT EXISTS {contract.qualified_name} ({', '.join(cols)})"
+
+
+def _ensure(con: duckdb.DuckDBPyConnection, contract: TableContract) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.source}")
+    con.execute(table_ddl(contract))
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (table_name VARCHAR, partition_key VARCHAR, rows BIGINT, "
+        "checksum VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, schema_version VARCHAR, run_id VARCHAR, "
+        "loaded_at TIMESTAMPTZ, PRIMARY KEY (table_name, partition_key))"
+    )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    table: str
+    partition_key: str
+    rows: int
+    checksum: str
+    rows_replaced: int
+
+
+def load_batch(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    data: pa.Table,
+    *,
+    partition: dt.date | None,
+    source_file: Path,
+    file_sha256: str,
+    run_id: str = "",
+) -> LoadResult:
+    """Replace one partition (or the whole reference table) with ``data`` in a single transaction."""
+    _ensure(con, contract)
+    target = contract.qualified_name
+    cols = contract.column_names
+    where = f"{PARTITION_COLUMN} = DATE '{partition.isoformat()}'" if partition is not None else "true"
+    partition_key = partition.isoformat() if partition is not None else "__all__"
+    extra_vals = ([f"DATE '{partition.isoformat()}'"] if partition is not None else []) + ["?", "?"]
+    extra_cols = ([PARTITION_COLUMN] if partition is not None else []) + list(LINEAGE_COLUMNS)
+    con.register("_incoming_batch", data)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            replaced = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
+            con.execute(f"DELETE FROM {target} WHERE {where}")
+            con.execute(
+                f"INSERT INTO {target} ({', '.join(_q(c) for c in cols + extra_cols)}) "
+                f"SELECT {', '.join(_q(c) for c in cols)}, {', '.join(extra_vals)} FROM _incoming_batch",
+                [source_file.name, file_sha256],
+            )
+            checksum = content_checksum(con, contract, partition)
+            rows = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
+            con.execute(
+                f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [target, partition_key, rows, checksum, str(source_file), file_sha256, contract.schema_version, run_id],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_incoming_batch")
+    return LoadResult(target, partition_key, rows, checksum, replaced)
+
+
+def content_checksum(con: duckdb.DuckDBPyConnection, contract: TableContract, partition: dt.date | None = None) -> str:
+    """sha256 of the rows (all columns, lineage included) in key order, serialized as CSV: equal content,
+    equal checksum, independent of physical row order or file layout."""
+    where = f"WHERE {PARTITION_COLUMN} = DATE '{partition.isoformat()}'" if partition is not None else ""
+    order = ", ".join(_q(k) for k in contract.key)
+    if contract.partitioning is not None:
+        order = f"{PARTITION_COLUMN}, {order}"
+    reader = con.sql(f"SELECT * FROM {contract.qualified_name} {where} ORDER BY {order}").to_arrow_reader()
+    sink = _HashingSink()
+    with pacsv.CSVWriter(pa.PythonFile(sink, mode="w"), reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+    return sink.hash.hexdigest()
+
+
+class _HashingSink(io.RawIOBase):
+    """A write-only file that hashes what is written to it (constant memory)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        self.hash.update(b)
+        return len(b)
+
+
+def loaded_partitions(con: duckdb.DuckDBPyConnection, contract: TableContract) -> list[str]:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [contract.source, contract.table],
+    ).fetchall()[0][0]
+    if not exists or contract.partitioning is None:
+        return []
+    rows = con.execute(
+        f"SELECT DISTINCT CAST({PARTITION_COLUMN} AS VARCHAR) FROM {contract.qualified_name} ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
