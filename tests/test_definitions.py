@@ -1,0 +1,44 @@
+"""The code location loads and shows the raw stage as the issue describes it."""
+
+import dagster as dg
+
+from batch_platform import settings
+from batch_platform.lib.contracts import CONTRACTS
+
+
+def test_raw_assets_keys_partitions_groups_kinds_descriptions(defs):
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    for table in ("flights", "weather", "planes", "airports", "airlines"):
+        spec = specs[dg.AssetKey(["raw", table])]
+        assert spec.group_name == "raw"
+        assert {"duckdb", "csv"} <= set(spec.kinds)
+        assert spec.description and CONTRACTS[table].description in spec.description
+        assert defs.resolve_assets_def(spec.key).op.pool == settings.WAREHOUSE_POOL
+        schema = spec.metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == CONTRACTS[table].column_names
+    for table in ("flights", "weather"):
+        pdef = specs[dg.AssetKey(["raw", table])].partitions_def
+        assert isinstance(pdef, dg.DailyPartitionsDefinition)
+        keys = pdef.get_partition_keys()
+        assert keys[0] == "2013-01-01" and keys[-1] == "2013-12-31" and len(keys) == 365
+        assert pdef.timezone == "America/New_York"
+    for table in ("planes", "airports", "airlines"):
+        assert specs[dg.AssetKey(["raw", table])].partitions_def is None
+
+
+def test_jobs_and_resources(defs):
+    daily = defs.resolve_job_def("raw_daily_ingest")
+    assert daily.partitions_def is not None
+    assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {"raw/flights", "raw/weather"}
+    ref = defs.resolve_job_def("raw_reference_refresh")
+    assert {k.to_user_string() for k in ref.asset_layer.executable_asset_keys} == {
+        "raw/planes", "raw/airports", "raw/airlines"}
+    assert {"warehouse", "landing"} <= set(defs.resources)
+
+
+def test_project_instance_limits_the_warehouse_pool(platform_env):
+    """The project's dagster.yaml (not a manual `dagster instance concurrency set`) limits the pool to one step."""
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "op"
+        assert instance.event_log_storage.supports_global_concurrency_limits

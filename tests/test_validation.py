@@ -1,0 +1,77 @@
+"""Contract validation of landed batches (pure lib, no Dagster)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import pytest
+
+from batch_platform.lib import validation as v
+from batch_platform.lib.contracts import CONTRACTS, FLIGHTS, WEATHER
+from batch_platform.lib.landing import daily_batch_path, reference_batch_path
+from tests.bad_batches import FLIGHTS_FAULTS, set_value
+
+DAY = dt.date(2013, 1, 2)
+
+
+@pytest.fixture
+def landing(tmp_path, landed_days):
+    dest = tmp_path / "landing"
+    shutil.copytree(landed_days, dest)
+    return dest
+
+
+def test_real_batches_pass_their_contracts(landing):
+    for contract in (FLIGHTS, WEATHER):
+        batch = v.validate_batch(daily_batch_path(landing, contract.table, DAY), contract, DAY)
+        assert batch.row_count > 0
+        assert batch.data.column_names == contract.column_names
+    for table in ("planes", "airports", "airlines"):
+        assert v.validate_batch(reference_batch_path(landing, table), CONTRACTS[table]).row_count > 0
+
+
+@pytest.mark.parametrize("fault", sorted(FLIGHTS_FAULTS))
+def test_bad_flights_batch_is_rejected_with_a_named_error(landing, fault):
+    mutate, expected = FLIGHTS_FAULTS[fault]
+    path = daily_batch_path(landing, "flights", DAY)
+    mutate(path)
+    with pytest.raises(v.BatchRejected) as info:
+        v.validate_batch(path, FLIGHTS, DAY)
+    assert type(info.value) is expected, f"{fault}: got {type(info.value).__name__}: {info.value}"
+    message = str(info.value)
+    assert str(path) in message and info.value.rule in message
+    assert json.dumps(info.value.to_dict(), default=str)
+
+
+def test_errors_carry_row_counts_and_example_keys(landing):
+    path = daily_batch_path(landing, "flights", DAY)
+    for row in (1, 7, 9):
+        set_value(path, "air_time", "-5", row=row)
+    with pytest.raises(v.ImpossibleValueError) as info:
+        v.validate_batch(path, FLIGHTS, DAY)
+    assert info.value.rows == 3
+    assert len(info.value.examples) == 3
+    assert all(ex[:3] == (2013, 1, 2) for ex in info.value.examples)  # keys: (year, month, day, carrier, flight, origin)
+
+
+def test_wrong_partition_is_rejected(landing):
+    path = daily_batch_path(landing, "flights", DAY)
+    with pytest.raises(v.OutsidePartitionError) as info:
+        v.validate_batch(path, FLIGHTS, DAY + dt.timedelta(days=1))
+    assert info.value.rows == v.validate_batch(path, FLIGHTS, DAY).row_count
+
+
+def test_sensor_glitches_are_nulled_and_counted_not_rejected(landing):
+    path = daily_batch_path(landing, "weather", DAY)
+    nulls_before = v.validate_batch(path, WEATHER, DAY).data.column("wind_speed").null_count
+    set_value(path, "wind_speed", "1048.36", row=3)
+    batch = v.validate_batch(path, WEATHER, DAY)
+    assert batch.nulled_out_of_range == {"wind_speed": 1}
+    assert batch.data.column("wind_speed").null_count == nulls_before + 1
+
+
+def test_missing_batch(landing):
+    with pytest.raises(v.MissingBatchError):
+        v.validate_batch(daily_batch_path(landing, "flights", dt.date(2013, 6, 1)), FLIGHTS, dt.date(2013, 6, 1))
