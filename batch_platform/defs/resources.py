@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from batch_platform import settings
+from batch_platform.defs.features.project import dbt_project
 from batch_platform.lib import warehouse
 
 
@@ -29,6 +32,22 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         with warehouse.connect(self.db_path, read_only=read_only, timeout_s=self.lock_timeout_s) as con:
             yield con
+
+
+class FeatureStoreResource(dg.ConfigurableResource):
+    """The Feast feature repository (offline: parquet over DuckDB; online: SQLite by default)."""
+
+    repo_dir: str = Field(description="Folder with feature_store.yaml and the Feast object modules.")
+    registry_path: str = Field(description="Feast registry file (env BATCH_PLATFORM_FEAST_REGISTRY).")
+    online_store_path: str = Field(description="SQLite online store file (env BATCH_PLATFORM_ONLINE_STORE).")
+
+    def client(self):
+        from batch_platform.lib.feature_store import FeatureStoreClient
+
+        # feature_store.yaml reads these two paths from the environment: keep it in step with this resource.
+        os.environ[settings.FEAST_REGISTRY_VAR] = self.registry_path
+        os.environ[settings.ONLINE_STORE_VAR] = self.online_store_path
+        return FeatureStoreClient(Path(self.repo_dir))
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -50,6 +69,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             landing_dir=dg.EnvVar(settings.LANDING_VAR),
             quarantine_dir=dg.EnvVar(settings.QUARANTINE_VAR),
         ),
+        "feature_store": FeatureStoreResource(
+            repo_dir=str(settings.FEATURE_REPO_DIR),
+            registry_path=dg.EnvVar(settings.FEAST_REGISTRY_VAR),
+            online_store_path=dg.EnvVar(settings.ONLINE_STORE_VAR),
+        ),
+        "dbt": DbtCliResource(project_dir=dbt_project),
     }
 
 

@@ -1,0 +1,185 @@
+"""Model specs: one YAML file per model declares what the platform builds for it.
+
+A spec names the entity and label (a dbt model and a column, or a SQL expression over it), the prediction
+cutoff rule, the label embargo, the Feast feature service, the training/validation/test windows, the gate and
+the schedule. Dagster assets are generated per spec, so a new model needs a dbt model, a Feast feature
+view/service and a YAML file — no Python.
+
+Specs are read from ``batch_platform/models/*.yaml`` or from the folder in ``BATCH_PLATFORM_MODEL_SPECS``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SPECS_DIR_VAR = "BATCH_PLATFORM_MODEL_SPECS"
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parent.parent / "models"
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ModelSpecError(ValueError):
+    """A model spec file is missing, malformed or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntitySpec(_Strict):
+    key: str = Field(description="Column that identifies one prediction (one row per key per day).")
+    join_keys: list[str] = Field(description="Feast entity join keys, columns of the label model.")
+
+
+class LabelSpec(_Strict):
+    model: str = Field(description="dbt model (schema marts) with one row per entity key.")
+    column: str | None = Field(default=None, description="Boolean label column of the model.")
+    expression: str | None = Field(default=None, description="Or: a SQL boolean expression over the model.")
+    definition: str = Field(description="What the label means, in words.")
+    date_column: str = Field(description="The entity's day (the partition a prediction belongs to).")
+    embargo_days: int = Field(ge=0, description="Days after the entity's day until its label is final.")
+    final_local_time: str = Field(default="06:00", description="Local time on that day when the label is final.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LabelSpec:
+        if (self.column is None) == (self.expression is None):
+            raise ValueError("label needs exactly one of 'column' or 'expression'")
+        return self
+
+    @property
+    def sql(self) -> str:
+        return f'"{self.column}"' if self.column else f"({self.expression})"
+
+
+class CutoffSpec(_Strict):
+    days_before: int = Field(ge=0, description="Features must be valid this many days before the entity's day...")
+    local_time: str = Field(description="...at this local time (HH:MM).")
+    timezone: str = Field(default="America/New_York")
+
+    @field_validator("local_time")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        dt.time.fromisoformat(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        ZoneInfo(v)
+        return v
+
+
+class WindowSpec(_Strict):
+    train_days: int = Field(gt=0)
+    validation_days: int = Field(gt=0)
+    test_days: int = Field(gt=0)
+
+    @property
+    def total_days(self) -> int:
+        return self.train_days + self.validation_days + self.test_days
+
+
+class GateSpec(_Strict):
+    metric: str = Field(description="roc_auc | average_precision | log_loss")
+    tolerance: float = Field(ge=0, description="Largest accepted degradation of the candidate vs the champion.")
+    floor: float = Field(description="Absolute floor for the first model.")
+    slices: list[str] = Field(default_factory=list, description="Columns whose slices must not degrade.")
+    max_slice_degradation: float = Field(default=0.05, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in ("roc_auc", "average_precision", "log_loss"):
+            raise ValueError(f"unknown metric {v!r}")
+        return v
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str
+    entity: EntitySpec
+    label: LabelSpec
+    cutoff: CutoffSpec
+    feature_service: str
+    passthrough_features: list[str] = Field(default_factory=list)
+    categorical_features: list[str] = Field(default_factory=list)
+    windows: WindowSpec
+    gate: GateSpec
+    schedule: str = Field(description="Cron schedule of the model's daily cycle.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _IDENT.match(v):
+            raise ValueError(f"name {v!r} must be lower_snake_case (it becomes asset and table names)")
+        return v
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+    # -- time rules ------------------------------------------------------------------------------------
+    def prediction_cutoff(self, day: dt.date) -> dt.datetime:
+        """The instant (UTC) up to which features may be valid when predicting ``day``."""
+        local = dt.datetime.combine(day - dt.timedelta(days=self.cutoff.days_before),
+                                    dt.time.fromisoformat(self.cutoff.local_time), ZoneInfo(self.cutoff.timezone))
+        return local.astimezone(dt.UTC)
+
+    def label_final_at(self, day: dt.date) -> dt.datetime:
+        """The instant (UTC) from which the labels of ``day`` are final."""
+        local = dt.datetime.combine(day + dt.timedelta(days=self.label.embargo_days),
+                                    dt.time.fromisoformat(self.label.final_local_time), ZoneInfo(self.cutoff.timezone))
+        return local.astimezone(dt.UTC)
+
+    def last_final_day(self, training_cutoff: dt.datetime) -> dt.date:
+        """The last entity day whose labels are all final at ``training_cutoff``."""
+        day = training_cutoff.astimezone(ZoneInfo(self.cutoff.timezone)).date()
+        while self.label_final_at(day) > training_cutoff:
+            day -= dt.timedelta(days=1)
+        return day
+
+    def split_days(self, training_cutoff: dt.datetime) -> dict[str, tuple[dt.date, dt.date]]:
+        """Consecutive (first, last) day windows for train / validation / test, ending at the last final day."""
+        end = self.last_final_day(training_cutoff)
+        w = self.windows
+        test = (end - dt.timedelta(days=w.test_days - 1), end)
+        val = (test[0] - dt.timedelta(days=w.validation_days), test[0] - dt.timedelta(days=1))
+        train = (val[0] - dt.timedelta(days=w.train_days), val[0] - dt.timedelta(days=1))
+        return {"train": train, "validation": val, "test": test}
+
+
+def specs_dir() -> Path:
+    return Path(os.environ.get(SPECS_DIR_VAR) or DEFAULT_SPECS_DIR)
+
+
+def load_spec(path: Path) -> ModelSpec:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ModelSpecError(f"{path}: cannot read model spec: {e}") from e
+    if not isinstance(raw, dict):
+        raise ModelSpecError(f"{path}: a model spec is a YAML mapping")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ModelSpecError(f"{path}: invalid model spec:\n{e}") from e
+    if path.stem != spec.name:
+        raise ModelSpecError(f"{path}: file name must be the spec name ({spec.name}.yaml)")
+    return spec
+
+
+def load_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
+    directory = directory or specs_dir()
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise ModelSpecError(f"no model specs (*.yaml) in {directory}")
+    specs = [load_spec(f) for f in files]
+    return {s.name: s for s in specs}

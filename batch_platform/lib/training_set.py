@@ -1,0 +1,129 @@
+"""Point-in-time-correct training sets.
+
+The entity/label frame (one row per entity key, timestamped at its prediction cutoff) comes from the spec's dbt
+label model; features are joined through Feast's ``get_historical_features`` (see
+:mod:`batch_platform.lib.feature_store`). Rows whose label is not final at the training cutoff are never
+included (the label embargo).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from batch_platform.lib.specs import ModelSpec, ModelSpecError
+
+EVENT_TIMESTAMP = "event_timestamp"
+LABEL = "label"
+LABEL_FINAL_AT = "label_final_at"
+SPLIT = "split"
+VALID_FROM_SUFFIX = "_valid_from"
+LABEL_SCHEMA = "marts"
+
+
+@dataclass(frozen=True)
+class TrainingSetSummary:
+    rows: int
+    positive_rate: float
+    first_day: dt.date
+    last_day: dt.date
+    rows_per_split: dict[str, int]
+    fingerprint: str
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def label_frame(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff: dt.datetime) -> pd.DataFrame:
+    """Entity rows of the train/validation/test windows with a final label, stamped with their prediction
+    cutoff (``event_timestamp``), the instant their label became final and their split."""
+    splits = spec.split_days(training_cutoff)
+    first, last = splits["train"][0], splits["test"][1]
+    table = f"{LABEL_SCHEMA}.{spec.label.model}"
+    existing = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [LABEL_SCHEMA, spec.label.model],
+    ).fetchall()}
+    if not existing:
+        raise ModelSpecError(f"{spec.name}: label model {table} does not exist (run dbt build first)")
+    wanted = [spec.entity.key, spec.label.date_column, *spec.entity.join_keys, *spec.passthrough_features]
+    if spec.label.column:
+        wanted.append(spec.label.column)
+    missing = [c for c in dict.fromkeys(wanted) if c not in existing]
+    if missing:
+        raise ModelSpecError(f"{spec.name}: label model {table} has no column(s) {missing}")
+    cols = list(dict.fromkeys([spec.entity.key, spec.label.date_column, *spec.entity.join_keys,
+                               *spec.passthrough_features]))
+    df = con.sql(
+        f"SELECT {', '.join(_q(c) for c in cols)}, CAST({spec.label.sql} AS INTEGER) AS {LABEL} "
+        f"FROM {table} WHERE {_q(spec.label.date_column)} BETWEEN DATE '{first}' AND DATE '{last}' "
+        f"AND ({spec.label.sql}) IS NOT NULL ORDER BY {_q(spec.entity.key)}"
+    ).df()
+    days = pd.to_datetime(df[spec.label.date_column]).dt.date
+    unique_days = sorted(set(days))
+    cutoff = {d: spec.prediction_cutoff(d) for d in unique_days}
+    final = {d: spec.label_final_at(d) for d in unique_days}
+    df[EVENT_TIMESTAMP] = pd.to_datetime(days.map(cutoff), utc=True).astype("datetime64[us, UTC]")
+    df[LABEL_FINAL_AT] = pd.to_datetime(days.map(final), utc=True).astype("datetime64[us, UTC]")
+    split = pd.Series("train", index=df.index)
+    for name in ("validation", "test"):
+        lo, hi = splits[name]
+        split[(days >= lo) & (days <= hi)] = name
+    df[SPLIT] = split
+    df[LABEL] = df[LABEL].astype("int8")
+    return df
+
+
+def frame_fingerprint(df: pd.DataFrame, sort_by: str) -> str:
+    """sha256 of the frame sorted by ``sort_by`` with columns in name order, serialized as CSV."""
+    ordered = df.sort_values(sort_by, kind="stable").reset_index(drop=True)
+    ordered = ordered[sorted(ordered.columns)]
+    table = pa.Table.from_pandas(ordered, preserve_index=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def summarize(df: pd.DataFrame, spec: ModelSpec) -> TrainingSetSummary:
+    days = pd.to_datetime(df[spec.label.date_column]).dt.date
+    return TrainingSetSummary(
+        rows=len(df),
+        positive_rate=float(df[LABEL].mean()) if len(df) else float("nan"),
+        first_day=min(days),
+        last_day=max(days),
+        rows_per_split={k: int(v) for k, v in df[SPLIT].value_counts().sort_index().items()},
+        fingerprint=frame_fingerprint(df, spec.entity.key),
+    )
+
+
+def to_microsecond_arrow(df: pd.DataFrame) -> pa.Table:
+    """Arrow table with every timestamp at µs precision (readers such as DuckDB 2 reject ns tz timestamps)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    fields = []
+    for f in table.schema:
+        if pa.types.is_timestamp(f.type):
+            fields.append(pa.field(f.name, pa.timestamp("us", tz=f.type.tz), f.nullable))
+        else:
+            fields.append(f)
+    return table.cast(pa.schema(fields), safe=False)
+
+
+def write_snapshot(df: pd.DataFrame, directory: Path, fingerprint: str) -> Path:
+    """Write the training set as ``<directory>/<fingerprint[:16]>.parquet`` (content-addressed, atomic)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{fingerprint[:16]}.parquet"
+    if not path.exists():
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(to_microsecond_arrow(df), tmp)
+        tmp.replace(path)
+    return path

@@ -1,0 +1,68 @@
+"""Model specs: validation with named errors, and the time rules (cutoff, embargo, windows)."""
+
+import datetime as dt
+import shutil
+
+import pytest
+import yaml
+
+from batch_platform.lib.specs import DEFAULT_SPECS_DIR, ModelSpecError, load_spec, load_specs
+
+UTC = dt.UTC
+
+
+def test_shipped_specs_load():
+    specs = load_specs(DEFAULT_SPECS_DIR)
+    assert set(specs) == {"flight_delay", "flight_cancellation"}
+    assert specs["flight_delay"].label.column == "is_delayed_15"
+    assert specs["flight_cancellation"].label.column == "is_cancelled"
+
+
+def test_prediction_cutoff_is_the_evening_before_in_new_york_time():
+    spec = load_specs(DEFAULT_SPECS_DIR)["flight_delay"]
+    assert spec.prediction_cutoff(dt.date(2013, 1, 15)) == dt.datetime(2013, 1, 14, 23, 0, tzinfo=UTC)  # EST
+    assert spec.prediction_cutoff(dt.date(2013, 7, 15)) == dt.datetime(2013, 7, 14, 22, 0, tzinfo=UTC)  # EDT
+
+
+def test_windows_end_at_the_last_day_whose_labels_are_final():
+    spec = load_specs(DEFAULT_SPECS_DIR)["flight_delay"]  # embargo 2 days, final at 06:00 local
+    cutoff = dt.datetime(2013, 3, 1, 11, 0, tzinfo=UTC)  # 2013-03-01 06:00 EST
+    assert spec.label_final_at(dt.date(2013, 2, 27)) == cutoff
+    assert spec.last_final_day(cutoff) == dt.date(2013, 2, 27)
+    assert spec.last_final_day(cutoff - dt.timedelta(microseconds=1)) == dt.date(2013, 2, 26)
+    splits = spec.split_days(cutoff)
+    assert splits["test"] == (dt.date(2013, 2, 21), dt.date(2013, 2, 27))
+    assert splits["validation"] == (dt.date(2013, 2, 14), dt.date(2013, 2, 20))
+    assert splits["train"] == (dt.date(2013, 1, 10), dt.date(2013, 2, 13))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"label": {"model": "flight_labels", "definition": "x", "date_column": "flight_date", "embargo_days": 1}},
+         "exactly one of 'column' or 'expression'"),
+        ({"gate": {"metric": "accuracy", "tolerance": 0.0, "floor": 0.5}}, "unknown metric"),
+        ({"cutoff": {"days_before": 1, "local_time": "25:00"}}, "cutoff"),
+        ({"name": "Flight-Delay"}, "lower_snake_case"),
+        ({"windows": {"train_days": 0, "validation_days": 1, "test_days": 1}}, "train_days"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_specs_raise_a_named_error(tmp_path, change, message):
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
+    raw.update(change)
+    path = tmp_path / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ModelSpecError, match=message):
+        load_spec(path)
+
+
+def test_file_name_must_match_spec_name(tmp_path):
+    shutil.copy(DEFAULT_SPECS_DIR / "flight_delay.yaml", tmp_path / "other.yaml")
+    with pytest.raises(ModelSpecError, match="file name"):
+        load_spec(tmp_path / "other.yaml")
+
+
+def test_empty_spec_folder(tmp_path):
+    with pytest.raises(ModelSpecError, match="no model specs"):
+        load_specs(tmp_path)
