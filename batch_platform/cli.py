@@ -3,6 +3,7 @@
     batch-platform land   --start 2013-01-01 --end 2013-01-31 [--scale N] [--seed S]
     batch-platform ingest --start 2013-01-01 --end 2013-01-31 [--force]
     batch-platform demo   [--start ...] [--end ...]
+    batch-platform features
     batch-platform status
 """
 
@@ -87,17 +88,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from batch_platform.pipeline import build_features, ensure_dagster_home, load_definitions
+
+    ensure_dagster_home()
+    defs = load_definitions()
+    t0 = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        outcome = build_features(defs, instance)
+        print(f"Features and training sets: {'ok' if outcome.success else 'FAILED'} "
+              f"(run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
+        for err in outcome.errors:
+            print(f"  {err}")
+        print(f"  dbt's console output: {settings.data_dir() / 'logs' / 'features_and_training_sets.log'}")
+        _print_training_sets(instance)
+    return 0 if outcome.success else 1
+
+
+def _print_training_sets(instance) -> None:
+    import dagster as dg
+
+    from batch_platform.defs.training.assets import LEAKAGE_CHECK
+    from batch_platform.lib.specs import load_specs
+    from batch_platform.pipeline import latest_check, latest_metadata
+
+    print(f"  {'training set':<34} {'rows':>7} {'pos.rate':>8}  {'days':<24} {'leakage check':<14} fingerprint")
+    for name in load_specs():
+        key = dg.AssetKey([f"{name}_training_set"])
+        md = latest_metadata(instance, key)
+        if not md:
+            print(f"  {key.to_user_string():<34} (not materialized)")
+            continue
+        check = latest_check(instance, key, LEAKAGE_CHECK)
+        verdict = "n/a" if check is None else ("passed" if check[0] else "FAILED")
+        print(f"  {key.to_user_string():<34} {md['dagster/row_count']:>7,} {md['positive_rate']:>8.3f}  "
+              f"{md['first_day'] + ' .. ' + md['last_day']:<24} {verdict:<14} {md['data_fingerprint'][:12]}")
+        print(f"  {'':<34} splits {md['rows_per_split']}; snapshot {md['snapshot']}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     paths = settings.export_defaults()
     print(f"== batch_platform demo: flight days {args.start} .. {args.end} (data in {paths[settings.DATA_DIR_VAR]})")
-    print("-- 1/2 land the upstream batches")
+    print("-- 1/3 land the upstream batches")
     args.scale, args.seed, args.landing_dir = 1, 13, None
     rc = cmd_land(args)
-    print("-- 2/2 ingest into the warehouse (validated, one Dagster run per day)")
+    print("-- 2/3 ingest into the warehouse (validated, one Dagster run per day)")
     args.force = False
     rc = cmd_ingest(args) or rc
     _print_status()
+    print("-- 3/3 features (dbt), Feast registry + online store, point-in-time training sets")
+    rc = cmd_features(args) or rc
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
     print("Open the UI:  DAGSTER_HOME=dagster_home .venv/bin/dagster dev -w workspace.yaml   (then http://127.0.0.1:3000)")
     return rc
@@ -124,10 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("status", help="what the warehouse holds").set_defaults(func=cmd_status)
+    sub.add_parser("features", help="dbt build, feast apply + online store, training sets (one Dagster run)"
+                   ).set_defaults(func=cmd_features)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise (ibis, dbt) on the console
     args = build_parser().parse_args(argv)
     settings.export_defaults()
     return args.func(args)

@@ -3,6 +3,7 @@ executed in-process against the project's persistent instance, so every run show
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from dataclasses import dataclass, field
@@ -73,9 +74,22 @@ def _already_loaded(db_path: Path, partition: str, paths: dict[str, Path]) -> bo
 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None = None,
-            tags: dict[str, str] | None = None) -> RunOutcome:
+            tags: dict[str, str] | None = None, stdout_log: Path | None = None) -> RunOutcome:
+    """Execute a job in-process against ``instance``. ``stdout_log``: send what steps print (dbt's console
+    output, library warnings) to this file instead of the terminal; the run's events are in the instance either way."""
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(
+    with contextlib.ExitStack() as stack:
+        if stdout_log is not None:
+            stdout_log.parent.mkdir(parents=True, exist_ok=True)
+            log = stack.enter_context(open(stdout_log, "a"))
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        result = _execute(job, instance, partition, tags)
+    return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
+
+
+def _execute(job, instance, partition, tags):
+    return job.execute_in_process(
         instance=instance,
         partition_key=partition,
         raise_on_error=False,
@@ -83,7 +97,6 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
         # the CLI prints its own progress; the full event log is in the instance (and the UI)
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
-    return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
 
 
 def ingest_range(
@@ -143,3 +156,30 @@ def warehouse_summary(db_path: Path) -> list[tuple[str, int, int, str | None, st
                 n, rows, lo, hi = 1, con.execute(f"SELECT count(*) FROM {c.qualified_name}").fetchall()[0][0], None, None
             out.append((c.qualified_name, n, rows, lo, hi))
     return out
+
+
+def build_features(defs: dg.Definitions, instance: dg.DagsterInstance) -> RunOutcome:
+    """dbt build → feast apply → online store → training sets, in one run."""
+    log = settings.data_dir() / "logs" / "features_and_training_sets.log"
+    return run_job(defs, instance, "features_and_training_sets", tags={"batch_platform/trigger": "cli"},
+                   stdout_log=log)
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def latest_check(instance: dg.DagsterInstance, key: dg.AssetKey, check_name: str):
+    """(passed, description) of the newest evaluation of an asset check, or None."""
+    from dagster import AssetCheckKey
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, check_name), limit=1
+    )
+    if not records or records[0].event is None:
+        return None
+    evaluation = records[0].event.dagster_event.event_specific_data
+    return evaluation.passed, evaluation.description

@@ -13,7 +13,7 @@ from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from batch_platform import settings
-from batch_platform.defs.features.project import dbt_project
+from batch_platform.defs.features.project import dbt_executable, dbt_project
 from batch_platform.lib import warehouse
 
 
@@ -74,7 +74,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             registry_path=dg.EnvVar(settings.FEAST_REGISTRY_VAR),
             online_store_path=dg.EnvVar(settings.ONLINE_STORE_VAR),
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }
 
 

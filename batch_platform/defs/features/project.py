@@ -1,5 +1,7 @@
 """The dbt project, parsed once: the manifest is (re)built when missing or older than the project files."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from dagster_dbt import DbtProject
@@ -7,6 +9,12 @@ from dagster_dbt import DbtProject
 from batch_platform import settings
 
 dbt_project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
+
+
+def dbt_executable() -> str:
+    """dbt from this interpreter's environment (the venv need not be activated), else from PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
@@ -20,6 +28,11 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     """`dbt parse` when the manifest is missing or stale (`dagster dev` also re-parses on start)."""
     manifest = project.manifest_path
     if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(Path(project.project_dir)):
-        project.preparer.prepare(project)
-    project.prepare_if_dev()
+        out = subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(project.profiles_dir),
+             "--target-path", str(project.target_path)],
+            cwd=project.project_dir, capture_output=True, text=True,
+        )
+        if out.returncode != 0 or not manifest.exists():
+            raise RuntimeError(f"dbt parse failed in {project.project_dir}:\n{out.stdout[-4000:]}{out.stderr[-2000:]}")
     return manifest

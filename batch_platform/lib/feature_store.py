@@ -1,0 +1,815 @@
+"""Our small interface over Feast (feast 0.67): apply the repo, point-in-time joins, batched materialization.
+
+The Feast repository is ``feature_repo/`` (entities, parquet sources, views, services; see its
+``feature_store.yaml``). This module wraps :class:`feast.FeatureStore` so the rest of the platform never touches
+Feast's API directly:
+
+- :meth:`FeatureStoreClient.apply` is ``feast apply`` in-process: it imports the repo's modules the way the CLI
+  does (honouring ``.feastignore``) but without ``os.chdir`` and without leaving the modules in ``sys.modules``,
+  so a later call sees the current environment (the FileSource paths are read from it at import time).
+- :meth:`FeatureStoreClient.historical_features` is ``get_historical_features`` with the entity timestamps
+  converted to microsecond UTC (the precision of the parquet files), only the join keys and the timestamp sent to
+  Feast (each distinct combination once) and the caller's rows, order and columns kept.
+- :meth:`FeatureStoreClient.materialize` walks ``[start, end]`` in windows of ``batch_days`` (Feast's local
+  engine writes a whole range in one batch) and reports rows and seconds per window and view.
+
+Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis.py``,
+``infra/compute_engines/local/`` and ``infra/online_stores/sqlite.py``):
+
+- Offline join: for an entity row at ``t`` a feature row at ``ts`` qualifies iff ``ts <= t`` and, when the view
+  has a TTL, ``ts + ttl >= t`` -- both bounds inclusive. ``ttl=timedelta(0)`` (falsy) means no expiry. Among
+  qualifying rows the one with the greatest ``ts`` wins, ties broken by the greatest created timestamp; rows tied
+  on both are picked arbitrarily.
+- Materialization of ``[start, end]`` reads rows with ``start <= ts <= end`` (both inclusive), keeps the latest
+  per entity key and upserts it. SQLite overwrites without comparing event timestamps (last write wins), so
+  windows run oldest first and materializing an older range after a newer one would roll values back: refused
+  unless ``allow_rewind=True``. Online reads apply no TTL; :meth:`online_features` can (``as_of=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from batch_platform import settings
+
+if TYPE_CHECKING:  # feast takes seconds to import: only when a client is used
+    import feast
+    from feast.repo_contents import RepoContents
+
+ENV_VARS = (settings.FEATURES_VAR, settings.FEAST_REGISTRY_VAR, settings.ONLINE_STORE_VAR)
+FEAST_TIMESTAMP = "event_timestamp"  # the entity timestamp column name we hand to Feast
+_ROW = "__batch_platform_entity_row"  # distinct (keys, timestamp) id we add and drop
+_TS_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
+_IMPORT_LOCK = threading.Lock()
+_NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
+LOCK_TIMEOUT_S = 30 * 60
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------------------
+class FeatureStoreError(RuntimeError):
+    """Base class of the named errors below."""
+
+
+class FeatureStoreNotApplied(FeatureStoreError):
+    """No registry (or an empty one): run :meth:`FeatureStoreClient.apply` / ``feast apply`` first."""
+
+
+class UnknownFeatureObject(FeatureStoreError, LookupError):
+    """A feature service or view name that the registry does not hold."""
+
+
+class MissingFeatureTable(FeatureStoreError, FileNotFoundError):
+    """A view's parquet source file does not exist (dbt has not written the table yet?)."""
+
+    def __init__(self, view: str, path: str):
+        self.view, self.path = view, path
+        super().__init__(f"feature table of view {view!r} not found: {path} (run the dbt feature models first)")
+
+
+class FeatureTableSchemaError(FeatureStoreError):
+    """A parquet source lacks a column the view declares, or stores timestamps Feast's DuckDB store cannot read."""
+
+
+class EntityFrameError(FeatureStoreError, ValueError):
+    """The entity frame lacks a join key / the timestamp column, has null timestamps or clashes with a feature."""
+
+
+class RepoDefinitionError(FeatureStoreError):
+    """``feature_repo/`` holds something this platform does not support (see STYLE.md item 7)."""
+
+
+class FeatureStoreBusy(FeatureStoreError, TimeoutError):
+    """Another process held the registry lock longer than ``LOCK_TIMEOUT_S``."""
+
+
+class MaterializationWouldRewind(FeatureStoreError):
+    """Materializing a range ending before what the online store already holds would roll values back."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summaries (plain dataclasses: Dagster metadata serializes them with dataclasses.asdict)
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApplySummary:
+    entities: int
+    feature_views: int
+    feature_services: int
+    entity_names: list[str]
+    feature_view_names: list[str]
+    feature_service_names: list[str]
+    registry_path: str
+    online_store_path: str
+    fingerprint: str
+    seconds: float
+    diff: str = ""  # Feast's registry/infra diff text ("Created feature view ..."), empty when nothing changed
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """One ``store.materialize`` call: one view, one window ``[start, end]`` (both inclusive, as in Feast)."""
+
+    view: str
+    start: datetime
+    end: datetime
+    rows: int  # entity keys written (distinct keys with a row in the window; Feast writes the latest per key)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MaterializeSummary:
+    end: datetime
+    batch_days: int
+    starts: dict[str, datetime]  # per view: where this run started (equal for materialize, per view for incremental)
+    batches: list[BatchReport]
+    skipped_windows: int  # windows without any source row: no Feast call needed
+    seconds: float
+    rows_by_view: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_view.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The client
+# ----------------------------------------------------------------------------------------------------------------
+class FeatureStoreClient:
+    """The platform's handle on the Feast repo. Constructing it is cheap; Feast is opened on first use."""
+
+    def __init__(self, repo_dir: Path = settings.FEATURE_REPO_DIR) -> None:
+        self.repo_dir = Path(repo_dir).resolve()
+        self._store: feast.FeatureStore | None = None
+
+    def __repr__(self) -> str:
+        return f"FeatureStoreClient({str(self.repo_dir)!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+    @property
+    def store(self) -> feast.FeatureStore:
+        """The wrapped :class:`feast.FeatureStore`, built on first access from the environment at that moment."""
+        if self._store is None:
+            _ensure_env()
+            from feast import FeatureStore
+
+            store = FeatureStore(repo_path=str(self.repo_dir))
+            for path in (store.config.registry.path, store.config.online_store.path):
+                self._resolve(path).parent.mkdir(parents=True, exist_ok=True)
+            self._store = store
+        return self._store
+
+    @property
+    def registry_path(self) -> Path:
+        return self._resolve(self.store.config.registry.path)
+
+    @property
+    def online_store_path(self) -> Path:
+        return self._resolve(self.store.config.online_store.path)
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.repo_dir / p
+
+    @contextlib.contextmanager
+    def _locked(self, *, exclusive: bool):
+        """Readers (shared) and writers (exclusive) of the registry and online store, across processes.
+
+        Feast's file registry is rewritten in place (truncate + write, not an atomic rename) on every apply and
+        after every materialize call, so a reader in another process (a training-set step running beside the
+        online-store step) could read a truncated registry; SQLite readers could also time out behind a long
+        write transaction. Every public method holds this lock (``<registry>.lock``); materialization takes it
+        exclusively one window at a time, so readers wait at most one window. Never nested.
+        """
+        lock_path = self.registry_path.with_name(self.registry_path.name + ".lock")
+        with open(lock_path, "a+b") as fh:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise FeatureStoreBusy(f"{lock_path} held by another process for {LOCK_TIMEOUT_S} s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _require_applied(self) -> None:
+        if not self.registry_path.exists():
+            raise FeatureStoreNotApplied(
+                f"no Feast registry at {self.registry_path}: run FeatureStoreClient.apply() (or `feast apply` "
+                f"in {self.repo_dir})"
+            )
+        store = self.store
+        store.refresh_registry()
+        if not store.list_feature_views():
+            raise FeatureStoreNotApplied(f"the Feast registry {self.registry_path} holds no feature views")
+
+    def _feature_view(self, name: str) -> feast.FeatureView:
+        from feast.errors import FeatureViewNotFoundException
+
+        try:
+            return self.store.get_feature_view(name)
+        except FeatureViewNotFoundException:
+            known = sorted(v.name for v in self.store.list_feature_views())
+            raise UnknownFeatureObject(f"unknown feature view {name!r}; the registry has {known}") from None
+
+    def _feature_service(self, name: str) -> feast.FeatureService:
+        from feast.errors import FeatureServiceNotFoundException
+
+        try:
+            return self.store.get_feature_service(name)
+        except FeatureServiceNotFoundException:
+            known = sorted(s.name for s in self.store.list_feature_services())
+            raise UnknownFeatureObject(f"unknown feature service {name!r}; the registry has {known}") from None
+
+    # -- apply ----------------------------------------------------------------------------------------------------
+    def apply(self) -> ApplySummary:
+        """``feast apply`` of the repo: register its objects, delete registry objects it no longer defines, create
+        the online tables. Idempotent (a second call changes nothing)."""
+        from feast.feature_view import DUMMY_ENTITY_NAME
+        from feast.repo_operations import apply_total_with_repo_instance
+
+        t0 = time.perf_counter()
+        store = self.store
+        repo = load_repo_contents(self.repo_dir, store.project)
+        out = io.StringIO()
+        with self._locked(exclusive=True):
+            with contextlib.redirect_stdout(out):
+                apply_total_with_repo_instance(
+                    store, store.project, store.registry, repo, skip_source_validation=False
+                )
+            store.refresh_registry()
+            entities = sorted(e.name for e in store.list_entities() if e.name != DUMMY_ENTITY_NAME)
+            views = sorted(v.name for v in store.list_feature_views())
+            services = sorted(s.name for s in store.list_feature_services())
+        diff = "\n".join(
+            line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line
+        )
+        return ApplySummary(
+            entities=len(entities),
+            feature_views=len(views),
+            feature_services=len(services),
+            entity_names=entities,
+            feature_view_names=views,
+            feature_service_names=services,
+            registry_path=str(self.registry_path),
+            online_store_path=str(self.online_store_path),
+            fingerprint=_fingerprint(
+                [e for e in repo.entities if e.name != DUMMY_ENTITY_NAME], repo.feature_views, repo.feature_services
+            ),
+            seconds=round(time.perf_counter() - t0, 3),
+            diff=diff,
+        )
+
+    def definitions_fingerprint(self) -> str:
+        """sha256 of the repo's feature definitions (entities; views with entities, features and types, TTL, online
+        flag and the path-independent parts of their source; services with their projections). Independent of
+        machine, checkout location and data paths; changes when any of those definitions change."""
+        from feast.feature_view import DUMMY_ENTITY_NAME
+
+        _ensure_env()
+        repo = load_repo_contents(self.repo_dir, project=None)
+        return _fingerprint(
+            [e for e in repo.entities if e.name != DUMMY_ENTITY_NAME], repo.feature_views, repo.feature_services
+        )
+
+    def applied_fingerprint(self) -> str:
+        """The same fingerprint computed from the registry: differs from :meth:`definitions_fingerprint` when the
+        repo changed since the last apply."""
+        with self._locked(exclusive=False):
+            self._require_applied()
+            store = self.store
+            return _fingerprint(store.list_entities(), store.list_feature_views(), store.list_feature_services())
+
+    # -- offline --------------------------------------------------------------------------------------------------
+    def historical_features(
+        self, entity_df: pd.DataFrame, feature_service: str, *, timestamp_column: str = FEAST_TIMESTAMP
+    ) -> pd.DataFrame:
+        """Point-in-time join of ``feature_service`` onto ``entity_df`` (one output row per input row, same order,
+        same index, same columns, plus one column per feature). Naive timestamps are taken as UTC.
+
+        Feature dtypes do not depend on the data: numeric (and bool) features are float64 with NaN for missing,
+        UnixTimestamp features datetime64[us, UTC], strings object. A feature is missing when the key has no row
+        at or before the timestamp, or (views with a TTL) only rows older than ``timestamp - ttl``."""
+        with self._locked(exclusive=False):
+            return self._historical_features(entity_df, feature_service, timestamp_column)
+
+    def _historical_features(
+        self, entity_df: pd.DataFrame, feature_service: str, timestamp_column: str
+    ) -> pd.DataFrame:
+        self._require_applied()
+        service = self._feature_service(feature_service)
+        projections = service.feature_view_projections
+        views = [self._feature_view(p.name) for p in projections]
+        for view in views:
+            _check_feature_table(view)
+
+        keys: list[str] = []
+        for p, view in zip(projections, views):
+            for k in view.join_keys:
+                col = (p.join_key_map or {}).get(k, k)
+                if col not in keys:
+                    keys.append(col)
+        features = [f.name for p in projections for f in p.features]
+        missing = [c for c in [*keys, timestamp_column] if c not in entity_df.columns]
+        if missing:
+            raise EntityFrameError(
+                f"entity frame lacks {missing} needed by feature service {feature_service!r} "
+                f"(columns: {list(entity_df.columns)})"
+            )
+        clash = sorted(set(features) & set(entity_df.columns))
+        if clash:
+            raise EntityFrameError(f"entity frame already has columns named like features: {clash}")
+
+        ts = _to_utc_us(entity_df[timestamp_column])
+        if ts.isna().any():
+            raise EntityFrameError(f"{int(ts.isna().sum())} entity row(s) have no {timestamp_column!r}")
+        frame = entity_df[keys].reset_index(drop=True)
+        frame[FEAST_TIMESTAMP] = ts.reset_index(drop=True)
+        # Send each distinct (keys, timestamp) once; map the answers back to every row.
+        combo = frame.groupby([*keys, FEAST_TIMESTAMP], dropna=False, sort=False).ngroup().to_numpy()
+        first = ~pd.Series(combo).duplicated().to_numpy()
+        query = frame.loc[first].reset_index(drop=True)
+        query[_ROW] = combo[first]
+
+        if len(query):
+            joined = self.store.get_historical_features(entity_df=query, features=service).to_df()
+        else:
+            joined = pd.DataFrame({_ROW: pd.Series(dtype="int64"), **{f: pd.Series(dtype=object) for f in features}})
+        if len(joined) != len(query) or joined[_ROW].duplicated().any():
+            raise FeatureStoreError(
+                f"Feast returned {len(joined)} rows for {len(query)} distinct entity rows (fan-out or loss)"
+            )
+        joined = joined.set_index(_ROW).reindex(combo)[features].reset_index(drop=True)
+        # Stable dtypes whatever the nulls: numbers float64 (NaN = missing), timestamps datetime64[us, UTC].
+        for p in projections:
+            for f in p.features:
+                kind = f.dtype.to_value_type().name
+                if kind in _NUMERIC_TYPES:
+                    joined[f.name] = pd.to_numeric(joined[f.name]).astype("float64")
+                elif kind == "UNIX_TIMESTAMP":
+                    joined[f.name] = _to_utc_us(joined[f.name])
+        out = pd.concat([entity_df.reset_index(drop=True), joined], axis=1)
+        out.index = entity_df.index
+        return out
+
+    # -- online ---------------------------------------------------------------------------------------------------
+    def online_features(
+        self,
+        feature_refs_or_service: str | list[str],
+        entity_rows: list[dict[str, Any]],
+        *,
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Latest materialized values, one dict per entity row (join keys + features by name).
+
+        Feast's online read ignores TTLs. With ``as_of`` a value is kept only if its feature timestamp ``ts``
+        satisfies ``ts <= as_of <= ts + ttl`` (the offline join's rule; timestamps at second precision, as the
+        online store returns them), so the result equals ``historical_features`` at ``as_of``.
+        """
+        with self._locked(exclusive=False):
+            return self._online_features(feature_refs_or_service, entity_rows, as_of)
+
+    def _online_features(
+        self, feature_refs_or_service: str | list[str], entity_rows: list[dict[str, Any]], as_of: datetime | None
+    ) -> list[dict[str, Any]]:
+        self._require_applied()
+        target: Any
+        ttl_by_feature: dict[str, timedelta | None] = {}
+        if isinstance(feature_refs_or_service, str) and ":" not in feature_refs_or_service:
+            target = self._feature_service(feature_refs_or_service)
+            for p in target.feature_view_projections:
+                ttl = self._feature_view(p.name).ttl
+                ttl_by_feature.update({f.name: ttl for f in p.features})
+        else:
+            target = [feature_refs_or_service] if isinstance(feature_refs_or_service, str) else list(
+                feature_refs_or_service
+            )
+            for ref in target:
+                view, feature = ref.split(":", 1)
+                ttl_by_feature[feature] = self._feature_view(view).ttl
+        if not entity_rows:
+            return []
+        response = self.store.get_online_features(features=target, entity_rows=entity_rows)
+        data = response.to_dict(include_event_timestamps=as_of is not None)
+        rows = [
+            {k: v[i] for k, v in data.items() if not k.endswith(_TS_SUFFIX)} for i in range(len(entity_rows))
+        ]
+        if as_of is not None:
+            cutoff = int(_utc(as_of).timestamp())
+            for name, ttl in ttl_by_feature.items():
+                stamps = data.get(name + _TS_SUFFIX)
+                if stamps is None:
+                    continue
+                horizon = int(ttl.total_seconds()) if ttl else None
+                for row, ts in zip(rows, stamps):
+                    if row.get(name) is not None and (ts > cutoff or (horizon is not None and ts + horizon < cutoff)):
+                        row[name] = None
+        return rows
+
+    # -- materialization ------------------------------------------------------------------------------------------
+    def materialize(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        batch_days: int = 7,
+        views: list[str] | None = None,
+        allow_rewind: bool = False,
+    ) -> MaterializeSummary:
+        """Load ``[start, end]`` into the online store, oldest window first, ``batch_days`` per Feast call."""
+        start, end = _utc(start), _utc(end)
+        if start >= end:
+            raise ValueError(f"start {start} is not before end {end}")
+        with self._locked(exclusive=False):
+            self._require_applied()
+            names = self._online_view_names(views)
+        return self._walk({name: start for name in names}, end, batch_days, allow_rewind)
+
+    def materialize_incremental(
+        self, end: datetime, *, batch_days: int = 7, views: list[str] | None = None
+    ) -> MaterializeSummary:
+        """Materialize each view from where its last materialization ended (the registry's intervals) up to
+        ``end``. A view never materialized starts at ``end - ttl`` (Feast's rule, but anchored at ``end`` instead
+        of the wall clock, which means nothing for historical data), or at its oldest row if that is later or the
+        view has no TTL."""
+        end = _utc(end)
+        starts: dict[str, datetime] = {}
+        with self._locked(exclusive=False):
+            self._require_applied()
+            for name in self._online_view_names(views):
+                view = self._feature_view(name)
+                _check_feature_table(view)
+                last = view.most_recent_end_time
+                if last is not None:
+                    starts[name] = _utc(last)
+                else:
+                    oldest = _oldest_timestamp(view)
+                    start = oldest if oldest is not None else end
+                    if view.ttl:  # older rows are expired at `end`: serving them would only serve stale values
+                        start = max(start, end - view.ttl)
+                    starts[name] = start
+        return self._walk(starts, end, batch_days, allow_rewind=False)
+
+    def _online_view_names(self, views: list[str] | None) -> list[str]:
+        if views is None:
+            return sorted(v.name for v in self.store.list_feature_views() if v.online)
+        return [self._feature_view(v).name for v in views]
+
+    def _walk(
+        self, starts: dict[str, datetime], end: datetime, batch_days: int, allow_rewind: bool
+    ) -> MaterializeSummary:
+        if batch_days < 1:
+            raise ValueError(f"batch_days must be >= 1, got {batch_days}")
+        t0 = time.perf_counter()
+        store = self.store
+        step = timedelta(days=batch_days)
+        batches: list[BatchReport] = []
+        rows_by_view: dict[str, int] = {}
+        skipped = 0
+        views = {}
+        with self._locked(exclusive=False):  # check every view before writing anything
+            for name in starts:
+                views[name] = view = self._feature_view(name)
+                _check_feature_table(view)
+                last = view.most_recent_end_time
+                if last is not None and end < _utc(last) and not allow_rewind:
+                    raise MaterializationWouldRewind(
+                        f"{name} is materialized up to {_utc(last).isoformat()}; materializing up to "
+                        f"{end.isoformat()} would overwrite newer online values with older ones "
+                        "(allow_rewind=True to do it anyway)"
+                    )
+        for name, start in starts.items():
+            view = views[name]
+            rows_by_view[name] = 0
+            if start >= end:
+                continue
+            windows = []
+            ws = start
+            while ws < end:
+                windows.append((ws, min(ws + step, end)))
+                ws = windows[-1][1]
+            counts = _window_key_counts(view, windows)
+            for (ws, we), rows in zip(windows, counts):
+                if rows == 0:  # Feast would read nothing and write nothing
+                    skipped += 1
+                    continue
+                tb = time.perf_counter()
+                with self._locked(exclusive=True), contextlib.redirect_stdout(io.StringIO()):
+                    store.materialize(ws, we, feature_views=[name])
+                batches.append(BatchReport(name, ws, we, rows, round(time.perf_counter() - tb, 3)))
+                rows_by_view[name] += rows
+            # Record the whole range, so the next incremental run starts at `end` even if the last windows were
+            # empty (Feast records only the windows it was called for).
+            with self._locked(exclusive=True):
+                store.registry.apply_materialization(
+                    self._feature_view(name), store.project, start, end, commit=True
+                )
+        return MaterializeSummary(
+            end=end,
+            batch_days=batch_days,
+            starts=dict(starts),
+            batches=batches,
+            skipped_windows=skipped,
+            seconds=round(time.perf_counter() - t0, 3),
+            rows_by_view=rows_by_view,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading the repo like `feast apply` does
+# ----------------------------------------------------------------------------------------------------------------
+def load_repo_contents(repo_dir: Path, project: str | None) -> RepoContents:
+    """Import the repo's Feast modules (those ``.feastignore`` keeps, as ``feast apply`` selects them) and collect
+    their objects. Modules are imported fresh (the FileSource paths come from the environment at import) and
+    removed from ``sys.modules`` afterwards, so nothing leaks into the importing process."""
+    from feast import Entity, FeatureService, FeatureView, Project
+    from feast.batch_feature_view import BatchFeatureView
+    from feast.data_source import DataSource, PushSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.on_demand_feature_view import OnDemandFeatureView
+    from feast.permissions.permission import Permission
+    from feast.repo_contents import RepoContents
+    from feast.repo_operations import get_repo_files
+    from feast.stream_feature_view import StreamFeatureView
+
+    repo_dir = Path(repo_dir).resolve()
+    files = get_repo_files(repo_dir)
+    names = [".".join(f.relative_to(repo_dir).with_suffix("").parts) for f in files]
+    res = RepoContents(
+        projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
+        on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[],
+    )
+
+    def add(bucket: list, obj: Any) -> None:
+        if not any(obj is seen for seen in bucket):
+            bucket.append(obj)
+
+    unsupported = (OnDemandFeatureView, StreamFeatureView, BatchFeatureView, Permission)
+    with _isolated_imports(repo_dir, names):
+        for name in names:
+            module = importlib.import_module(name)
+            for attr in dir(module):
+                obj = getattr(module, attr)
+                if isinstance(obj, unsupported):
+                    raise RepoDefinitionError(
+                        f"{name}.{attr} is a {type(obj).__name__}; feature_repo/ keeps to Entity, FileSource, "
+                        "PushSource, FeatureView, FeatureService"
+                    )
+                if isinstance(obj, DataSource):
+                    add(res.data_sources, obj)
+                    if isinstance(obj, PushSource) and obj.batch_source is not None:
+                        add(res.data_sources, obj.batch_source)
+                elif isinstance(obj, FeatureView):
+                    add(res.feature_views, obj)
+                    for source in (obj.batch_source, obj.stream_source):
+                        if source is not None:
+                            add(res.data_sources, source)
+                elif isinstance(obj, Entity):
+                    add(res.entities, obj)
+                elif isinstance(obj, FeatureService):
+                    add(res.feature_services, obj)
+                elif isinstance(obj, Project):
+                    add(res.projects, obj)
+    if project is not None:
+        if any(p.name != project for p in res.projects):
+            raise RepoDefinitionError(f"Project objects {[p.name for p in res.projects]} != {project!r} of the yaml")
+        if not res.projects:
+            res.projects.append(Project(name=project))
+    for view in res.feature_views:
+        # Feast's ibis point-in-time join drops every joined column whose name ends in "_y" (its clash suffix),
+        # so such a feature fails every historical retrieval with "Column ... is not found" (checked in 0.67).
+        bad = [f.name for f in view.features if f.name.endswith("_y")]
+        if bad:
+            raise RepoDefinitionError(f"{view.name}: feature names ending in '_y' break Feast's offline join: {bad}")
+    res.entities.append(DUMMY_ENTITY)  # as feast's parse_repo does, so apply's diff matches the CLI's
+    return res
+
+
+@contextlib.contextmanager
+def _isolated_imports(repo_dir: Path, names: list[str]):
+    """Make the repo's files importable by their bare names (siblings import each other so, as under the CLI)."""
+    roots = {n.split(".")[0] for n in names}
+
+    def ours(mod: str) -> bool:
+        return mod.split(".")[0] in roots
+
+    with _IMPORT_LOCK:
+        saved = {m: sys.modules.pop(m) for m in list(sys.modules) if ours(m)}
+        saved_path = list(sys.path)
+        saved_bytecode = sys.dont_write_bytecode
+        sys.path.insert(0, str(repo_dir))
+        sys.dont_write_bytecode = True  # no __pycache__ in the repo
+        importlib.invalidate_caches()
+        try:
+            yield
+        finally:
+            for m in [m for m in sys.modules if ours(m)]:
+                del sys.modules[m]
+            sys.modules.update(saved)
+            sys.path[:] = saved_path
+            sys.dont_write_bytecode = saved_bytecode
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fingerprint
+# ----------------------------------------------------------------------------------------------------------------
+def _fingerprint(entities, views, services) -> str:
+    return hashlib.sha256(
+        json.dumps(canonical_definitions(entities, views, services), sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def canonical_definitions(entities, views, services) -> dict[str, Any]:
+    """The parts of the definitions that decide what features are served, as plain JSON-able data.
+
+    Left out on purpose: descriptions, tags, owners, registry timestamps and the source's directory (a FileSource
+    keeps only its file name), so the value is the same on every machine and for every data location.
+    """
+    from feast.feature_view import DUMMY_ENTITY_NAME
+
+    def field_list(fields) -> list[list[str]]:
+        return [[f.name, f.dtype.to_value_type().name] for f in fields]
+
+    def source(s) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        path = getattr(s, "path", None)
+        fmt = getattr(s, "file_format", None)
+        return {
+            "name": s.name,
+            "kind": type(s).__name__,
+            "file": Path(path).name if path else None,
+            "format": type(fmt).__name__ if fmt is not None else None,
+            "timestamp_field": s.timestamp_field,
+            "created_timestamp_column": s.created_timestamp_column or None,
+            "field_mapping": sorted(s.field_mapping.items()),
+        }
+
+    return {
+        "entities": sorted(
+            (
+                {"name": e.name, "join_key": e.join_key, "value_type": e.value_type.name}
+                for e in entities
+                if e.name != DUMMY_ENTITY_NAME
+            ),
+            key=lambda d: d["name"],
+        ),
+        "feature_views": sorted(
+            (
+                {
+                    "name": v.name,
+                    "entities": sorted(v.entities),
+                    "features": field_list(v.features),
+                    "ttl_seconds": v.ttl.total_seconds() if v.ttl else 0,
+                    "online": bool(v.online),
+                    "source": source(v.batch_source),
+                }
+                for v in views
+            ),
+            key=lambda d: d["name"],
+        ),
+        "feature_services": sorted(
+            (
+                {
+                    "name": s.name,
+                    "projections": [
+                        {
+                            "view": p.name,
+                            "alias": p.name_alias or None,
+                            "features": field_list(p.features),
+                            "join_key_map": sorted((p.join_key_map or {}).items()),
+                        }
+                        for p in s.feature_view_projections
+                    ],
+                }
+                for s in services
+            ),
+            key=lambda d: d["name"],
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _ensure_env() -> None:
+    """feature_store.yaml and data_sources.py read these; fill the unset ones with the platform defaults."""
+    if not all(os.environ.get(v) for v in ENV_VARS):
+        settings.export_defaults()
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _to_utc_us(values: pd.Series) -> pd.Series:
+    """Any timestamp-like series -> datetime64[us, UTC] (naive values are taken as UTC)."""
+    return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+
+
+def _check_feature_table(view) -> None:
+    """Named errors for the two ways a dbt table breaks Feast: absent file, missing column / nanosecond stamps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = getattr(view.batch_source, "path", None)
+    if path is None:
+        return
+    if not Path(path).exists():
+        raise MissingFeatureTable(view.name, path)
+    schema = pq.read_schema(path)
+    source = view.batch_source
+    needed = [*view.join_keys, source.timestamp_field, *(f.name for f in view.features)]
+    if source.created_timestamp_column:
+        needed.append(source.created_timestamp_column)
+    reverse = {v: k for k, v in (source.field_mapping or {}).items()}
+    missing = [c for c in needed if reverse.get(c, c) not in schema.names]
+    if missing:
+        raise FeatureTableSchemaError(
+            f"{path} (view {view.name}) lacks column(s) {missing}; it has {schema.names}"
+        )
+    nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    if nanos:
+        raise FeatureTableSchemaError(
+            f"{path} stores nanosecond timestamps in {nanos}; Feast's DuckDB store needs microseconds "
+            "(DuckDB 2 cannot cast TIMESTAMPTZ_NS to TIMESTAMP, which materialization does): write them as "
+            "timestamp('us', tz='UTC')"
+        )
+
+
+def _sql_path(path: str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _oldest_timestamp(view) -> datetime | None:
+    import duckdb
+
+    ts_col = view.batch_source.timestamp_field
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        row = con.execute(
+            f'SELECT min("{ts_col}") FROM read_parquet({_sql_path(view.batch_source.path)})'
+        ).fetchone()
+        value = row[0] if row else None
+    finally:
+        con.close()
+    if value is None:
+        return None
+    return _utc(value) if isinstance(value, datetime) else _utc(pd.Timestamp(value).to_pydatetime())
+
+
+def _window_key_counts(view, windows: list[tuple[datetime, datetime]]) -> list[int]:
+    """Per window ``[ws, we]`` (inclusive, as Feast reads it): how many distinct entity keys have a row in it,
+    which is what Feast writes (it keeps the latest row per key)."""
+    import duckdb
+
+    if not windows:
+        return []
+    ts_col = view.batch_source.timestamp_field
+    keys = ", ".join(f'"{k}"' for k in view.join_keys) or "1"
+    lo, hi = windows[0][0], windows[-1][1]
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        rel = con.execute(
+            f'SELECT hash({keys}) AS k, epoch_us("{ts_col}") AS t FROM read_parquet({_sql_path(view.batch_source.path)}) '
+            f'WHERE "{ts_col}" >= ?::TIMESTAMPTZ AND "{ts_col}" <= ?::TIMESTAMPTZ ORDER BY t',
+            [lo.isoformat(), hi.isoformat()],
+        ).fetchnumpy()
+    finally:
+        con.close()
+    k, t = np.asarray(rel["k"]), np.asarray(rel["t"], dtype=np.int64)
+    counts = []
+    for ws, we in windows:
+        a = np.searchsorted(t, _epoch_us(ws), side="left")
+        b = np.searchsorted(t, _epoch_us(we), side="right")
+        counts.append(int(len(np.unique(k[a:b]))) if b > a else 0)
+    return counts
+
+
+def _epoch_us(ts: datetime) -> int:
+    delta = _utc(ts) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

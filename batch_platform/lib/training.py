@@ -1,0 +1,231 @@
+"""LightGBM training on a point-in-time training set: time-based windows, early stopping on the validation
+window, a bounded seeded hyper-parameter search, reproducible by construction.
+
+Reproducibility: fixed seeds, ``deterministic=True`` with ``force_row_wise=True``, a fixed ``num_threads``,
+rows sorted by the entity key and columns by name. Categorical features are pandas categoricals whose
+categories LightGBM stores in the model text (``pandas_categorical``); scoring re-applies exactly those
+categories, so a category never silently maps to another's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from batch_platform.lib.specs import ModelSpec
+from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL, LABEL_FINAL_AT, SPLIT, VALID_FROM_SUFFIX
+
+LGB_METRIC = {"roc_auc": "auc", "average_precision": "average_precision", "log_loss": "binary_logloss"}
+
+# The search space: a fixed grid; the search evaluates a seeded sample of `n_trials` points (the first point is
+# always the baseline configuration, so a budget of 1 is a plain, sensible model).
+PARAM_GRID = {
+    "learning_rate": [0.05, 0.1],
+    "num_leaves": [15, 31, 63],
+    "min_data_in_leaf": [20, 50, 100],
+    "feature_fraction": [0.8, 1.0],
+    "lambda_l2": [0.0, 1.0],
+}
+BASELINE = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.8, "lambda_l2": 1.0}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_trials: int = 3
+    max_rounds: int = 400
+    early_stopping_rounds: int = 30
+    seed: int = 13
+    num_threads: int = 2
+
+
+@dataclass
+class TrainedModel:
+    model_text: str
+    params: dict
+    best_iteration: int
+    features: list[str]
+    categorical: list[str]
+    validation_metric: float
+    trials: list[dict] = field(default_factory=list)
+
+
+def feature_columns(spec: ModelSpec, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(features, categorical features), each sorted by name: everything in the training set except keys,
+    timestamps, label and bookkeeping; join keys only where the spec lists them as categorical."""
+    excluded = {spec.entity.key, spec.label.date_column, EVENT_TIMESTAMP, LABEL, LABEL_FINAL_AT, SPLIT}
+    excluded |= set(spec.entity.join_keys) - set(spec.categorical_features)
+    features = sorted(c for c in frame.columns if c not in excluded and not c.endswith(VALID_FROM_SUFFIX))
+    categorical = sorted(
+        c for c in features
+        if c in spec.categorical_features
+        or not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    )
+    return features, categorical
+
+
+def prepare_matrix(frame: pd.DataFrame, features: list[str], categorical: list[str],
+                   categories: dict[str, list] | None = None) -> pd.DataFrame:
+    """The model matrix: numeric columns as float64, categoricals as pandas categoricals with ``categories``
+    (from the model) or, when training, the sorted distinct values."""
+    X = pd.DataFrame(index=frame.index)
+    for c in features:
+        if c in categorical:
+            values = frame[c].astype("string").astype(object).where(frame[c].notna(), None)
+            cats = categories[c] if categories is not None else sorted(v for v in set(values) if v is not None)
+            X[c] = pd.Categorical(values, categories=cats)
+        else:
+            X[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+    return X
+
+
+def _sorted(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    return frame.sort_values(spec.entity.key, kind="stable").reset_index(drop=True)
+
+
+def _base_params(spec: ModelSpec, config: TrainConfig) -> dict:
+    return {
+        "objective": "binary",
+        "metric": LGB_METRIC[spec.gate.metric],
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": config.num_threads,
+        "seed": config.seed,
+        "bagging_seed": config.seed,
+        "feature_fraction_seed": config.seed,
+        "data_random_seed": config.seed,
+        "verbosity": -1,
+        "max_cat_to_onehot": 8,
+    }
+
+
+def candidate_params(config: TrainConfig) -> list[dict]:
+    rng = np.random.default_rng(config.seed)
+    keys = sorted(PARAM_GRID)
+    grid = [dict(zip(keys, combo)) for combo in np.array(np.meshgrid(*[range(len(PARAM_GRID[k])) for k in keys]))
+            .T.reshape(-1, len(keys)).tolist()]
+    points = [{k: PARAM_GRID[k][i] for k, i in zip(keys, [g[k] for k in keys])} for g in grid]
+    points = [p for p in points if p != BASELINE]
+    order = rng.permutation(len(points))
+    return [BASELINE] + [points[i] for i in order[: max(0, config.n_trials - 1)]]
+
+
+def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfig()) -> TrainedModel:
+    """Search ``config.n_trials`` parameter sets (early stopping on the validation window each), keep the best
+    by the spec's metric on the validation window."""
+    frame = _sorted(frame, spec)
+    features, categorical = feature_columns(spec, frame)
+    train_rows = frame[frame[SPLIT] == "train"]
+    val_rows = frame[frame[SPLIT] == "validation"]
+    if train_rows[LABEL].nunique() < 2 or val_rows[LABEL].nunique() < 2:
+        raise ValueError(f"{spec.name}: the train and validation windows need both label classes")
+    X_train = prepare_matrix(train_rows, features, categorical)
+    cats = {c: list(X_train[c].cat.categories) for c in categorical}
+    X_val = prepare_matrix(val_rows, features, categorical, cats)
+    higher_better = spec.gate.metric != "log_loss"
+
+    best: TrainedModel | None = None
+    trials = []
+    for point in candidate_params(config):
+        params = {**_base_params(spec, config), **point}
+        dtrain = lgb.Dataset(X_train, label=train_rows[LABEL].to_numpy(), categorical_feature=categorical,
+                             free_raw_data=False)
+        dval = lgb.Dataset(X_val, label=val_rows[LABEL].to_numpy(), reference=dtrain)
+        booster = lgb.train(
+            params, dtrain, num_boost_round=config.max_rounds, valid_sets=[dval], valid_names=["validation"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        )
+        score = float(booster.best_score["validation"][params["metric"]])
+        trials.append({"params": point, "best_iteration": booster.best_iteration, "validation_metric": score})
+        if best is None or (score > best.validation_metric if higher_better else score < best.validation_metric):
+            best = TrainedModel(
+                model_text=booster.model_to_string(num_iteration=booster.best_iteration),
+                params=params, best_iteration=booster.best_iteration, features=features,
+                categorical=categorical, validation_metric=score,
+            )
+    assert best is not None
+    best.trials = trials
+    return best
+
+
+def load_booster(model_text: str) -> lgb.Booster:
+    return lgb.Booster(model_str=model_text)
+
+
+def categorical_features_of(booster: lgb.Booster) -> list[str]:
+    """The model's categorical features, read from its text: LightGBM writes a numeric feature's info as
+    ``[min:max]`` and a categorical's as its category codes ``c1:c2:...``; ``pandas_categorical`` holds their
+    categories in the same order."""
+    names = booster.feature_name()
+    infos = booster.model_to_string(num_iteration=0).split("feature_infos=", 1)[1].split("\n", 1)[0].split(" ")
+    categorical = [n for n, info in zip(names, infos) if not info.startswith("[") and info != "none"]
+    if len(categorical) != len(booster.pandas_categorical or []):
+        raise ValueError(
+            f"cannot tell the model's categorical features apart ({categorical} vs "
+            f"{len(booster.pandas_categorical or [])} category lists): pass them explicitly"
+        )
+    return categorical
+
+
+def score(booster: lgb.Booster, frame: pd.DataFrame, categorical: list[str] | None = None) -> np.ndarray:
+    """Probabilities for ``frame`` with the model's own feature list and categories."""
+    features = booster.feature_name()
+    categorical = categorical if categorical is not None else categorical_features_of(booster)
+    categories = dict(zip(categorical, booster.pandas_categorical or []))
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise KeyError(f"scoring frame lacks model features {missing}")
+    X = prepare_matrix(frame, features, categorical, categories)
+    return booster.predict(X)
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    return {pkg: md.version(pkg) for pkg in ("lightgbm", "numpy", "pandas", "feast", "dbt-core", "duckdb")} | {
+        "python": platform.python_version()}
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        commit = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dbt_manifest_hash(manifest_path: Path) -> str:
+    """sha256 over the manifest's node checksums (stable: ignores generated_at and invocation ids)."""
+    manifest = json.loads(manifest_path.read_text())
+    nodes = {uid: n.get("checksum", {}).get("checksum") for uid, n in sorted(manifest.get("nodes", {}).items())}
+    return hashlib.sha256(json.dumps(nodes, sort_keys=True).encode()).hexdigest()
+
+
+def model_fingerprint(trained: TrainedModel, *, training_set_fingerprint: str, feature_definitions: str,
+                      dbt_manifest: str, commit: str, spec_fingerprint: str) -> dict:
+    return {
+        "training_set": training_set_fingerprint,
+        "feature_definitions": feature_definitions,
+        "dbt_manifest": dbt_manifest,
+        "git_commit": commit,
+        "spec": spec_fingerprint,
+        "params": trained.params,
+        "best_iteration": trained.best_iteration,
+        "features": trained.features,
+        "categorical": trained.categorical,
+        "libraries": library_versions(),
+    }
+
+
+__all__ = ["TrainConfig", "TrainedModel", "train", "score", "load_booster", "feature_columns", "prepare_matrix",
+           "model_fingerprint", "dbt_manifest_hash", "git_commit", "library_versions", "asdict"]

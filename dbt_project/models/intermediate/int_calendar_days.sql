@@ -1,0 +1,48 @@
+-- One row per calendar day between the first and the last holiday of the seed (inside that range the nearest
+-- holiday is always known), with the calendar attributes used as features known in advance.
+
+with
+
+holidays as (
+
+    select holiday_date from {{ ref('us_federal_holidays') }}
+
+),
+
+days as (
+
+    select cast(unnest(generate_series(
+        (select min(holiday_date) from holidays),
+        (select max(holiday_date) from holidays),
+        interval 1 day
+    )) as date) as calendar_date
+
+),
+
+nearest_holiday as (
+
+    select
+        days.calendar_date,
+        min(abs(days.calendar_date - holidays.holiday_date)) as days_to_nearest_holiday
+
+    from days
+    cross join holidays
+    group by days.calendar_date
+
+),
+
+final as (
+
+    select
+        calendar_date,
+        isodow(calendar_date) as day_of_week,
+        month(calendar_date) as month,
+        dayofyear(calendar_date) as day_of_year,
+        days_to_nearest_holiday = 0 as is_federal_holiday,
+        days_to_nearest_holiday
+
+    from nearest_holiday
+
+)
+
+select * from final

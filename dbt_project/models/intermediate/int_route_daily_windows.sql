@@ -1,0 +1,2 @@
+-- Trailing 7- and 28-flight-day windows of route activity for every day of the route's spine.
+{{ entity_daily_windows(spine_model='int_route_day_spine', activity_model='int_route_daily_activity', entity='route') }}

@@ -1,0 +1,40 @@
+-- Daily carrier features for Feast (entity carrier): one row per carrier and as_of_date, valid from the
+-- morning after as_of_date.
+
+with
+
+windows as (
+
+    select * from {{ ref('int_carrier_daily_windows') }}
+
+),
+
+timed as (
+
+    select
+        *,
+        {{ daily_batch_available_ts('as_of_date') }} as feature_ts
+
+    from windows
+
+),
+
+final as (
+
+    select
+        carrier,
+        as_of_date,
+        feature_ts,
+        feature_ts as carrier_valid_from,
+        flights_7d as carrier_flights_7d,
+        delay_rate_7d as carrier_delay_rate_7d,
+        delay_rate_28d as carrier_delay_rate_28d,
+        cancel_rate_7d as carrier_cancel_rate_7d,
+        mean_dep_delay_7d as carrier_mean_dep_delay_7d
+
+    from timed
+
+)
+
+select * from final
+order by carrier, as_of_date

@@ -1,0 +1,43 @@
+-- Daily plane features for Feast (entity tailnum): one row per plane and as_of_date, computed from the flight
+-- days up to and including as_of_date and therefore valid from the next morning, when that day's batch lands.
+
+with
+
+windows as (
+
+    select * from {{ ref('int_plane_daily_windows') }}
+
+),
+
+timed as (
+
+    select
+        *,
+        {{ daily_batch_available_ts('as_of_date') }} as feature_ts
+
+    from windows
+
+),
+
+final as (
+
+    select
+        tailnum,
+        as_of_date,
+        feature_ts,
+        feature_ts as plane_valid_from,
+        flights_7d as plane_flights_7d,
+        flights_28d as plane_flights_28d,
+        delay_rate_7d as plane_delay_rate_7d,
+        delay_rate_28d as plane_delay_rate_28d,
+        mean_arr_delay_7d as plane_mean_arr_delay_7d,
+        mean_arr_delay_28d as plane_mean_arr_delay_28d,
+        cancel_rate_28d as plane_cancel_rate_28d,
+        days_since_last_flight as plane_days_since_last_flight
+
+    from timed
+
+)
+
+select * from final
+order by tailnum, as_of_date

@@ -1,0 +1,41 @@
+-- Daily route features for Feast (entity route = origin-dest): one row per route and as_of_date, valid from
+-- the morning after as_of_date.
+
+with
+
+windows as (
+
+    select * from {{ ref('int_route_daily_windows') }}
+
+),
+
+timed as (
+
+    select
+        *,
+        {{ daily_batch_available_ts('as_of_date') }} as feature_ts
+
+    from windows
+
+),
+
+final as (
+
+    select
+        route,
+        as_of_date,
+        feature_ts,
+        feature_ts as route_valid_from,
+        flights_7d as route_flights_7d,
+        flights_28d as route_flights_28d,
+        delay_rate_7d as route_delay_rate_7d,
+        delay_rate_28d as route_delay_rate_28d,
+        mean_arr_delay_28d as route_mean_arr_delay_28d,
+        cancel_rate_28d as route_cancel_rate_28d
+
+    from timed
+
+)
+
+select * from final
+order by route, as_of_date

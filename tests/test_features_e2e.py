@@ -1,0 +1,238 @@
+"""Raw → dbt → Feast → training sets, on real replayed days, in one Dagster run (module-scoped: built once).
+
+Uses a specs folder made for the test: the two shipped specs with windows shortened to fit the loaded days,
+plus a third model that exists only in test data (a new label over the same dbt model and feature service),
+showing that a model needs a YAML entry, not Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+
+from batch_platform import settings
+from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
+from batch_platform.lib.ingest import ingest_batch
+from batch_platform.lib.landing import daily_batch_path, reference_batch_path, replay
+from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
+
+FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 24)
+NY = ZoneInfo("America/New_York")
+SPEC_NAMES = ("flight_delay", "flight_cancellation", "flight_long_delay")
+
+
+def _write_specs(folder: Path) -> None:
+    folder.mkdir()
+    for name in ("flight_delay", "flight_cancellation"):
+        raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{name}.yaml").read_text())
+        raw["windows"] = {"train_days": 10, "validation_days": 4, "test_days": 4}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    third = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
+    third.update(
+        name="flight_long_delay",
+        description="Arrives more than an hour late (a spec that exists only in test data).",
+        label={"model": "flight_labels", "expression": "arr_delay > 60", "definition": "arr_delay > 60 minutes",
+               "date_column": "flight_date", "embargo_days": 3},
+        windows={"train_days": 8, "validation_days": 3, "test_days": 3},
+    )
+    (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    base = tmp_path_factory.mktemp("platform")
+    data = base / "data"
+    env = {
+        settings.DATA_DIR_VAR: data,
+        settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
+        settings.LANDING_VAR: data / "landing",
+        settings.QUARANTINE_VAR: data / "quarantine",
+        settings.FEATURES_VAR: data / "features",
+        settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
+        settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
+        settings.ARTIFACTS_VAR: data / "artifacts",
+        SPECS_DIR_VAR: base / "specs",
+    }
+    _write_specs(base / "specs")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, str(v))
+        replay(data / "landing", FIRST, LAST)
+        db = data / "warehouse.duckdb"
+        for c in REFERENCE_CONTRACTS:
+            ingest_batch(db, c, reference_batch_path(data / "landing", c.table), None, quarantine_dir=data / "q")
+        day = FIRST
+        while day <= LAST:
+            for c in DAILY_CONTRACTS:
+                ingest_batch(db, c, daily_batch_path(data / "landing", c.table, day), day, quarantine_dir=data / "q")
+            day += dt.timedelta(days=1)
+
+        from batch_platform.definitions import defs as lazy_defs
+
+        defs = lazy_defs()
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("features_and_training_sets").execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            yield {"env": env, "defs": defs, "instance": instance, "result": result, "data": data}
+
+
+def test_graph_is_connected_raw_to_training_sets(platform):
+    defs = platform["defs"]
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for name in SPEC_NAMES:
+        assert f"{name}_training_set" in keys
+    # dbt sources attach to the raw assets; marts feed Feast; Feast and the label model feed the training sets
+    assert dg.AssetKey(["raw", "flights"]) in graph.get(dg.AssetKey(["staging", "stg_flights"])).parent_keys
+    assert dg.AssetKey(["marts", "plane_daily_features"]) in graph.get(dg.AssetKey(["feast", "feature_definitions"])).parent_keys
+    ts_parents = graph.get(dg.AssetKey(["flight_long_delay_training_set"])).parent_keys
+    assert ts_parents == {dg.AssetKey(["marts", "flight_labels"]), dg.AssetKey(["feast", "feature_definitions"])}
+    assert graph.get(dg.AssetKey(["staging", "stg_flights"])).group_name == "features_staging"
+    assert graph.get(dg.AssetKey(["marts", "plane_daily_features"])).group_name == "features_marts"
+    assert "parquet" in graph.get(dg.AssetKey(["marts", "plane_daily_features"])).kinds
+    # dbt tests are asset checks
+    checks = {k.name for k in graph.asset_check_keys}
+    assert any(n.startswith("unique_combination_plane_daily_features") for n in checks)
+    assert "no_feature_or_label_leakage" in checks
+
+
+def test_job_succeeds_and_every_check_passes(platform):
+    result = platform["result"]
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) > 100
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+    leakage = {e.asset_key.to_user_string() for e in evaluations if e.check_name == "no_feature_or_label_leakage"}
+    assert leakage == {f"{n}_training_set" for n in SPEC_NAMES}
+
+
+def _snapshot(platform, name) -> tuple[pd.DataFrame, dict]:
+    event = platform["instance"].get_latest_materialization_event(dg.AssetKey([f"{name}_training_set"]))
+    md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    return pd.read_parquet(md["snapshot"]), md
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_training_set_metadata_embargo_and_point_in_time(platform, name):
+    spec = load_specs()[name]
+    df, md = _snapshot(platform, name)
+    cutoff = dt.datetime.fromisoformat(md["training_cutoff"])
+    assert cutoff == settings.batch_available_at(LAST)
+    assert md["dagster/row_count"] == len(df) > 1000
+    assert 0 < md["positive_rate"] < 0.5
+    assert set(md["rows_per_split"]) == {"train", "validation", "test"}
+    assert len(md["data_fingerprint"]) == 64 and len(md["feature_definitions_fingerprint"]) == 64
+    # the label embargo: the last day is the last one whose labels are final at the training cutoff
+    last_day = max(pd.to_datetime(df["flight_date"]).dt.date)
+    assert last_day == spec.last_final_day(cutoff) == LAST + dt.timedelta(days=1) - dt.timedelta(days=spec.label.embargo_days)
+    assert (df["label_final_at"] <= cutoff).all()
+    # every row is stamped with its own day's prediction cutoff
+    days = pd.to_datetime(df["flight_date"]).dt.date
+    assert (df["event_timestamp"] == pd.to_datetime(days.map(spec.prediction_cutoff), utc=True)).all()
+    # plane features come from the newest daily row valid at the cutoff: the one for the day before yesterday,
+    # valid from yesterday 06:00 (New York)
+    has_plane = df["plane_valid_from"].notna()
+    assert has_plane.mean() > 0.8
+    expected = pd.to_datetime(
+        days[has_plane].map(lambda d: dt.datetime.combine(d - dt.timedelta(days=1), dt.time(6), NY)), utc=True
+    )
+    assert (df.loc[has_plane, "plane_valid_from"] == expected).all()
+    # weather: the last hourly observation published before the cutoff (18:00 local → observation of 17:00)
+    assert (df["wx_valid_from"] <= df["event_timestamp"]).all()
+    assert ((df["event_timestamp"] - df["wx_valid_from"]) < pd.Timedelta(hours=2)).mean() > 0.95
+
+
+def test_label_definitions_follow_the_specs(platform):
+    delay, _ = _snapshot(platform, "flight_delay")
+    long_delay, _ = _snapshot(platform, "flight_long_delay")
+    con = duckdb.connect(str(platform["env"][settings.WAREHOUSE_VAR]), read_only=True)
+    try:
+        truth = con.sql("SELECT flight_id, arr_delay FROM marts.flight_labels").df().set_index("flight_id")
+    finally:
+        con.close()
+    d = delay.set_index("flight_id").join(truth)
+    assert ((d["arr_delay"] > 15).astype(int) == d["label"]).all()
+    ld = long_delay.set_index("flight_id").join(truth)
+    assert ((ld["arr_delay"] > 60).astype(int) == ld["label"]).all()
+
+
+def test_online_store_matches_the_offline_join_at_materialization_time(platform):
+    from batch_platform.lib.feature_store import FeatureStoreClient
+
+    event = platform["instance"].get_latest_materialization_event(dg.AssetKey(["feast", "online_store"]))
+    end = dt.datetime.fromisoformat(event.asset_materialization.metadata["materialized_until"].value)
+    client = FeatureStoreClient(settings.FEATURE_REPO_DIR)
+    labels, _ = _snapshot(platform, "flight_delay")
+    rows = labels.drop_duplicates(["tailnum", "route", "carrier", "origin"]).head(200)
+    entity = rows[["tailnum", "route", "carrier", "origin"]].copy()
+    entity["event_timestamp"] = end
+    offline = client.historical_features(entity, "flight_delay_v1")
+    online = pd.DataFrame(client.online_features(
+        "flight_delay_v1", entity[["tailnum", "route", "carrier", "origin"]].to_dict("records"), as_of=end))
+    features = [c for c in offline.columns if c not in entity.columns]
+    assert len(features) > 30
+    mismatches = 0
+    for col in features:
+        a, b = offline[col].reset_index(drop=True), online[col].reset_index(drop=True)
+        same = (a.isna() & b.isna()) | (a.astype(object) == b.astype(object))
+        if pd.api.types.is_float_dtype(a):
+            same |= (a - pd.to_numeric(b, errors="coerce")).abs() < 1e-9
+        mismatches += int((~same).sum())
+    assert mismatches == 0
+    assert offline["plane_flights_28d"].notna().sum() > 50
+
+
+def test_a_deliberately_leaky_feature_fails_the_leakage_check(platform, tmp_path, monkeypatch):
+    """A feature table whose rows claim to be valid a day earlier than they are (feature_ts shifted back, the
+    honest valid_from kept) makes Feast join future information; the training set's check must fail."""
+    for k, v in platform["env"].items():
+        monkeypatch.setenv(k, str(v))
+    leaky = tmp_path / "features"
+    shutil.copytree(platform["data"] / "features", leaky)
+    path = leaky / "plane_daily_features.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * REPLACE (feature_ts - INTERVAL 1 DAY AS feature_ts) FROM read_parquet('{path}')) "
+                f"TO '{tmp_path / 'p.parquet'}' (FORMAT parquet)")
+    con.close()
+    shutil.move(tmp_path / "p.parquet", path)
+    monkeypatch.setenv(settings.FEATURES_VAR, str(leaky))
+    monkeypatch.setenv(settings.FEAST_REGISTRY_VAR, str(tmp_path / "registry.db"))
+    monkeypatch.setenv(settings.ONLINE_STORE_VAR, str(tmp_path / "online.db"))
+
+    from batch_platform.defs.feature_store.assets import feast_feature_definitions
+    from batch_platform.defs.resources import build_resources
+    from batch_platform.defs.training.assets import build_training_set_asset
+
+    training_set = build_training_set_asset(load_specs()["flight_delay"])
+    result = dg.materialize([feast_feature_definitions, training_set], resources=build_resources(),
+                            raise_on_error=False)
+    evaluation = next(e for e in result.get_asset_check_evaluations()
+                      if e.check_name == "no_feature_or_label_leakage")
+    assert not evaluation.passed
+    assert evaluation.metadata["feature_violations"].value.get("plane_valid_from", 0) > 100
+
+
+def test_dbt_build_works_directly_in_its_folder(platform, tmp_path):
+    """`dbt build` from dbt_project/ with its own profiles.yml (a copy of the warehouse, to stay independent)."""
+    db = tmp_path / "w.duckdb"
+    shutil.copy(platform["env"][settings.WAREHOUSE_VAR], db)
+    env = {**os.environ, settings.WAREHOUSE_VAR: str(db), settings.FEATURES_VAR: str(tmp_path / "features")}
+    dbt = Path(sys.executable).parent / "dbt"
+    out = subprocess.run([str(dbt), "build", "--profiles-dir", ".", "--target-path", str(tmp_path / "target")],
+                         cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "ERROR=0" in out.stdout
+    assert (tmp_path / "features" / "plane_daily_features.parquet").exists()

@@ -1,0 +1,328 @@
+"""The promotion gate (:mod:`batch_platform.lib.gate`) on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from batch_platform.lib import gate
+from batch_platform.lib.gate import GatePolicy, evaluate_gate, metric_value, paired_bootstrap
+
+METRICS = ("roc_auc", "average_precision", "log_loss")
+
+
+def binormal(n: int, signals: tuple[float, ...], seed: int, rho: float = 0.0, prevalence: float = 0.3):
+    """Labels and one probability-valued score per signal: logit = signal * y + noise - signal / 2, noises with
+    correlation ``rho`` between models. ROC AUC of a model is Phi(signal / sqrt(2))."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prevalence).astype(int)
+    shared = rng.normal(size=n)
+    out = []
+    for d in signals:
+        noise = rho * shared + math.sqrt(1 - rho**2) * rng.normal(size=n)
+        out.append(1 / (1 + np.exp(-(d * y + noise - d / 2))))
+    return y, out
+
+
+def policy(metric: str = "roc_auc", **kw) -> GatePolicy:
+    return GatePolicy(**{"metric": metric, "tolerance": 0.005, "floor": 0.6, "n_bootstrap": 300, **kw})
+
+
+# -- the vectorised bootstrap computes scikit-learn's metrics --------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("ties", [False, True])
+def test_resampled_metric_equals_sklearn_on_the_drawn_rows(metric, ties):
+    y, (s,) = binormal(2_000, (1.0,), seed=3)
+    if ties:
+        s = np.round(s, 1)  # ~10 distinct scores: tie handling matters for AUC and AP
+    idx = np.random.default_rng(5).integers(0, len(y), size=(20, len(y)))
+    fast = gate._resampled_metric(metric, gate._prepare(metric, y, s), idx)
+    sk = {"roc_auc": roc_auc_score, "average_precision": average_precision_score,
+          "log_loss": lambda t, p: log_loss(t, p, labels=[0, 1])}[metric]
+    expected = [sk(y[i], s[i]) for i in idx]
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-12)
+
+
+def test_metric_value_is_sklearn():
+    y, (s,) = binormal(1_000, (1.0,), seed=1)
+    assert metric_value("roc_auc", y, s) == roc_auc_score(y, s)
+    assert metric_value("average_precision", y, s) == average_precision_score(y, s)
+    assert metric_value("log_loss", y, s) == pytest.approx(log_loss(y, s))
+
+
+# -- decisions with a champion ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_better_candidate_passes_and_worse_fails(metric):
+    y, (strong, weak) = binormal(5_000, (1.6, 1.0), seed=0, rho=0.5)
+    up = evaluate_gate(y, strong, weak, policy(metric))
+    assert up.passed, up.reasons
+    assert up.difference > 0 and up.ci_low > 0 and up.ci_low <= up.difference <= up.ci_high
+    down = evaluate_gate(y, weak, strong, policy(metric))
+    assert not down.passed
+    assert down.difference < 0 and down.ci_high < 0
+    assert len(down.reasons) == 2  # worse on the point estimate and beyond the tolerance
+
+
+def test_identical_model_passes_with_tolerance_and_fails_without():
+    """Documented choice: reproducing the champion is not a regression (0 >= 0 and ci_low = 0 > -tolerance);
+    a zero tolerance demands ci_low > 0, i.e. a significant improvement."""
+    y, (s,) = binormal(3_000, (1.0,), seed=2)
+    report = evaluate_gate(y, s, s.copy(), policy())
+    assert report.passed, report.reasons
+    assert report.difference == 0 and report.ci_low == 0 and report.ci_high == 0
+    strict = evaluate_gate(y, s, s.copy(), policy(tolerance=0.0))
+    assert not strict.passed
+    assert len(strict.reasons) == 1 and "tolerance" in strict.reasons[0]
+
+
+def test_slightly_worse_candidate_fails_on_the_point_estimate_even_inside_tolerance():
+    y, (s,) = binormal(3_000, (1.0,), seed=4)
+    worse = s.copy()
+    flip = np.flatnonzero(y == 1)[:3]  # three positives pushed to the bottom: a tiny AUC loss
+    worse[flip] = 0.0
+    report = evaluate_gate(y, worse, s, policy(tolerance=0.05))
+    assert -0.005 < report.difference < 0
+    assert report.ci_low > -0.05  # the interval alone would allow it
+    assert not report.passed and "worse than the champion" in report.reasons[0]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_label_shuffled_challenger_never_beats_a_real_champion(seed):
+    rng = np.random.default_rng(100 + seed)
+    n, k = 6_000, 6
+    x = rng.normal(size=(n, k))
+    logit = x @ np.array([0.5, -0.4, 0.3, 0.0, 0.2, 0.0]) - 0.8
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    train, test = slice(0, 3_000), slice(3_000, n)
+    champion = LogisticRegression().fit(x[train], y[train])
+    shuffled = LogisticRegression().fit(x[train], rng.permutation(y[train]))
+    frame = pd.DataFrame({"bucket": rng.integers(0, 3, n)[test]})
+    for metric in METRICS:
+        report = evaluate_gate(y[test], shuffled.predict_proba(x[test])[:, 1],
+                               champion.predict_proba(x[test])[:, 1],
+                               policy(metric, seed=seed, slices=("bucket",)), frame)
+        assert not report.passed, (metric, report.to_dict())
+        assert report.ci_high < 0  # the whole interval says "worse"
+    random_scores = rng.random(n - 3_000)
+    assert not evaluate_gate(y[test], random_scores, champion.predict_proba(x[test])[:, 1], policy(seed=seed)).passed
+
+
+def test_candidate_better_overall_but_much_worse_on_one_slice_fails_naming_it():
+    rng = np.random.default_rng(7)
+    n = 8_000
+    origin = rng.choice(["EWR", "JFK", "LGA"], size=n, p=[0.45, 0.45, 0.10])
+    y = (rng.random(n) < 0.3).astype(int)
+    champion = 1.0 * y + rng.normal(size=n)
+    signal = np.where(origin == "LGA", 0.0, 1.5)  # the candidate knows nothing about LGA
+    candidate = signal * y + rng.normal(size=n)
+    frame = pd.DataFrame({"origin": origin, "carrier": rng.choice(["AA", "UA"], size=n)})
+    pol = policy(slices=("origin", "carrier"), max_slice_degradation=0.05)
+
+    without_slices = evaluate_gate(y, candidate, champion, policy())
+    assert without_slices.passed, without_slices.reasons  # overall, the candidate is better
+
+    report = evaluate_gate(y, candidate, champion, pol, frame)
+    assert not report.passed
+    assert len(report.reasons) == 1 and "origin=LGA" in report.reasons[0]
+    by_value = {(s["column"], s["value"]): s for s in report.slices}
+    assert set(by_value) == {("origin", "EWR"), ("origin", "JFK"), ("origin", "LGA"), ("carrier", "AA"),
+                             ("carrier", "UA")}
+    lga = by_value[("origin", "LGA")]
+    assert lga["passed"] is False and lga["skipped"] is False and lga["difference"] < -0.05
+    assert lga["difference"] == pytest.approx(lga["candidate"] - lga["champion"])
+    assert all(s["passed"] for key, s in by_value.items() if key != ("origin", "LGA"))
+
+
+def test_small_and_single_class_slices_are_skipped_not_failed():
+    y, (strong, weak) = binormal(3_000, (1.6, 1.0), seed=9)
+    segment = np.full(len(y), "big", dtype=object)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    segment[pos[:25]] = segment[neg[:25]] = "small"
+    segment[neg[25:325]] = "all_negative"
+    segment[-5:] = None  # missing values form their own (small) slice
+    weak_bad = weak.copy()
+    weak_bad[pos[:25]], weak_bad[neg[:25]] = 0.0, 1.0  # "small" would fail badly if it were checked
+    frame = pd.DataFrame({"segment": segment})
+    report = evaluate_gate(y, weak_bad, weak, policy(slices=("segment",), max_slice_degradation=0.01), frame)
+    rows = {s["value"]: s for s in report.slices}
+    assert set(rows) == {"big", "small", "all_negative", None}
+    assert rows["small"]["skipped"] and rows["small"]["passed"] is None and "min_slice_rows" in rows["small"]["reason"]
+    assert rows["all_negative"]["skipped"] and "single class" in rows["all_negative"]["reason"]
+    assert rows[None]["skipped"] and rows[None]["n"] <= 5
+    assert rows["big"]["skipped"] is False and rows["big"]["passed"] is not None
+    assert not any("segment=small" in r or "all_negative" in r for r in report.reasons)
+    # lowering min_slice_rows makes "small" eligible, and then it fails
+    checked = evaluate_gate(y, weak_bad, weak, policy(slices=("segment",), max_slice_degradation=0.01,
+                                                      min_slice_rows=50), frame)
+    assert any("segment=small" in r for r in checked.reasons)
+
+
+# -- first model: the floor ------------------------------------------------------------------------------------
+
+
+def test_first_model_must_reach_the_floor():
+    y, (s,) = binormal(4_000, (1.2,), seed=11)  # AUC ~ Phi(1.2 / sqrt 2) ~ 0.80
+    auc = roc_auc_score(y, s)
+    ok = evaluate_gate(y, s, None, policy(floor=0.6))
+    assert ok.passed and ok.baseline == "floor" and ok.champion_metric is None
+    assert ok.difference == pytest.approx(auc - 0.6) and ok.ci_low > 0
+    low = evaluate_gate(y, s, None, policy(floor=0.9))
+    assert not low.passed and "floor" in low.reasons[0]
+
+
+def test_first_model_just_above_the_floor_fails_when_the_interval_reaches_too_far_below():
+    y, (s,) = binormal(400, (1.2,), seed=12)  # few rows: a wide interval
+    auc = roc_auc_score(y, s)
+    report = evaluate_gate(y, s, None, policy(floor=auc - 1e-4, tolerance=0.005))
+    assert report.difference >= 0
+    assert not report.passed and len(report.reasons) == 1 and "interval" in report.reasons[0]
+    assert evaluate_gate(y, s, None, policy(floor=auc - 1e-4, tolerance=0.2)).passed
+
+
+def test_first_model_floor_for_log_loss_is_a_ceiling():
+    y, (s,) = binormal(4_000, (1.2,), seed=13)
+    ll = log_loss(y, s)
+    assert evaluate_gate(y, s, None, policy("log_loss", floor=ll + 0.05)).passed
+    failed = evaluate_gate(y, s, None, policy("log_loss", floor=ll - 0.05))
+    assert not failed.passed and failed.difference == pytest.approx(-0.05)
+
+
+def test_first_model_reports_slices_for_information_only():
+    y, (s,) = binormal(2_000, (1.2,), seed=14)
+    frame = pd.DataFrame({"carrier": np.where(np.arange(len(y)) % 2 == 0, "AA", "UA")})
+    report = evaluate_gate(y, s, None, policy(slices=("carrier",)), frame)
+    assert report.passed
+    assert [s_["value"] for s_ in report.slices] == ["AA", "UA"]
+    assert all(s_["skipped"] and s_["candidate"] is not None and s_["champion"] is None for s_ in report.slices)
+
+
+# -- orientation of log loss -------------------------------------------------------------------------------------
+
+
+def test_log_loss_better_calibrated_candidate_passes():
+    rng = np.random.default_rng(21)
+    n = 6_000
+    p = 1 / (1 + np.exp(-rng.normal(scale=1.5, size=n)))
+    y = (rng.random(n) < p).astype(int)
+    overconfident = 1 / (1 + np.exp(-3 * np.log(p / (1 - p))))  # same ranking, badly calibrated
+    up = evaluate_gate(y, p, overconfident, policy("log_loss"))
+    assert up.passed, up.reasons
+    assert up.candidate_metric < up.champion_metric
+    assert up.difference == pytest.approx(up.champion_metric - up.candidate_metric) and up.difference > 0
+    assert not evaluate_gate(y, overconfident, p, policy("log_loss")).passed
+    # the ranking is identical, so roc_auc sees no difference at all
+    same = evaluate_gate(y, p, overconfident, policy("roc_auc"))
+    assert same.difference == 0 and same.passed
+
+
+# -- the bootstrap itself ----------------------------------------------------------------------------------------
+
+
+def test_interval_covers_the_true_auc_difference_near_the_nominal_rate():
+    """Binormal scores: the population AUC of each model is Phi(d / sqrt 2), so the true paired difference is
+    known; the 90 % interval must contain it in roughly 90 % of 40 independent experiments."""
+    d_a, d_b = 1.2, 1.0
+    phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    truth = phi(d_a / math.sqrt(2)) - phi(d_b / math.sqrt(2))
+    covered, widths = 0, []
+    for run in range(40):
+        y, (a, b) = binormal(1_500, (d_a, d_b), seed=1_000 + run, rho=0.6, prevalence=0.4)
+        _, low, high = paired_bootstrap("roc_auc", y, a, b, n=300, confidence=0.90, seed=run)
+        covered += low <= truth <= high
+        widths.append(high - low)
+    assert 31 <= covered <= 40, covered  # expected 36; 31 is ~2.4 binomial sd below
+    assert 0.01 < np.median(widths) < 0.1
+
+
+def test_pairing_cancels_shared_noise():
+    """Two nearly identical models: each AUC alone is uncertain (+-0.02), their paired difference is not."""
+    y, (s,) = binormal(2_000, (1.0,), seed=31)
+    t = s + np.random.default_rng(32).normal(scale=0.01, size=len(s))
+    _, low, high = paired_bootstrap("roc_auc", y, t, s, n=400, seed=0)
+    _, alone_low, alone_high = gate.bootstrap_metric("roc_auc", y, s, n=400, seed=0)
+    assert alone_high - alone_low > 0.03
+    assert 0 < high - low < 0.01
+
+
+def test_degenerate_resamples_are_redrawn():
+    y = np.zeros(40, dtype=int)
+    y[[3, 17]] = 1  # P(resample without positives) = (38/40)^40 ~ 13 %
+    s = np.linspace(0, 1, 40)
+    values = gate._bootstrap_values("roc_auc", y, [s], 500, seed=0)
+    assert values.shape == (500, 1) and np.isfinite(values).all()
+    for metric in METRICS:
+        diff, low, high = paired_bootstrap(metric, y, s, s[::-1].copy(), n=200, seed=1)
+        assert np.isfinite([diff, low, high]).all() and low <= high
+
+
+def test_same_seed_same_report_other_seed_other_interval():
+    y, (a, b) = binormal(3_000, (1.2, 1.0), seed=41)
+    frame = pd.DataFrame({"origin": np.random.default_rng(0).choice(["EWR", "JFK"], len(y))})
+    first = evaluate_gate(y, a, b, policy(slices=("origin",), seed=7), frame).to_dict()
+    again = evaluate_gate(y, a, b, policy(slices=("origin",), seed=7), frame).to_dict()
+    other = evaluate_gate(y, a, b, policy(slices=("origin",), seed=8), frame).to_dict()
+    assert first == again
+    assert (first["ci_low"], first["ci_high"]) != (other["ci_low"], other["ci_high"])
+    assert first["difference"] == other["difference"]  # the point estimate does not depend on the seed
+
+
+# -- the report and the inputs -------------------------------------------------------------------------------------
+
+
+def test_report_is_plain_json():
+    y, (a, b) = binormal(2_000, (1.2, 1.0), seed=51)
+    frame = pd.DataFrame({"dest_id": np.random.default_rng(0).integers(0, 2, len(y)).astype(np.int64)})
+    report = evaluate_gate(y, a, b, policy(slices=("dest_id",)), frame)
+    report.candidate_version, report.champion_version = 4, 3
+    d = report.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["policy"]["slices"] == ["dest_id"] and d["policy"]["metric"] == "roc_auc"
+    assert [s["value"] for s in d["slices"]] == [0, 1] and type(d["slices"][0]["value"]) is int
+    assert type(d["candidate_metric"]) is float and type(d["passed"]) is bool
+    assert d["candidate_version"] == 4
+
+
+def test_policy_from_spec_gate_section():
+    from batch_platform.lib.specs import GateSpec
+
+    spec = GateSpec(metric="average_precision", tolerance=0.005, floor=0.05, slices=["origin"],
+                    max_slice_degradation=0.05)
+    pol = GatePolicy.from_spec(spec, n_bootstrap=200, seed=3)
+    assert pol == GatePolicy("average_precision", 0.005, 0.05, ("origin",), 0.05, n_bootstrap=200, seed=3)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"metric": "accuracy"}, "unknown metric"),
+    ({"tolerance": -0.1}, "tolerance"),
+    ({"confidence": 1.0}, "confidence"),
+    ({"n_bootstrap": 0}, "n_bootstrap"),
+])
+def test_policy_rejects_nonsense(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        policy(**kwargs)
+
+
+def test_unusable_inputs_raise():
+    y, (a, b) = binormal(500, (1.0, 1.0), seed=61)
+    with pytest.raises(ValueError, match="single class"):
+        evaluate_gate(np.zeros(500, dtype=int), a, b, policy())
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_gate(y, a[:-1], b, policy())
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluate_gate(y, np.where(np.arange(500) == 0, np.nan, a), b, policy())
+    with pytest.raises(ValueError, match="probabilities"):
+        evaluate_gate(y, a * 2, b, policy("log_loss"))
+    with pytest.raises(ValueError, match="no slice_frame"):
+        evaluate_gate(y, a, b, policy(slices=("origin",)))
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate_gate(y, a, b, policy(slices=("origin",)), pd.DataFrame({"carrier": ["AA"] * 500}))
