@@ -4,6 +4,8 @@
     batch-platform ingest --start 2013-01-01 --end 2013-01-31 [--force]
     batch-platform demo   [--start ...] [--end ...]
     batch-platform features
+    batch-platform train
+    batch-platform models list | show SPEC [VERSION] | promote SPEC VERSION | rollback SPEC VERSION
     batch-platform status
 """
 
@@ -91,20 +93,148 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from batch_platform.pipeline import build_features, ensure_dagster_home, load_definitions
+    from batch_platform.pipeline import build_features, ensure_dagster_home, load_definitions, step_log
 
     ensure_dagster_home()
     defs = load_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         outcome = build_features(defs, instance)
-        print(f"Features and training sets: {'ok' if outcome.success else 'FAILED'} "
+        print(f"Features (dbt build, feast apply, online store): {'ok' if outcome.success else 'FAILED'} "
+              f"(run {outcome.run_id}, {time.perf_counter() - t0:.1f}s); dbt's console output: "
+              f"{step_log('build_features')}")
+        for err in outcome.errors:
+            print(f"  {err}")
+        _print_feature_summary(instance)
+    return 0 if outcome.success else 1
+
+
+def _print_feature_summary(instance) -> None:
+    import dagster as dg
+
+    from batch_platform.pipeline import latest_metadata
+
+    online = latest_metadata(instance, dg.AssetKey(["feast", "online_store"]))
+    feast = latest_metadata(instance, dg.AssetKey(["feast", "feature_definitions"]))
+    if feast:
+        print(f"  Feast registry {feast.get('registry')} (definitions {str(feast.get('feature_definitions_fingerprint'))[:12]})")
+    if online:
+        print(f"  Online store {online.get('online_store')} materialized until {online.get('materialized_until')}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from batch_platform.pipeline import ensure_dagster_home, load_definitions, run_job, step_log
+
+    ensure_dagster_home()
+    defs = load_definitions()
+    t0 = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        outcome = run_job(defs, instance, "train_gate_promote", tags={"batch_platform/trigger": "cli"},
+                          stdout_log=step_log("train_gate_promote"))
+        print(f"Training sets → candidates → gate → champions: {'ok' if outcome.success else 'FAILED'} "
               f"(run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
         for err in outcome.errors:
             print(f"  {err}")
-        print(f"  dbt's console output: {settings.data_dir() / 'logs' / 'features_and_training_sets.log'}")
         _print_training_sets(instance)
+        _print_gates(instance)
+    _print_registry()
     return 0 if outcome.success else 1
+
+
+def _print_registry(spec: str | None = None) -> None:
+    from batch_platform.lib.registry import ModelRegistry
+    from batch_platform.lib.specs import load_specs
+
+    path = settings.registry_path()
+    if not path.exists():
+        print(f"No model registry yet at {path}.")
+        return
+    registry = ModelRegistry(path)
+    specs = load_specs()
+    print(f"Model registry: {path}")
+    print(f"  {'spec':<20} {'ver':>3}  {'created (UTC)':<20} {'sha256':<12} {'test metric':<26} {'gate':<7} aliases")
+    for mv in registry.list_versions(spec):
+        metric = specs[mv.spec].gate.metric if mv.spec in specs else "roc_auc"
+        value = mv.metrics.get("test", {}).get(metric)
+        gate = "-" if not mv.gate_report else ("passed" if mv.gate_report.get("passed") else "failed")
+        aliases = ",".join(a for a, v in registry.aliases(mv.spec).items() if v == mv.version)
+        shown = f"{metric} {value:.4f}" if isinstance(value, float) else "-"
+        print(f"  {mv.spec:<20} {mv.version:>3}  {mv.created_at[:19]:<20} {mv.sha256[:12]:<12} {shown:<26} "
+              f"{gate:<7} {aliases}")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from batch_platform.lib.registry import ModelRegistry, RegistryError
+
+    if args.action == "list":
+        _print_registry(args.spec)
+        return 0
+    registry = ModelRegistry(settings.registry_path())
+    if args.action == "show":
+        if not args.spec:
+            print("models show needs a spec")
+            return 2
+        versions = registry.list_versions(args.spec)
+        if not versions:
+            print(f"no versions of {args.spec!r}")
+            return 1
+        mv = registry.get_version(args.spec, args.version) if args.version else versions[-1]
+        import json
+
+        print(json.dumps({"spec": mv.spec, "version": mv.version, "sha256": mv.sha256,
+                          "artifact": str(mv.artifact_path), "created_at": mv.created_at, "run_id": mv.run_id,
+                          "aliases": registry.aliases(mv.spec), "metrics": mv.metrics.get("test"),
+                          "fingerprint": mv.fingerprint, "gate_report": mv.gate_report}, indent=2, default=str))
+        print("alias history:")
+        for e in registry.alias_history(mv.spec):
+            print(f"  {e.at}  {e.alias:<10} {e.from_version or '-'} -> {e.to_version or '-'}  {e.action:<8} "
+                  f"{e.reason} (run {(e.run_id or '')[:8]})")
+        return 0
+    # promote / rollback: the same Dagster jobs the UI offers, recorded in the instance
+    import dagster as dg
+
+    from batch_platform.pipeline import ensure_dagster_home, load_definitions
+
+    if not (args.spec and args.version):
+        print(f"models {args.action} needs a spec and a version")
+        return 2
+    ensure_dagster_home()
+    job_name, op_name = {"promote": ("models_promote", "promote_model"),
+                         "rollback": ("models_rollback", "rollback_model")}[args.action]
+    job = load_definitions().resolve_job_def(job_name)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, tags={"batch_platform/trigger": "cli"},
+            run_config={"ops": {op_name: {"config": {"spec": args.spec, "version": args.version,
+                                                      "reason": args.reason}}},
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+    if not result.success:
+        from batch_platform.pipeline import _failure_messages
+
+        print(f"{args.action} refused: " + "; ".join(_failure_messages(result)))
+        return 1
+    try:
+        champion = registry.get_alias(args.spec, "champion")
+    except RegistryError:
+        champion = None
+    print(f"{args.spec}: champion is now v{champion.version if champion else '-'} (run {result.run_id})")
+    return 0
+
+
+def _print_gates(instance) -> None:
+    import dagster as dg
+
+    from batch_platform.defs.training.models import GATE_CHECK
+    from batch_platform.lib.specs import load_specs
+    from batch_platform.pipeline import latest_check
+
+    for name in load_specs():
+        check = latest_check(instance, dg.AssetKey([f"{name}_candidate_model"]), GATE_CHECK)
+        if check is not None:
+            print(f"  gate {name}: {'PASSED' if check[0] else 'FAILED'} — {check[1]}")
 
 
 def _print_training_sets(instance) -> None:
@@ -132,15 +262,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     paths = settings.export_defaults()
     print(f"== batch_platform demo: flight days {args.start} .. {args.end} (data in {paths[settings.DATA_DIR_VAR]})")
-    print("-- 1/3 land the upstream batches")
+    print("-- 1/4 land the upstream batches")
     args.scale, args.seed, args.landing_dir = 1, 13, None
     rc = cmd_land(args)
-    print("-- 2/3 ingest into the warehouse (validated, one Dagster run per day)")
+    print("-- 2/4 ingest into the warehouse (validated, one Dagster run per day)")
     args.force = False
     rc = cmd_ingest(args) or rc
     _print_status()
-    print("-- 3/3 features (dbt), Feast registry + online store, point-in-time training sets")
+    print("-- 3/4 features: dbt models and tests, Feast registry and online store")
     rc = cmd_features(args) or rc
+    print("-- 4/4 point-in-time training sets, LightGBM candidates, gate against the champion, promote")
+    rc = cmd_train(args) or rc
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
     print("Open the UI:  DAGSTER_HOME=dagster_home .venv/bin/dagster dev -w workspace.yaml   (then http://127.0.0.1:3000)")
     return rc
@@ -167,7 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("status", help="what the warehouse holds").set_defaults(func=cmd_status)
-    sub.add_parser("features", help="dbt build, feast apply + online store, training sets (one Dagster run)"
+    sub.add_parser("train", help="training sets → candidates → gate → champions for every spec (one run)").set_defaults(
+        func=cmd_train)
+    p = sub.add_parser("models", help="the model registry: list | show | promote | rollback")
+    p.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    p.add_argument("spec", nargs="?")
+    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("--reason", default="manual (cli)")
+    p.set_defaults(func=cmd_models)
+    sub.add_parser("features", help="dbt build, feast apply + online store (one Dagster run)"
                    ).set_defaults(func=cmd_features)
     return parser
 

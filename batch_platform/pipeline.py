@@ -159,10 +159,14 @@ def warehouse_summary(db_path: Path) -> list[tuple[str, int, int, str | None, st
 
 
 def build_features(defs: dg.Definitions, instance: dg.DagsterInstance) -> RunOutcome:
-    """dbt build → feast apply → online store → training sets, in one run."""
-    log = settings.data_dir() / "logs" / "features_and_training_sets.log"
-    return run_job(defs, instance, "features_and_training_sets", tags={"batch_platform/trigger": "cli"},
-                   stdout_log=log)
+    """dbt build → feast apply → online store, in one run."""
+    return run_job(defs, instance, "build_features", tags={"batch_platform/trigger": "cli"},
+                   stdout_log=step_log("build_features"))
+
+
+def step_log(job_name: str) -> Path:
+    """Where the CLI sends what a job's steps print (dbt's console output, library warnings)."""
+    return settings.data_dir() / "logs" / f"{job_name}.log"
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:

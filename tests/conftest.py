@@ -39,6 +39,7 @@ def platform_env(tmp_path, monkeypatch, landed_days) -> dict[str, Path]:
         settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
         settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
         settings.ARTIFACTS_VAR: data / "artifacts",
+        settings.REGISTRY_VAR: data / "registry.db",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
@@ -60,3 +61,98 @@ def defs(platform_env) -> dg.Definitions:
     from batch_platform.definitions import defs as lazy_defs
 
     return lazy_defs()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole platform built once per session: raw days loaded, dbt features, Feast, training sets, candidates gated
+# and first champions promoted. Specs: the shipped two with windows shortened to fit, plus a third model that
+# exists only in test data.
+
+PLATFORM_FIRST, PLATFORM_LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 24)
+
+
+def write_test_specs(folder: Path) -> None:
+    import yaml
+
+    from batch_platform.lib.specs import DEFAULT_SPECS_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("flight_delay", "flight_cancellation"):
+        raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{name}.yaml").read_text())
+        raw["windows"] = {"train_days": 10, "validation_days": 4, "test_days": 4}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    third = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
+    third.update(
+        name="flight_long_delay",
+        description="Arrives more than an hour late (a spec that exists only in test data).",
+        label={"model": "flight_labels", "expression": "arr_delay > 60", "definition": "arr_delay > 60 minutes",
+               "date_column": "flight_date", "embargo_days": 3},
+        windows={"train_days": 8, "validation_days": 3, "test_days": 3},
+    )
+    third["gate"] = {**third["gate"], "floor": 0.55}
+    (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
+
+
+def platform_env_vars(base: Path) -> dict[str, Path]:
+    from batch_platform.lib.specs import SPECS_DIR_VAR
+
+    data = base / "data"
+    return {
+        settings.DATA_DIR_VAR: data,
+        settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
+        settings.LANDING_VAR: data / "landing",
+        settings.QUARANTINE_VAR: data / "quarantine",
+        settings.FEATURES_VAR: data / "features",
+        settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
+        settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
+        settings.ARTIFACTS_VAR: data / "artifacts",
+        settings.REGISTRY_VAR: data / "registry.db",
+        SPECS_DIR_VAR: base / "specs",
+    }
+
+
+def load_days(env: dict[str, Path], first: dt.date, last: dt.date) -> None:
+    """Replay and ingest days straight through the lib (the Dagster ingest path has its own tests)."""
+    from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
+    from batch_platform.lib.ingest import ingest_batch
+    from batch_platform.lib.landing import daily_batch_path, reference_batch_path
+
+    landing, db = env[settings.LANDING_VAR], env[settings.WAREHOUSE_VAR]
+    q = env[settings.QUARANTINE_VAR]
+    replay(landing, first, last)
+    for c in REFERENCE_CONTRACTS:
+        ingest_batch(db, c, reference_batch_path(landing, c.table), None, quarantine_dir=q)
+    day = first
+    while day <= last:
+        for c in DAILY_CONTRACTS:
+            ingest_batch(db, c, daily_batch_path(landing, c.table, day), day, quarantine_dir=q)
+        day += dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    base = tmp_path_factory.mktemp("platform")
+    env = platform_env_vars(base)
+    write_test_specs(env["BATCH_PLATFORM_MODEL_SPECS"])
+    with dg.instance_for_test() as instance:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, str(v))
+            load_days(env, PLATFORM_FIRST, PLATFORM_LAST)
+            from batch_platform.definitions import defs as lazy_defs
+
+            defs = lazy_defs()
+            features = defs.resolve_job_def("build_features").execute_in_process(
+                instance=instance, raise_on_error=False)
+            train = defs.resolve_job_def("train_gate_promote").execute_in_process(
+                instance=instance, raise_on_error=False)
+        yield {"env": env, "defs": defs, "instance": instance, "features_result": features,
+               "train_result": train, "data": env[settings.DATA_DIR_VAR]}
+
+
+@pytest.fixture
+def on_platform(platform, monkeypatch):
+    """The session platform with its settings in the environment for this test."""
+    for k, v in platform["env"].items():
+        monkeypatch.setenv(k, str(v))
+    return platform

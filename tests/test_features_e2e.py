@@ -1,8 +1,8 @@
 """Raw → dbt → Feast → training sets, on real replayed days, in one Dagster run (module-scoped: built once).
 
-Uses a specs folder made for the test: the two shipped specs with windows shortened to fit the loaded days,
-plus a third model that exists only in test data (a new label over the same dbt model and feature service),
-showing that a model needs a YAML entry, not Python.
+The session fixture ``platform`` (conftest) uses a specs folder made for the test: the two shipped specs with
+windows shortened to fit the loaded days, plus a third model that exists only in test data (a new label over
+the same dbt model and feature service), showing that a model needs a YAML entry, not Python.
 """
 
 from __future__ import annotations
@@ -19,73 +19,18 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-import yaml
 
 from batch_platform import settings
-from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
-from batch_platform.lib.ingest import ingest_batch
-from batch_platform.lib.landing import daily_batch_path, reference_batch_path, replay
-from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
+from batch_platform.lib.specs import load_specs
 
-FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 24)
-NY = ZoneInfo("America/New_York")
 SPEC_NAMES = ("flight_delay", "flight_cancellation", "flight_long_delay")
+NY = ZoneInfo("America/New_York")
+LAST = dt.date(2013, 1, 24)
 
 
-def _write_specs(folder: Path) -> None:
-    folder.mkdir()
-    for name in ("flight_delay", "flight_cancellation"):
-        raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{name}.yaml").read_text())
-        raw["windows"] = {"train_days": 10, "validation_days": 4, "test_days": 4}
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
-    third = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
-    third.update(
-        name="flight_long_delay",
-        description="Arrives more than an hour late (a spec that exists only in test data).",
-        label={"model": "flight_labels", "expression": "arr_delay > 60", "definition": "arr_delay > 60 minutes",
-               "date_column": "flight_date", "embargo_days": 3},
-        windows={"train_days": 8, "validation_days": 3, "test_days": 3},
-    )
-    (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    base = tmp_path_factory.mktemp("platform")
-    data = base / "data"
-    env = {
-        settings.DATA_DIR_VAR: data,
-        settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
-        settings.LANDING_VAR: data / "landing",
-        settings.QUARANTINE_VAR: data / "quarantine",
-        settings.FEATURES_VAR: data / "features",
-        settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
-        settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
-        settings.ARTIFACTS_VAR: data / "artifacts",
-        SPECS_DIR_VAR: base / "specs",
-    }
-    _write_specs(base / "specs")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, str(v))
-        replay(data / "landing", FIRST, LAST)
-        db = data / "warehouse.duckdb"
-        for c in REFERENCE_CONTRACTS:
-            ingest_batch(db, c, reference_batch_path(data / "landing", c.table), None, quarantine_dir=data / "q")
-        day = FIRST
-        while day <= LAST:
-            for c in DAILY_CONTRACTS:
-                ingest_batch(db, c, daily_batch_path(data / "landing", c.table, day), day, quarantine_dir=data / "q")
-            day += dt.timedelta(days=1)
-
-        from batch_platform.definitions import defs as lazy_defs
-
-        defs = lazy_defs()
-        with dg.instance_for_test() as instance:
-            result = defs.resolve_job_def("features_and_training_sets").execute_in_process(
-                instance=instance, raise_on_error=False
-            )
-            yield {"env": env, "defs": defs, "instance": instance, "result": result, "data": data}
+@pytest.fixture(autouse=True)
+def _env(on_platform):
+    return on_platform
 
 
 def test_graph_is_connected_raw_to_training_sets(platform):
@@ -108,10 +53,12 @@ def test_graph_is_connected_raw_to_training_sets(platform):
     assert "no_feature_or_label_leakage" in checks
 
 
-def test_job_succeeds_and_every_check_passes(platform):
-    result = platform["result"]
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
-    evaluations = result.get_asset_check_evaluations()
+def test_jobs_succeed_and_every_check_passes(platform):
+    for result in (platform["features_result"], platform["train_result"]):
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+    evaluations = platform["features_result"].get_asset_check_evaluations() + [
+        e for e in platform["train_result"].get_asset_check_evaluations()
+        if e.check_name == "no_feature_or_label_leakage"]
     assert len(evaluations) > 100
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []
@@ -198,8 +145,6 @@ def test_online_store_matches_the_offline_join_at_materialization_time(platform)
 def test_a_deliberately_leaky_feature_fails_the_leakage_check(platform, tmp_path, monkeypatch):
     """A feature table whose rows claim to be valid a day earlier than they are (feature_ts shifted back, the
     honest valid_from kept) makes Feast join future information; the training set's check must fail."""
-    for k, v in platform["env"].items():
-        monkeypatch.setenv(k, str(v))
     leaky = tmp_path / "features"
     shutil.copytree(platform["data"] / "features", leaky)
     path = leaky / "plane_daily_features.parquet"

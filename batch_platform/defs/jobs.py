@@ -4,9 +4,28 @@ import dagster as dg
 
 from batch_platform.defs.features.assets import dbt_feature_models
 
-features_and_training_sets_job = dg.define_asset_job(
-    "features_and_training_sets",
-    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.groups("feature_store", "training"),
-    description="dbt build (features + tests), feast apply, online-store materialization, and every model "
-    "spec's point-in-time training set.",
+build_features_job = dg.define_asset_job(
+    "build_features",
+    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.groups("feature_store"),
+    description="dbt build (feature models + their tests as checks), feast apply, online-store materialization.",
+)
+
+train_and_gate_job = dg.define_asset_job(
+    "train_and_gate",
+    selection=dg.AssetSelection.groups("training", "models"),
+    description="Training sets, candidate models and their gate checks for every spec. Never promotes: "
+    "promotion is the champion assets (`promote_champions`), which a failed gate blocks.",
+)
+
+promote_champions_job = dg.define_asset_job(
+    "promote_champions",
+    selection=dg.AssetSelection.groups("registry"),
+    description="Promote each spec's latest candidate whose gate passed.",
+)
+
+train_gate_promote_job = dg.define_asset_job(
+    "train_gate_promote",
+    selection=dg.AssetSelection.groups("training", "models", "registry"),
+    description="Training sets → candidates → gate (blocking) → champions, in one run: a failed gate stops the "
+    "promotion of that spec.",
 )

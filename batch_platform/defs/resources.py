@@ -50,6 +50,20 @@ class FeatureStoreResource(dg.ConfigurableResource):
         return FeatureStoreClient(Path(self.repo_dir))
 
 
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The model registry: versions, aliases and the append-only alias log (SQLite, WAL, its own file)."""
+
+    path: str = Field(description="Registry database file (env BATCH_PLATFORM_REGISTRY).")
+    artifacts_dir: str = Field(description="Where model artefacts, plots and reports are written "
+                               "(env BATCH_PLATFORM_ARTIFACTS_DIR).")
+
+    def registry(self):
+        from batch_platform.lib.registry import ModelRegistry
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        return ModelRegistry(Path(self.path))
+
+
 class LandingZoneResource(dg.ConfigurableResource):
     """Where upstream batches land (one file per table per day) and where rejected ones are quarantined."""
 
@@ -73,6 +87,9 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             repo_dir=str(settings.FEATURE_REPO_DIR),
             registry_path=dg.EnvVar(settings.FEAST_REGISTRY_VAR),
             online_store_path=dg.EnvVar(settings.ONLINE_STORE_VAR),
+        ),
+        "model_registry": ModelRegistryResource(
+            path=dg.EnvVar(settings.REGISTRY_VAR), artifacts_dir=dg.EnvVar(settings.ARTIFACTS_VAR)
         ),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }

@@ -39,9 +39,9 @@ BASELINE = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "fe
 
 @dataclass(frozen=True)
 class TrainConfig:
-    n_trials: int = 3
-    max_rounds: int = 400
-    early_stopping_rounds: int = 30
+    n_trials: int = 2
+    max_rounds: int = 300
+    early_stopping_rounds: int = 20
     seed: int = 13
     num_threads: int = 2
 

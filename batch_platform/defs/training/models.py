@@ -1,0 +1,162 @@
+"""Candidate models, one per spec: LightGBM trained on the spec's latest training-set snapshot, saved as
+LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check."""
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from batch_platform import settings
+from batch_platform.defs.features.project import dbt_project
+from batch_platform.defs.resources import ModelRegistryResource
+from batch_platform.defs.training.assets import training_set_key
+from batch_platform.lib import artifacts, evaluation, model_ops, training
+from batch_platform.lib.specs import ModelSpec, load_specs
+from batch_platform.lib.training_set import LABEL, SPLIT
+
+GROUP = "models"
+GATE_CHECK = "gate_vs_champion"
+
+
+class TrainingConfig(dg.Config):
+    n_trials: int = Field(default=2, description="Hyper-parameter search budget (parameter sets tried).")
+    max_rounds: int = Field(default=300, description="Boosting rounds at most (early stopping on validation).")
+    seed: int = Field(default=13, description="Seed for LightGBM and the search.")
+    num_threads: int = Field(default=2, description="LightGBM threads (fixed for reproducibility).")
+
+
+def candidate_key(spec: ModelSpec) -> dg.AssetKey:
+    return dg.AssetKey([f"{spec.name}_candidate_model"])
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _image_markdown(paths: dict) -> str:
+    parts = []
+    for name, path in paths.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"**{name.replace('_', ' ')}**\n\n![{name}](data:image/png;base64,{data})\n")
+    return "\n".join(parts)
+
+
+def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    key = candidate_key(spec)
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        kinds={"lightgbm"},
+        deps=[training_set_key(spec)],
+        description=f"LightGBM candidate for `{spec.name}` trained on its latest training-set snapshot: "
+        f"time-based windows, early stopping on the validation window, bounded seeded search; text format + "
+        f"sha256, registered as a new version. Promotion needs the `{GATE_CHECK}` check to pass.",
+    )
+    def _candidate(context: dg.AssetExecutionContext, config: TrainingConfig, model_registry: ModelRegistryResource):
+        ts_md = latest_metadata(context.instance, training_set_key(spec))
+        frame = pd.read_parquet(ts_md["snapshot"])
+        trained = training.train(frame, spec, training.TrainConfig(
+            n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed, num_threads=config.num_threads))
+        model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
+        path, sha = artifacts.save_model_text(trained.model_text, model_dir)
+        booster = training.load_booster(trained.model_text)
+        test = frame[frame[SPLIT] == "test"]
+        val = frame[frame[SPLIT] == "validation"]
+        p_test = training.score(booster, test, trained.categorical)
+        metrics = {
+            "validation": evaluation.metrics(val[LABEL].to_numpy(), training.score(booster, val, trained.categorical)),
+            "test": evaluation.metrics(test[LABEL].to_numpy(), p_test),
+            "search": trained.trials,
+        }
+        fingerprint = training.model_fingerprint(
+            trained,
+            training_set_fingerprint=ts_md["data_fingerprint"],
+            feature_definitions=ts_md["feature_definitions_fingerprint"],
+            dbt_manifest=training.dbt_manifest_hash(dbt_project.manifest_path),
+            commit=training.git_commit(settings.REPO_ROOT),
+            spec_fingerprint=spec.fingerprint,
+        ) | {"training_set_snapshot": ts_md["snapshot"], "training_cutoff": ts_md["training_cutoff"]}
+        registry = model_registry.registry()
+        # Same data, same code, same params → the same bytes (training is reproducible): reuse that version
+        # instead of registering a duplicate.
+        existing = [v for v in registry.list_versions(spec.name) if v.sha256 == sha]
+        version = existing[-1] if existing else registry.register_version(
+            spec.name, artifact_path=path, sha256=sha, fingerprint=fingerprint, metrics=metrics, run_id=context.run_id)
+        plots = evaluation.write_plots(test[LABEL].to_numpy(), p_test, booster,
+                                       model_dir / f"v{version.version}", f"{spec.name} v{version.version} (test)")
+        context.log.info(f"{spec.name} v{version.version}: test {spec.gate.metric} "
+                         f"{metrics['test'].get(spec.gate.metric)}, sha256 {sha[:12]}")
+        return dg.MaterializeResult(
+            metadata={
+                "version": version.version,
+                "new_version": not existing,
+                "sha256": sha,
+                "artifact": dg.MetadataValue.path(str(path)),
+                f"test_{spec.gate.metric}": metrics["test"].get(spec.gate.metric, float("nan")),
+                f"validation_{spec.gate.metric}": trained.validation_metric,
+                "test_metrics": dg.MetadataValue.json(metrics["test"]),
+                "best_iteration": trained.best_iteration,
+                "search": dg.MetadataValue.json(trained.trials),
+                "fingerprint": dg.MetadataValue.json(fingerprint),
+                "plots": dg.MetadataValue.md(_image_markdown(plots)),
+                "plot_files": dg.MetadataValue.json({k: str(v) for k, v in plots.items()}),
+            }
+        )
+
+    @dg.asset_check(asset=key, name=GATE_CHECK, blocking=True,
+                    description=f"Candidate vs champion on the same most-recent test window: {spec.gate.metric} "
+                    f"better with a paired-bootstrap CI excluding a loss over {spec.gate.tolerance}; no slice of "
+                    f"{list(spec.gate.slices)} worse by over {spec.gate.max_slice_degradation}; first model: "
+                    f"floor {spec.gate.floor}.")
+    def _gate(context: dg.AssetCheckExecutionContext, model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
+        md = latest_metadata(context.instance, key)
+        registry = model_registry.registry()
+        candidate = registry.get_version(spec.name, md["version"])
+        frame = pd.read_parquet(candidate.fingerprint["training_set_snapshot"])
+        report = model_ops.gate_candidate(spec, frame, candidate, registry)
+        registry.attach_gate_report(spec.name, candidate.version, report)
+        report_path = Path(model_registry.artifacts_dir) / "models" / spec.name / \
+            f"v{candidate.version}" / "gate_report.json"
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2))
+        vs = f"champion v{report['champion_version']}" if report["champion_version"] else f"floor {spec.gate.floor}"
+        return dg.AssetCheckResult(
+            passed=bool(report["passed"]),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"v{candidate.version} vs {vs}: {spec.gate.metric} difference "
+                         f"{_fmt(report['difference'])} [{_fmt(report['ci_low'])}, {_fmt(report['ci_high'])}]"
+                         + ("" if report["passed"] else " — " + "; ".join(report["reasons"]))),
+            metadata={
+                "candidate_version": candidate.version,
+                "champion_version": report["champion_version"] or 0,
+                "difference": _num(report["difference"]),
+                "ci_low": _num(report["ci_low"]),
+                "ci_high": _num(report["ci_high"]),
+                "reasons": dg.MetadataValue.json(report["reasons"]),
+                "slices": dg.MetadataValue.json(report["slices"]),
+                "report": dg.MetadataValue.path(str(report_path)),
+            },
+        )
+
+    return _candidate, _gate
+
+
+@dg.definitions
+def candidate_models() -> dg.Definitions:
+    built = [build_candidate_asset(spec) for spec in load_specs().values()]
+    return dg.Definitions(assets=[a for a, _ in built], asset_checks=[c for _, c in built])

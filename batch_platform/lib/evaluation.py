@@ -1,0 +1,74 @@
+"""Model evaluation: metrics on a window, and the plots a person looks at (ROC, precision-recall,
+calibration, feature importance), written as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score, roc_curve
+
+
+def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y).astype(int)
+    out = {"rows": int(len(y)), "positive_rate": float(y.mean()) if len(y) else float("nan")}
+    if len(np.unique(y)) == 2:
+        out |= {
+            "roc_auc": float(roc_auc_score(y, p)),
+            "average_precision": float(average_precision_score(y, p)),
+            "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        }
+    out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+    return out
+
+
+def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: Path, title: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+
+    def save(name: str, fig) -> None:
+        path = directory / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths[name] = path
+
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, p):.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
+    ax.legend(loc="lower right")
+    save("roc", fig)
+
+    prec, rec, _ = precision_recall_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(rec, prec, label=f"AP {average_precision_score(y, p):.3f}")
+    ax.axhline(y.mean(), ls="--", color="grey", label=f"base rate {y.mean():.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {title}")
+    ax.legend(loc="upper right")
+    save("precision_recall", fig)
+
+    frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(mean_pred, frac_pos, "o-", label="model")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title=f"Calibration — {title}")
+    ax.legend(loc="upper left")
+    save("calibration", fig)
+
+    gains = booster.feature_importance(importance_type="gain")
+    names = np.array(booster.feature_name())
+    order = np.argsort(gains)[-20:]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.barh(names[order], gains[order])
+    ax.set(xlabel="total gain", title=f"Feature importance — {title}")
+    save("feature_importance", fig)
+    return paths
