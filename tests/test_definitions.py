@@ -33,7 +33,23 @@ def test_jobs_and_resources(defs):
     ref = defs.resolve_job_def("raw_reference_refresh")
     assert {k.to_user_string() for k in ref.asset_layer.executable_asset_keys} == {
         "raw/planes", "raw/airports", "raw/airlines"}
-    assert {"warehouse", "landing"} <= set(defs.resources)
+    assert {"warehouse", "landing", "dbt", "feature_store", "model_registry"} <= set(defs.resources)
+    jobs = {j.name for j in defs.resolve_all_job_defs()}
+    assert {"build_features", "train_and_gate", "train_gate_promote", "promote_champions", "models_promote",
+            "models_rollback"} <= jobs
+    # the retraining job ends at the gate: it holds no champion asset
+    train_and_gate = defs.resolve_job_def("train_and_gate")
+    assert not any(k.path[-1].endswith("_champion_model") for k in train_and_gate.asset_layer.executable_asset_keys)
+
+
+def test_assets_generated_per_shipped_spec(defs):
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for spec in ("flight_delay", "flight_cancellation"):
+        for suffix in ("training_set", "candidate_model", "champion_model"):
+            assert f"{spec}_{suffix}" in keys
+    checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert ("flight_delay_candidate_model", "gate_vs_champion") in checks
+    assert ("flight_delay_training_set", "no_feature_or_label_leakage") in checks
 
 
 def test_project_instance_limits_the_warehouse_pool(platform_env):
