@@ -30,17 +30,8 @@ def platform_env(tmp_path, monkeypatch, landed_days) -> dict[str, Path]:
     data = tmp_path / "data"
     landing = data / "landing"
     shutil.copytree(landed_days, landing)
-    env = {
-        settings.DATA_DIR_VAR: data,
-        settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
-        settings.LANDING_VAR: landing,
-        settings.QUARANTINE_VAR: data / "quarantine",
-        settings.FEATURES_VAR: data / "features",
-        settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
-        settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
-        settings.ARTIFACTS_VAR: data / "artifacts",
-        settings.REGISTRY_VAR: data / "registry.db",
-    }
+    env = platform_env_vars(tmp_path)
+    del env["BATCH_PLATFORM_MODEL_SPECS"]  # the shipped specs
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
     home = tmp_path / "dagster_home"

@@ -9,11 +9,10 @@ go through :func:`read_verified`, which recomputes the hash before handing the t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from batch_platform.lib.files import atomic_write
 
 _CHUNK = 1 << 20
 _PREFIX_LEN = 16
@@ -65,30 +64,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_model_text(model_text: str, directory: Path) -> tuple[Path, str]:
     """Store a model's text (``booster.model_to_string()``) content-addressed under ``directory``.
 
@@ -108,7 +83,7 @@ def save_model_text(model_text: str, directory: Path) -> tuple[Path, str]:
             return path, digest
     except ArtifactMissingError:
         pass
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path, digest
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch_platform.lib.files import atomic_write, fsync_dir
 from batch_platform.lib.source import (
     DAILY_TABLES,
     FIRST_DAY,
@@ -115,35 +114,6 @@ class ReplaySummary:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _same_bytes(path: Path, data: bytes) -> bool:
     try:
         if path.stat().st_size != len(data):
@@ -164,8 +134,8 @@ def _publish(path: Path, data: bytes, manifest: dict) -> bool:
     if not data_same:
         # The old marker vouches for the old bytes: withdraw it before the data changes.
         mpath.unlink(missing_ok=True)
-        _atomic_write(path, data)
-    _atomic_write(mpath, mbytes)
+        atomic_write(path, data, sync_dir=False)
+    atomic_write(mpath, mbytes, sync_dir=False)
     return True
 
 
@@ -480,7 +450,7 @@ def replay(
     finally:
         con.close()
     for d in sorted(touched_dirs):
-        _fsync_dir(d)
+        fsync_dir(d)
 
     return ReplaySummary(
         landing_dir=landing_dir,
