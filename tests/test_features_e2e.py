@@ -181,3 +181,35 @@ def test_dbt_build_works_directly_in_its_folder(platform, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:]
     assert "ERROR=0" in out.stdout
     assert (tmp_path / "features" / "plane_daily_features.parquet").exists()
+
+
+def test_bad_raw_data_stops_dbt_and_leaves_the_features_untouched(platform, tmp_path, monkeypatch):
+    """A raw row that slipped past the ingest contract (an unknown destination airport) fails a dbt
+    `relationships` test, which dbt runs only after the feature marts were rewritten: the asset fails and puts
+    the last good feature files back, so Feast keeps reading what it read before."""
+    import hashlib
+
+    from batch_platform.defs.features.assets import dbt_feature_models
+    from batch_platform.defs.resources import build_resources
+
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(platform["env"][settings.WAREHOUSE_VAR], db)
+    features = tmp_path / "features"
+    shutil.copytree(platform["data"] / "features", features)
+    monkeypatch.setenv(settings.WAREHOUSE_VAR, str(db))
+    monkeypatch.setenv(settings.FEATURES_VAR, str(features))
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO raw.flights SELECT * REPLACE ('XXX' AS dest, flight + 50000 AS flight) "
+                "FROM raw.flights WHERE _partition_date = DATE '2013-01-10' LIMIT 1")
+    con.close()
+
+    def digest(name):
+        return hashlib.sha256((features / f"{name}.parquet").read_bytes()).hexdigest()
+
+    before = {n: digest(n) for n in ("plane_daily_features", "route_daily_features", "carrier_daily_features")}
+    result = dg.materialize([dbt_feature_models], resources=build_resources(), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "relationships_stg_flights_dest" in str(failure.step_failure_data.error)
+    assert {n: digest(n) for n in before} == before
+    assert not (features / ".last_good").exists()

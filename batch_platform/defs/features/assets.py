@@ -5,7 +5,11 @@ warehouse itself, so the step claims the warehouse pool and holds the warehouse'
 whole ``dbt build``.
 """
 
+import contextlib
+import os
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,6 +21,38 @@ from batch_platform.defs.resources import WarehouseResource
 from batch_platform.lib import warehouse as warehouse_lib
 
 LAYERS = ("staging", "intermediate", "marts")
+
+
+class _Kept:
+    def __init__(self) -> None:
+        self.restored: list[str] = []
+
+
+@contextlib.contextmanager
+def last_good_files(directory: Path, pattern: str):
+    """Copy ``directory/pattern`` aside; if the block raises, put the copies back (atomically per file) and
+    remove files the block created, then re-raise."""
+    backup = directory / ".last_good"
+    shutil.rmtree(backup, ignore_errors=True)
+    backup.mkdir()
+    before = {p.name for p in directory.glob(pattern)}
+    for name in before:
+        shutil.copy2(directory / name, backup / name)
+    kept = _Kept()
+    try:
+        yield kept
+    except BaseException:
+        for name in before:
+            tmp = directory / f".{name}.restore"
+            shutil.copy2(backup / name, tmp)
+            os.replace(tmp, directory / name)
+            kept.restored.append(name)
+        for p in directory.glob(pattern):
+            if p.name not in before:
+                p.unlink()
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 class FeatureDbtTranslator(DagsterDbtTranslator):
@@ -47,7 +83,15 @@ translator = FeatureDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_a
     pool=settings.WAREHOUSE_POOL,
 )
 def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """`dbt build` of the selected models (tests run as asset checks) under the warehouse's exclusive lock."""
-    settings.features_dir().mkdir(parents=True, exist_ok=True)
+    """`dbt build` of the selected models (tests run as asset checks) under the warehouse's exclusive lock.
+
+    dbt writes the parquet feature tables in place and does not always stop before a failing test's siblings
+    are rebuilt (a `relationships` test runs after both of its parents). So the last good feature files are kept
+    aside and put back when the build fails: Feast never reads features from a build whose tests failed."""
+    features = settings.features_dir()
+    features.mkdir(parents=True, exist_ok=True)
     with warehouse_lib.warehouse_lock(warehouse.db_path, exclusive=True, timeout_s=warehouse.lock_timeout_s):
-        yield from dbt.cli(["build"], context=context).stream()
+        with last_good_files(features, "*.parquet") as kept:
+            yield from dbt.cli(["build"], context=context).stream()
+        if kept.restored:
+            context.log.warning(f"dbt build failed: restored the last good feature files {kept.restored}")
