@@ -29,7 +29,6 @@ Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib
 import io
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from batch_platform import settings
+from batch_platform.lib.files import file_lock
 
 if TYPE_CHECKING:  # feast takes seconds to import: only when a client is used
     import feast
@@ -198,21 +198,10 @@ class FeatureStoreClient:
         exclusively one window at a time, so readers wait at most one window. Never nested.
         """
         lock_path = self.registry_path.with_name(self.registry_path.name + ".lock")
-        with open(lock_path, "a+b") as fh:
-            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise FeatureStoreBusy(f"{lock_path} held by another process for {LOCK_TIMEOUT_S} s") from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(lock_path, exclusive=exclusive, timeout_s=LOCK_TIMEOUT_S,
+                       timeout_error=lambda: FeatureStoreBusy(
+                           f"{lock_path} held by another process for {LOCK_TIMEOUT_S} s")):
+            yield
 
     def _require_applied(self) -> None:
         if not self.registry_path.exists():

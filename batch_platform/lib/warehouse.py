@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import io
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batch_platform.lib.contracts import TableContract
+from batch_platform.lib.files import file_lock
 
 PARTITION_COLUMN = "_partition_date"
 LINEAGE_COLUMNS = {
@@ -40,27 +38,10 @@ class WarehouseLockTimeout(TimeoutError):
 
 @contextlib.contextmanager
 def warehouse_lock(db_path: Path, *, exclusive: bool, timeout_s: float) -> Iterator[None]:
-    lock_path = Path(str(db_path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WarehouseLockTimeout(
-                        f"warehouse {db_path} stayed locked by another process for {timeout_s:.0f}s"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
+    with file_lock(Path(str(db_path) + ".lock"), exclusive=exclusive, timeout_s=timeout_s,
+                   timeout_error=lambda: WarehouseLockTimeout(
+                       f"warehouse {db_path} stayed locked by another process for {timeout_s:.0f}s")):
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextlib.contextmanager
