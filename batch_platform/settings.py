@@ -42,6 +42,11 @@ DEMO_END = dt.date(2013, 2, 28)
 # data, and anything computed from it, is valid from then on. dbt's `batch_available_hour` var says the same.
 BATCH_AVAILABLE_LOCAL_TIME = dt.time(6, 0)
 
+# The flight schedule of day D (the flights planned for D, no outcomes) is published SCHEDULE_LEAD_DAYS before D
+# at this local time, i.e. D-1 06:00, well before the 18:00 prediction cutoff of the evening before D.
+SCHEDULE_AVAILABLE_LOCAL_TIME = dt.time(6, 0)
+SCHEDULE_LEAD_DAYS = 1
+
 # DuckDB allows one writing process per file: every step that opens the warehouse claims this pool.
 WAREHOUSE_POOL = "duckdb_warehouse"
 
@@ -98,6 +103,15 @@ def batch_available_at(day: dt.date) -> dt.datetime:
     from zoneinfo import ZoneInfo
 
     local = dt.datetime.combine(day + dt.timedelta(days=1), BATCH_AVAILABLE_LOCAL_TIME, ZoneInfo(DATASET_TIMEZONE))
+    return local.astimezone(dt.UTC)
+
+
+def schedule_available_at(day: dt.date) -> dt.datetime:
+    """The instant (UTC) at which the flight schedule of flight day ``day`` has landed: D-1 06:00 New York."""
+    from zoneinfo import ZoneInfo
+
+    local = dt.datetime.combine(day - dt.timedelta(days=SCHEDULE_LEAD_DAYS), SCHEDULE_AVAILABLE_LOCAL_TIME,
+                                ZoneInfo(DATASET_TIMEZONE))
     return local.astimezone(dt.UTC)
 
 

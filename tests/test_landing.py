@@ -15,18 +15,26 @@ import re
 import zipfile
 from pathlib import Path
 
+from zoneinfo import ZoneInfo
+
 import duckdb
 import pytest
 
+from batch_platform import settings
 from batch_platform.lib import source
+from batch_platform.lib.contracts import FLIGHT_SCHEDULE, FLIGHTS
 from batch_platform.lib.landing import (
     daily_batch_path,
     manifest_path,
     reference_batch_path,
     replay,
+    schedule_days,
 )
 
 DAILY = ("flights", "weather")
+SCHEDULE = "flight_schedule"
+SCHEDULE_COLUMNS = ["year", "month", "day", "sched_dep_time", "sched_arr_time", "carrier", "flight", "tailnum",
+                    "origin", "dest", "distance", "time_hour"]
 REFERENCE = ("planes", "airports", "airlines")
 KEYS = {
     "flights": ("year", "month", "day", "carrier", "flight", "origin"),
@@ -62,6 +70,8 @@ def oracle(raw) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     for table, path in raw.items():
         con.execute(f"CREATE TABLE raw_{table} AS SELECT * FROM read_csv('{path}', header = true, nullstr = 'NA')")
+    # the schedule is not in the source: it is the schedule columns of flights
+    con.execute(f"CREATE VIEW raw_{SCHEDULE} AS SELECT {', '.join(SCHEDULE_COLUMNS)} FROM raw_flights")
     yield con
     con.close()
 
@@ -102,6 +112,27 @@ def same_bag(con, left: str, right: str) -> tuple[int, int]:
 
 def all_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def projected_lines(flights_csv: Path) -> list[str]:
+    """The flights file's header and rows restricted to the schedule columns, field text unchanged."""
+    with open(flights_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    idx = [rows[0].index(c) for c in SCHEDULE_COLUMNS]
+    return [[r[i] for i in idx] for r in rows]
+
+
+def assert_schedule_is_projection(schedule_csv: Path, flights_csv: Path) -> None:
+    with open(schedule_csv, newline="") as f:
+        assert list(csv.reader(f)) == projected_lines(flights_csv)
+    manifest = json.loads(manifest_path(schedule_csv).read_text())
+    flights_manifest = json.loads(manifest_path(flights_csv).read_text())
+    data = schedule_csv.read_bytes()
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["rows"] == flights_manifest["rows"] == data.count(b"\n") - 1
+    assert manifest["columns"] == SCHEDULE_COLUMNS and manifest["table"] == SCHEDULE
+    assert (manifest["partition"], manifest["scale"], manifest["seed"]) == (
+        flights_manifest["partition"], flights_manifest["scale"], flights_manifest["seed"])
 
 
 # ------------------------------------------------------------------------------------------------------ source
@@ -151,6 +182,36 @@ def test_layout_functions(tmp_path):
     assert daily_batch_path(tmp_path, "flights", dt.date(2013, 2, 3)) == tmp_path / "flights" / "2013-02-03.csv"
     assert reference_batch_path(tmp_path, "planes") == tmp_path / "planes" / "snapshot.csv"
     assert manifest_path(tmp_path / "x" / "2013-02-03.csv") == tmp_path / "x" / "2013-02-03.csv.manifest.json"
+    # flight days [start, end] come with the schedules of start .. end + 1, within the data set
+    d = dt.date(2013, 2, 3)
+    assert schedule_days(d, d) == (d, d + dt.timedelta(days=1))
+    assert schedule_days(dt.date(2013, 12, 30), dt.date(2013, 12, 31)) == (dt.date(2013, 12, 30), dt.date(2013, 12, 31))
+
+
+def test_schedule_contract_is_the_schedule_part_of_flights():
+    assert FLIGHT_SCHEDULE.column_names == SCHEDULE_COLUMNS
+    assert FLIGHT_SCHEDULE.columns == tuple(FLIGHTS.column(c) for c in SCHEDULE_COLUMNS)
+    assert (FLIGHT_SCHEDULE.source, FLIGHT_SCHEDULE.table) == ("raw", SCHEDULE)
+    assert FLIGHT_SCHEDULE.key == FLIGHTS.key and FLIGHT_SCHEDULE.partitioning == FLIGHTS.partitioning
+    rules = {r.name: r.predicate for r in FLIGHT_SCHEDULE.row_rules}
+    assert rules["origin_differs_from_dest"] == "origin <> dest"
+    # the clock rule restated over the scheduled times; the rule over hour/minute has no columns here
+    assert set(re.findall(r"\b[a-z_]+_time\b", rules["clock_times_are_hhmm"])) == {"sched_dep_time", "sched_arr_time"}
+    assert "sched_arr_time % 100 < 60" in rules["clock_times_are_hhmm"]
+    assert set(rules) == {"origin_differs_from_dest", "clock_times_are_hhmm"}
+    # not a source table
+    assert SCHEDULE not in source.SOURCE_SCHEMAS and SCHEDULE not in source.TABLES
+
+
+def test_schedule_is_published_the_day_before_ahead_of_the_prediction_cutoff():
+    ny = ZoneInfo("America/New_York")
+    for day in (dt.date(2013, 1, 2), dt.date(2013, 3, 11), dt.date(2013, 11, 4)):
+        at = settings.schedule_available_at(day)
+        assert at.tzinfo is not None and at.utcoffset() == dt.timedelta(0)
+        assert at.astimezone(ny).replace(tzinfo=None) == dt.datetime.combine(day - dt.timedelta(days=1), dt.time(6))
+        assert at < dt.datetime.combine(day - dt.timedelta(days=1), dt.time(18), ny)  # the evening-before cutoff
+    assert settings.schedule_available_at(dt.date(2013, 1, 2)) == dt.datetime(2013, 1, 1, 11, tzinfo=dt.UTC)
+    assert settings.schedule_available_at(dt.date(2013, 3, 11)) == dt.datetime(2013, 3, 10, 10, tzinfo=dt.UTC)
 
 
 # ------------------------------------------------------------------------------------------------------ replay
@@ -209,6 +270,48 @@ def test_landed_rows_equal_the_source_rows(landed, oracle):
         assert same_bag(oracle, name, f"raw_{table}") == (0, 0), table
 
 
+def test_schedule_files_are_the_projection_of_the_flights_files(landed, oracle):
+    root, summary = landed
+    for day in DAYS:
+        assert_schedule_is_projection(daily_batch_path(root, SCHEDULE, day), daily_batch_path(root, "flights", day))
+    # the day after each replayed range gets its schedule too (flights not landed yet): equal to the source's
+    # flights of that day, projected
+    next_days = [DAYS[1] + dt.timedelta(days=1), DAYS[2] + dt.timedelta(days=1)]
+    assert sorted(p.name for p in (root / SCHEDULE).glob("*.csv")) == sorted(
+        f"{d.isoformat()}.csv" for d in DAYS + next_days)
+    assert summary.schedule_days == (DAYS[0], DAYS[1], next_days[0])
+    assert summary.rows[SCHEDULE] == sum(raw_rows(oracle, "flights", d) for d in summary.schedule_days)
+    for day in next_days:
+        assert not daily_batch_path(root, "flights", day).exists()
+    name = read_landed(oracle, SCHEDULE, [daily_batch_path(root, SCHEDULE, d) for d in next_days])
+    oracle.execute(f"CREATE OR REPLACE TEMP VIEW want_schedule AS SELECT * FROM raw_{SCHEDULE} "
+                   f"WHERE {day_filter(next_days)}")
+    assert same_bag(oracle, name, "want_schedule") == (0, 0)
+    assert daily_batch_path(root, SCHEDULE, next_days[0]) in summary.files
+
+
+def test_schedule_alone_and_at_the_end_of_the_data_set(landed, tmp_path):
+    root, _ = landed
+    alone = tmp_path / "alone"
+    summary = replay(alone, DAYS[0], DAYS[0], tables=[SCHEDULE])
+    assert sorted(str(p.relative_to(alone)) for p in alone.rglob("*.csv")) == [
+        f"{SCHEDULE}/{DAYS[0]}.csv", f"{SCHEDULE}/{DAYS[1]}.csv"]
+    assert set(summary.rows) == {SCHEDULE}
+    for day in DAYS[:2]:
+        assert daily_batch_path(alone, SCHEDULE, day).read_bytes() == daily_batch_path(root, SCHEDULE, day).read_bytes()
+    # the last flight day has no next day in the data set: no schedule of 2014-01-01
+    end = tmp_path / "end"
+    last = dt.date(2013, 12, 31)
+    summary = replay(end, last, last, tables=["flights"])
+    assert summary.schedule_days == (last,)
+    assert sorted(p.name for p in (end / SCHEDULE).glob("*.csv")) == ["2013-12-31.csv"]
+    assert_schedule_is_projection(daily_batch_path(end, SCHEDULE, last), daily_batch_path(end, "flights", last))
+    # weather alone lands no schedule
+    weather = tmp_path / "weather"
+    assert replay(weather, last, last, tables=["weather"]).schedule_days == ()
+    assert not (weather / SCHEDULE).exists()
+
+
 def test_csv_format_and_row_order(landed):
     root, _ = landed
     with open(daily_batch_path(root, "flights", DAYS[0]), newline="") as f:
@@ -249,10 +352,13 @@ def test_replay_is_idempotent_and_independent_of_the_range(tmp_path):
     again = replay(a, dt.date(2013, 6, 1), dt.date(2013, 6, 2), tables=DAILY)
     assert all_files(a) == first
     assert again.files_written == ()  # nothing to rewrite
+    assert f"{SCHEDULE}/2013-06-03.csv" in first and f"{SCHEDULE}/2013-06-03.csv.manifest.json" in first
     replay(b, dt.date(2013, 6, 2), dt.date(2013, 6, 4), tables=DAILY)
-    for table in DAILY:
+    for table in (*DAILY, SCHEDULE):
         for rel in (f"{table}/2013-06-02.csv", f"{table}/2013-06-02.csv.manifest.json"):
             assert (b / rel).read_bytes() == first[rel]
+    # the schedule of the day after a range equals that day's schedule landed inside another range
+    assert (b / f"{SCHEDULE}/2013-06-03.csv").read_bytes() == first[f"{SCHEDULE}/2013-06-03.csv"]
     assert (b / "flights/2013-06-02.csv").read_bytes() != (b / "flights/2013-06-03.csv").read_bytes()
 
 
@@ -311,6 +417,19 @@ def test_scaled_flights_triple_with_unique_keys(scaled, oracle, raw):
     assert want > 0 and cancelled == 3 * want
     no_arr_delay = oracle.execute(f"SELECT count(*) FROM {name} WHERE arr_delay IS NULL").fetchall()[0][0]
     assert no_arr_delay == 3 * oracle.execute("SELECT count(*) FROM want0 WHERE arr_delay IS NULL").fetchall()[0][0]
+
+
+def test_scaled_schedule_is_the_projection_of_the_scaled_flights(scaled, tmp_path):
+    for day in SCALE_DAYS:
+        assert_schedule_is_projection(daily_batch_path(scaled, SCHEDULE, day), daily_batch_path(scaled, "flights", day))
+    # the next day's schedule is the projection of that day's scaled flights, as a later replay lands them
+    after = SCALE_DAYS[-1] + dt.timedelta(days=1)
+    later = tmp_path / "later"
+    replay(later, after, after, scale=3, tables=["flights"])
+    next_schedule = daily_batch_path(scaled, SCHEDULE, after).read_bytes()
+    assert next_schedule == daily_batch_path(later, SCHEDULE, after).read_bytes()
+    assert_schedule_is_projection(daily_batch_path(scaled, SCHEDULE, after), daily_batch_path(later, "flights", after))
+    assert json.loads(manifest_path(daily_batch_path(scaled, SCHEDULE, after)).read_text())["rows"] > 2000
 
 
 def test_scaled_copies_are_consistent_jittered_rows(scaled, oracle):

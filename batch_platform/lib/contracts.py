@@ -7,12 +7,17 @@ range), its key, how its rows belong to a daily partition, and cross-column rule
 Ranges are *physical facts*, not statistics: a month is 1..12, a distance is positive, a relative humidity is
 0..100 %. One documented exception: anemometer glitches (the 2013 data has a 1,048 mph wind speed at EWR) are
 nulled and counted (``on_out_of_range="null"``) instead of rejecting a whole day of weather.
+
+Most contracts declare one of the source's tables. ``flight_schedule`` is derived (:func:`projection`): the schedule
+columns of ``flights``, with their declarations, key and partitioning unchanged, published a day ahead of the
+flights themselves (:data:`DERIVED_TABLES`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -88,7 +93,53 @@ class TableContract:
         return f"{self.table}.v{self.version}+{self.fingerprint[:12]}"
 
 
+def projection(
+    base: TableContract,
+    *,
+    table: str,
+    description: str,
+    columns: tuple[str, ...],
+    row_rules: tuple[RowRule, ...] = (),
+    version: str = "1",
+) -> TableContract:
+    """The contract of a table whose rows are ``base``'s rows restricted to ``columns``.
+
+    Each kept column keeps its declaration (type, nullability, range, description); the key and the partitioning
+    are ``base``'s (so they must be kept columns); the row rules are ``base``'s rules whose predicates mention only
+    kept columns, followed by ``row_rules`` (rules of ``base`` restated over the kept columns)."""
+    unknown = [c for c in columns if c not in base.column_names]
+    if unknown:
+        raise ValueError(f"{table}: column(s) {unknown} are not in {base.qualified_name}")
+    needed = set(base.key)
+    if base.partitioning is not None:
+        needed |= {*base.partitioning.date_columns, base.partitioning.instant_column}
+    if not needed <= set(columns):
+        raise ValueError(f"{table}: the key and partitioning columns {sorted(needed - set(columns))} must be kept")
+
+    dropped = set(base.column_names) - set(columns)
+
+    def mentions_dropped(rule: RowRule) -> bool:
+        return bool(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rule.predicate)) & dropped)
+
+    return TableContract(
+        source=base.source,
+        table=table,
+        version=version,
+        description=description,
+        columns=tuple(c for c in base.columns if c.name in columns),
+        key=base.key,
+        partitioning=base.partitioning,
+        row_rules=tuple(r for r in base.row_rules if not mentions_dropped(r)) + tuple(row_rules),
+    )
+
+
 _HHMM = "({c} IS NULL OR ({c} BETWEEN 1 AND 2400 AND {c} % 100 < 60))"
+
+
+def _clock_times_rule(columns: tuple[str, ...]) -> RowRule:
+    return RowRule("clock_times_are_hhmm", " AND ".join(_HHMM.format(c=c) for c in columns),
+                   "Clock times are HHMM with minutes below 60.")
+
 
 FLIGHTS = TableContract(
     source="raw",
@@ -125,9 +176,7 @@ FLIGHTS = TableContract(
     row_rules=(
         RowRule("sched_dep_time_matches_hour_minute", "sched_dep_time = hour * 100 + minute",
                 "The scheduled departure HHMM agrees with the hour and minute columns."),
-        RowRule("clock_times_are_hhmm",
-                " AND ".join(_HHMM.format(c=c) for c in ("dep_time", "sched_dep_time", "arr_time", "sched_arr_time")),
-                "Clock times are HHMM with minutes below 60."),
+        _clock_times_rule(("dep_time", "sched_dep_time", "arr_time", "sched_arr_time")),
         RowRule("origin_differs_from_dest", "origin <> dest", "A flight goes somewhere else."),
     ),
 )
@@ -212,7 +261,30 @@ AIRLINES = TableContract(
     key=("carrier",),
 )
 
-DAILY_CONTRACTS = (FLIGHTS, WEATHER)
+SCHEDULE_COLUMNS = (
+    "year", "month", "day", "sched_dep_time", "sched_arr_time", "carrier", "flight", "tailnum", "origin", "dest",
+    "distance", "time_hour",
+)
+"""The columns of a flight known before the flight day: its schedule (no outcomes)."""
+
+FLIGHT_SCHEDULE = projection(
+    FLIGHTS,
+    table="flight_schedule",
+    description=(
+        "The flight schedule: every departure from New York scheduled on a flight day (local date), one row per "
+        "flight with the schedule columns of flights and no outcomes, published the day before at 06:00 New "
+        "York time, ahead of the 18:00 prediction cutoff."
+    ),
+    columns=SCHEDULE_COLUMNS,
+    row_rules=(_clock_times_rule(("sched_dep_time", "sched_arr_time")),),
+)
+
+DAILY_CONTRACTS = (FLIGHTS, WEATHER, FLIGHT_SCHEDULE)
 REFERENCE_CONTRACTS = (PLANES, AIRPORTS, AIRLINES)
 ALL_CONTRACTS = DAILY_CONTRACTS + REFERENCE_CONTRACTS
 CONTRACTS = {c.table: c for c in ALL_CONTRACTS}
+
+DERIVED_TABLES: dict[str, str] = {FLIGHT_SCHEDULE.table: FLIGHTS.table}
+"""Landed tables that are not in the upstream source but cut from one of its tables (table -> source table)."""
+SOURCE_CONTRACTS = tuple(c for c in ALL_CONTRACTS if c.table not in DERIVED_TABLES)
+"""The contracts of the source's own tables."""

@@ -4,22 +4,27 @@
 
 * daily tables (``flights``, ``weather``): ``<landing>/<table>/<YYYY-MM-DD>.csv``, one file per local
   (America/New_York) day, i.e. per the rows' ``year, month, day`` columns;
+* the flight schedule: ``<landing>/flight_schedule/<YYYY-MM-DD>.csv``, the flights of that day projected onto
+  the schedule columns (contract ``flight_schedule``: no outcomes). Upstream publishes the schedule of day D
+  the day before, at 06:00 New York time (:func:`batch_platform.settings.schedule_available_at`), before the
+  18:00 prediction cutoff; so replaying flight days ``[start, end]`` lands the schedules of ``start .. end+1``
+  (:func:`schedule_days`; ``end+1`` only while it is inside the data set);
 * reference tables (``planes``, ``airports``, ``airlines``): ``<landing>/<table>/snapshot.csv``;
 * beside every file, ``<file>.manifest.json``, the "export succeeded" marker, written after the data file:
   ``{"table", "partition", "rows", "sha256", "columns", "source", "scale", "seed"}``.
 
-CSV format: a header with the source's column names in the source's order, ``,`` separated, ``\\n`` line
-ends, UTF-8, nulls as empty fields, ``time_hour`` as ISO-8601 UTC (``2013-01-01T10:00:00Z``), integers
-without ``.0``, floats as their shortest round-trip repr (``1012.0``, ``10.357019999999999``), quoting only
-when needed. Rows are sorted: flights by ``year, month, day, sched_dep_time, carrier, flight, origin``, weather
-by ``origin, time_hour``, reference tables by their key.
+CSV format: a header with the source's column names in the source's order (the schedule: its columns in
+flights' order), ``,`` separated, ``\\n`` line ends, UTF-8, nulls as empty fields, ``time_hour`` as ISO-8601 UTC
+(``2013-01-01T10:00:00Z``), integers without ``.0``, floats as their shortest round-trip repr (``1012.0``,
+``10.357019999999999``), quoting only when needed. Rows are sorted: flights and the schedule by ``year, month,
+day, sched_dep_time, carrier, flight, origin``, weather by ``origin, time_hour``, reference tables by their key.
 
 Writes are atomic (temp file in the same folder, fsync, ``os.replace``) and idempotent: replaying the same
 days with the same ``scale``/``seed`` gives byte-identical files, and a file whose bytes (and manifest) would
 not change is left untouched. A day with no source rows (weather has none for 2013-12-31) still gets a
 header-only file with ``rows: 0``, as an export of an empty day would.
 
-``scale=N`` multiplies flights for benchmarks; see :func:`replay`.
+``scale=N`` multiplies flights (and so the schedule) for benchmarks; see :func:`replay`.
 """
 
 from __future__ import annotations
@@ -36,17 +41,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch_platform.lib.contracts import CONTRACTS, DAILY_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS
 from batch_platform.lib.files import atomic_write, fsync_dir
 from batch_platform.lib.source import (
-    DAILY_TABLES,
     FIRST_DAY,
     LAST_DAY,
     SOURCE_NAME,
     SOURCE_SCHEMAS,
     TABLE_KEYS,
-    TABLES,
     load_source_table,
 )
+from batch_platform.settings import SCHEDULE_LEAD_DAYS
 
 MANIFEST_SUFFIX = ".manifest.json"
 SNAPSHOT_NAME = "snapshot.csv"
@@ -59,8 +64,16 @@ ARRIVAL_EXTRA_NOISE_SD = 3.0
 CHUNK_ROWS = 400_000
 """Daily tables are scaled and formatted this many output rows at a time (bounds memory at large scales)."""
 
+SCHEDULE_TABLE = FLIGHT_SCHEDULE.table
+
+LANDED_TABLES: tuple[str, ...] = ("flights", SCHEDULE_TABLE, "weather", "planes", "airports", "airlines")
+"""Every table the landing zone holds: the source's tables plus the flight schedule cut from flights."""
+_COLUMNS: dict[str, dict[str, str]] = {t: {c.name: c.type for c in CONTRACTS[t].columns} for t in LANDED_TABLES}
+_DAILY: frozenset[str] = frozenset(c.table for c in DAILY_CONTRACTS)
+
 SORT_ORDER: dict[str, tuple[str, ...]] = {
     "flights": ("year", "month", "day", "sched_dep_time", "carrier", "flight", "origin"),
+    SCHEDULE_TABLE: ("year", "month", "day", "sched_dep_time", "carrier", "flight", "origin"),
     "weather": ("origin", "time_hour"),
     "planes": ("tailnum",),
     "airports": ("faa",),
@@ -86,6 +99,13 @@ def manifest_path(batch_path: Path | str) -> Path:
     return Path(str(batch_path) + MANIFEST_SUFFIX)
 
 
+def schedule_days(start: dt.date, end: dt.date) -> tuple[dt.date, ...]:
+    """The days whose flight schedule has been published once flight days ``[start, end]`` have landed:
+    ``start .. end + 1``, the day after ``end`` only while it is inside the data set."""
+    last = min(end + dt.timedelta(days=SCHEDULE_LEAD_DAYS), LAST_DAY)
+    return tuple(start + dt.timedelta(days=i) for i in range((last - start).days + 1))
+
+
 def synthetic_tailnum(tailnum: str, k: int) -> str:
     """Tail number of copy ``k >= 1`` of a plane in a scaled replay (real tail numbers never contain ``-``)."""
     return f"S{k}-{tailnum}"
@@ -102,6 +122,7 @@ class ReplaySummary:
     scale: int
     seed: int
     days: tuple[dt.date, ...]
+    """The flight days replayed, ``start .. end``."""
     files: tuple[Path, ...]
     """Every batch file of this replay (daily files in day order per table, then snapshots); a manifest sits
     beside each."""
@@ -109,6 +130,8 @@ class ReplaySummary:
     """The subset of ``files`` whose bytes (or manifest) changed, i.e. were actually (re)written."""
     rows: dict[str, int] = field(default_factory=dict)
     """Rows landed per table (summed over the days for daily tables)."""
+    schedule_days: tuple[dt.date, ...] = ()
+    """The days whose flight schedule was landed (``start .. end + 1``; empty if the schedule was not replayed)."""
 
 
 # --------------------------------------------------------------------------------------------------- writing
@@ -145,7 +168,7 @@ def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, sca
         "partition": partition.isoformat() if partition is not None else None,
         "rows": rows,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "columns": list(SOURCE_SCHEMAS[table]),
+        "columns": list(_COLUMNS[table]),
         "source": SOURCE_NAME,
         "scale": scale,
         "seed": seed,
@@ -170,11 +193,11 @@ def _field_sql(col: str, typ: str) -> str:
 
 
 def _line_sql(table: str) -> str:
-    return " || ',' || ".join(_field_sql(c, t) for c, t in SOURCE_SCHEMAS[table].items())
+    return " || ',' || ".join(_field_sql(c, t) for c, t in _COLUMNS[table].items())
 
 
 def _csv_header(table: str) -> str:
-    return ",".join(SOURCE_SCHEMAS[table]) + "\n"
+    return ",".join(_COLUMNS[table]) + "\n"
 
 
 def _csv_text(header: str, lines: list[str]) -> bytes:
@@ -184,11 +207,12 @@ def _csv_text(header: str, lines: list[str]) -> bytes:
 def _formatted(
     con: duckdb.DuckDBPyConnection, relation: str, table: str, params: list | None = None
 ) -> tuple[np.ndarray, list[str]]:
-    """Rows of ``relation`` (a table name or ``(SELECT ..)``) in output order as CSV lines, with their day codes
-    (``yyyymmdd``; 0 for reference tables)."""
-    code = "year * 10000 + month * 100 + day" if table in DAILY_TABLES else "0"
+    """Rows of ``relation`` (a table name or ``(SELECT ..)``) in output order as CSV lines of ``table``'s columns
+    (the schedule's of a flights relation: its projection), with their day codes (``yyyymmdd``; 0 for
+    reference tables)."""
+    code = "year * 10000 + month * 100 + day" if table in _DAILY else "0"
     order = ", ".join(f'"{c}"' for c in SORT_ORDER[table])
-    if table in DAILY_TABLES:
+    if table in _DAILY:
         order = f"year, month, day, {order}"
     tbl = con.sql(
         f"SELECT {code} AS day_code, {_line_sql(table)} AS line FROM {relation} ORDER BY {order}", params=params
@@ -313,15 +337,18 @@ def _check_day(name: str, value: dt.date) -> dt.date:
 
 
 def _check_tables(tables: Iterable[str] | None) -> tuple[str, ...]:
+    """The tables to land, in :data:`LANDED_TABLES` order; the schedule goes with flights."""
     if tables is None:
-        return TABLES
+        return LANDED_TABLES
     if isinstance(tables, str):
         tables = [tables]
     wanted = set(tables)
-    unknown = wanted - set(TABLES)
+    unknown = wanted - set(LANDED_TABLES)
     if unknown:
-        raise ValueError(f"unknown table(s) {sorted(unknown)}; expected some of {list(TABLES)}")
-    return tuple(t for t in TABLES if t in wanted)
+        raise ValueError(f"unknown table(s) {sorted(unknown)}; expected some of {list(LANDED_TABLES)}")
+    if FLIGHTS.table in wanted:
+        wanted.add(SCHEDULE_TABLE)
+    return tuple(t for t in LANDED_TABLES if t in wanted)
 
 
 def _day_bounds(codes: np.ndarray, days: list[dt.date]) -> list[tuple[int, int]]:
@@ -370,8 +397,11 @@ def replay(
 ) -> ReplaySummary:
     """Land the daily batches of every day in ``[start, end]`` (inclusive) plus the reference snapshots.
 
-    ``tables`` restricts which tables are landed (default: all five). Days must lie in 2013 (the source's
-    range), else ``ValueError``.
+    ``tables`` restricts which tables are landed (default: all of :data:`LANDED_TABLES`). Days must lie in 2013
+    (the source's range), else ``ValueError``. Whenever flights are landed, so is the flight schedule (or the
+    schedule alone with ``tables=["flight_schedule"]``): for the days :func:`schedule_days` ``(start, end)``,
+    i.e. including ``end + 1``, published the day before its flights. Each schedule file is the projection of
+    that day's flights rows (scaled ones too) onto the schedule columns, in the same order.
 
     ``scale=N`` (benchmarks) lands N copies of every flight, same schema and keys: copy 0 is the source row;
     copy ``k >= 1`` gets tail number ``S{k}-<tailnum>`` (null stays null), flight number
@@ -379,10 +409,10 @@ def replay(
     ``sched_arr_time`` move together, ``hour``/``time_hour`` stay), ``dep_delay`` plus rounded N(0, 5) noise,
     ``arr_delay`` plus that noise and rounded N(0, 3) more, and ``dep_time``/``arr_time`` recomputed from them
     (HHMM in 1..2400). Nulls stay null, so cancelled flights stay cancelled. The draws are seeded from
-    ``(seed, k, day ordinal)``: a day's file does not depend on the replayed range. The planes snapshot gets,
-    for every ``k``, a copy of every plane under its synthetic tail number; tail numbers that the source's
-    planes table lacks (about 15 % of flights) stay unmatched in every copy, as in the source. Weather,
-    airports and airlines are not scaled.
+    ``(seed, k, day ordinal)``: a day's file (flights or schedule) does not depend on the replayed range. The
+    planes snapshot gets, for every ``k``, a copy of every plane under its synthetic tail number; tail numbers
+    that the source's planes table lacks (about 15 % of flights) stay unmatched in every copy, as in the source.
+    Weather, airports and airlines are not scaled.
     """
     if isinstance(scale, bool) or not isinstance(scale, int | np.integer) or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
@@ -414,27 +444,44 @@ def replay(
         for day, (lo, hi) in zip(chunk_days, _day_bounds(codes, chunk_days), strict=True):
             land(table, daily_batch_path(landing_dir, table, day), day, _csv_text(header, lines[lo:hi]), hi - lo)
 
+    # Flights and the schedule are cut from the same flights rows, those of start .. the last day either needs.
+    flight_tables = [t for t in (FLIGHTS.table, SCHEDULE_TABLE) if t in wanted]
+    sched_days = list(schedule_days(start, end)) if SCHEDULE_TABLE in wanted else []
+    row_days = sched_days if len(sched_days) > len(days) else days
+    landed_days = {FLIGHTS.table: set(days), SCHEDULE_TABLE: set(sched_days)}
+
+    def land_flight_days(relation: str, chunk_days: list[dt.date], params: list | None = None) -> None:
+        for table in flight_tables:
+            table_days = [d for d in chunk_days if d in landed_days[table]]
+            if table_days:
+                land_days(table, table_days, *_formatted(con, relation, table, params))
+
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         for table in wanted:
-            src = load_source_table(con, table)
-            cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table])
+            if table == SCHEDULE_TABLE and FLIGHTS.table in wanted:
+                continue  # cut from the flights rows, landed with them
+            source_table = FLIGHTS.table if table == SCHEDULE_TABLE else table
+            src = load_source_table(con, source_table)
+            cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[source_table])
             in_range = f"(SELECT {cols} FROM {src} WHERE make_date(year, month, day) BETWEEN ? AND ?)"
-            if table == "flights" and scale > 1:
+            if source_table == FLIGHTS.table and scale > 1:
                 # scale in numpy a chunk of days at a time (bounded memory); format and sort in DuckDB
-                order = ", ".join(SORT_ORDER[table])
-                df = _fetch(con, f"SELECT * FROM {in_range} ORDER BY {order}", [start, end])
-                bounds = _day_bounds(_day_codes(df), days)
-                for chunk_days, lo0, hi1 in _chunks(days, bounds, CHUNK_ROWS // scale):
+                order = ", ".join(SORT_ORDER[source_table])
+                df = _fetch(con, f"SELECT * FROM {in_range} ORDER BY {order}", [row_days[0], row_days[-1]])
+                bounds = _day_bounds(_day_codes(df), row_days)
+                for chunk_days, lo0, hi1 in _chunks(row_days, bounds, CHUNK_ROWS // scale):
                     part = df.iloc[lo0:hi1]
                     part_bounds = _day_bounds(_day_codes(part), chunk_days)
                     con.register("__landing_chunk", _scale_flights(part, chunk_days, part_bounds, scale, seed))
                     try:
-                        land_days(table, chunk_days, *_formatted(con, "__landing_chunk", table))
+                        land_flight_days("__landing_chunk", chunk_days)
                     finally:
                         con.unregister("__landing_chunk")
-            elif table in DAILY_TABLES:
+            elif source_table == FLIGHTS.table:
+                land_flight_days(in_range, row_days, [row_days[0], row_days[-1]])
+            elif table in _DAILY:
                 land_days(table, days, *_formatted(con, in_range, table, [start, end]))
             else:
                 relation = src
@@ -462,17 +509,21 @@ def replay(
         files=tuple(files),
         files_written=tuple(written),
         rows=rows,
+        schedule_days=tuple(sched_days),
     )
 
 
 __all__ = [
+    "LANDED_TABLES",
     "MANIFEST_SUFFIX",
     "ReplaySummary",
+    "SCHEDULE_TABLE",
     "SORT_ORDER",
     "TABLE_KEYS",
     "daily_batch_path",
     "manifest_path",
     "reference_batch_path",
     "replay",
+    "schedule_days",
     "synthetic_tailnum",
 ]

