@@ -24,6 +24,10 @@ Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis
   per entity key and upserts it. SQLite overwrites without comparing event timestamps (last write wins), so
   windows run oldest first and materializing an older range after a newer one would roll values back: refused
   unless ``allow_rewind=True``. Online reads apply no TTL; :meth:`online_features` can (``as_of=``).
+
+Prediction views (``feature_repo/prediction_views.py``, tagged ``batch_platform/kind: predictions``) are fed by
+:meth:`FeatureStoreClient.push` only: materialization skips them and the definitions fingerprint leaves them out
+(a model's features do not change when a spec's served predictions do).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ _TS_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 _IMPORT_LOCK = threading.Lock()
 _NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
 LOCK_TIMEOUT_S = 30 * 60
+KIND_TAG = "batch_platform/kind"  # feature_repo/prediction_views.py tags its views with value "predictions"
+PREDICTIONS_KIND = "predictions"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,6 +125,7 @@ class ApplySummary:
     online_store_path: str
     fingerprint: str
     seconds: float
+    prediction_view_names: list[str] = field(default_factory=list)  # push-fed views of served predictions
     diff: str = ""  # Feast's registry/infra diff text ("Created feature view ..."), empty when nothing changed
 
 
@@ -250,7 +257,9 @@ class FeatureStoreClient:
                 )
             store.refresh_registry()
             entities = sorted(e.name for e in store.list_entities() if e.name != DUMMY_ENTITY_NAME)
-            views = sorted(v.name for v in store.list_feature_views())
+            all_views = store.list_feature_views()
+            views = sorted(v.name for v in all_views if not is_prediction_view(v))
+            prediction_views = sorted(v.name for v in all_views if is_prediction_view(v))
             services = sorted(s.name for s in store.list_feature_services())
         diff = "\n".join(
             line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line
@@ -268,6 +277,7 @@ class FeatureStoreClient:
                 [e for e in repo.entities if e.name != DUMMY_ENTITY_NAME], repo.feature_views, repo.feature_services
             ),
             seconds=round(time.perf_counter() - t0, 3),
+            prediction_view_names=prediction_views,
             diff=diff,
         )
 
@@ -380,6 +390,35 @@ class FeatureStoreClient:
         with self._locked(exclusive=False):
             return self._online_features(feature_refs_or_service, entity_rows, as_of)
 
+    def service_views(self, feature_service: str) -> dict[str, list[str]]:
+        """Feature names per view of a feature service (as the service projects them), in service order."""
+        with self._locked(exclusive=False):
+            self._require_applied()
+            service = self._feature_service(feature_service)
+            return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+
+    def view_ttl(self, view: str) -> timedelta | None:
+        """A view's TTL (None: no expiry)."""
+        with self._locked(exclusive=False):
+            self._require_applied()
+            return self._feature_view(view).ttl or None
+
+    def push(self, push_source: str, df: pd.DataFrame) -> int:
+        """Write ``df`` (join keys, the source's timestamp field, features) to the online store through a
+        PushSource; returns the rows pushed. Last write wins per key (SQLite)."""
+        from feast.data_source import PushMode
+        from feast.errors import DataSourceObjectNotFoundException, PushSourceNotFoundException
+
+        if df.empty:
+            return 0
+        with self._locked(exclusive=True):
+            self._require_applied()
+            try:
+                self.store.push(push_source, df, to=PushMode.ONLINE)
+            except (PushSourceNotFoundException, DataSourceObjectNotFoundException):
+                raise UnknownFeatureObject(f"unknown push source {push_source!r} (apply the feature repo)") from None
+        return len(df)
+
     def _online_features(
         self, feature_refs_or_service: str | list[str], entity_rows: list[dict[str, Any]], as_of: datetime | None
     ) -> list[dict[str, Any]]:
@@ -462,8 +501,8 @@ class FeatureStoreClient:
         return self._walk(starts, end, batch_days, allow_rewind=False)
 
     def _online_view_names(self, views: list[str] | None) -> list[str]:
-        if views is None:
-            return sorted(v.name for v in self.store.list_feature_views() if v.online)
+        if views is None:  # prediction views are fed by push, never materialized from their export
+            return sorted(v.name for v in self.store.list_feature_views() if v.online and not is_prediction_view(v))
         return [self._feature_view(v).name for v in views]
 
     def _walk(
@@ -624,7 +663,15 @@ def _isolated_imports(repo_dir: Path, names: list[str]):
 # ----------------------------------------------------------------------------------------------------------------
 # Fingerprint
 # ----------------------------------------------------------------------------------------------------------------
+def is_prediction_view(view) -> bool:
+    return (getattr(view, "tags", None) or {}).get(KIND_TAG) == PREDICTIONS_KIND
+
+
 def _fingerprint(entities, views, services) -> str:
+    """Fingerprint of the *feature* definitions: prediction views and the entities only they use are left out."""
+    views = [v for v in views if not is_prediction_view(v)]
+    used = {e for v in views for e in v.entities}
+    entities = [e for e in entities if e.name in used]
     return hashlib.sha256(
         json.dumps(canonical_definitions(entities, views, services), sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

@@ -102,6 +102,33 @@ class GateSpec(_Strict):
         return v
 
 
+class FallbackSpec(_Strict):
+    """Cold start: rows whose entities have no features in a required view are not scored by the model."""
+
+    required_feature_views: list[str] = Field(
+        description="Feast views a row must have features from (all of the view's features missing = cold start).")
+    segment: list[str] = Field(
+        default_factory=list,
+        description="Columns of the scoring model; a cold-start row gets its segment's recent label rate.")
+    lookback_days: int = Field(default=28, gt=0, description="Label days (final at the cutoff) the rate uses.")
+    min_segment_rows: int = Field(
+        default=50, gt=0, description="Segments with fewer labelled rows use the overall rate instead.")
+    max_share: float = Field(
+        ge=0, le=1, description="The fallback-share check fails when more than this share of rows fell back.")
+
+
+class ScoringSpec(_Strict):
+    model: str = Field(
+        description="dbt model (schema marts) with one row per entity to score, known before its day: entity "
+        "key, date column, join keys, passthrough and segment columns, no outcomes.")
+    decision_threshold: float | None = Field(
+        default=None, gt=0, lt=1, description="Scores at or above it get decision = true (none: no decision).")
+    chunk_rows: int = Field(default=50_000, gt=0, description="Rows scored per chunk (bounds memory).")
+    online_ttl_hours: float = Field(
+        default=36, gt=0, description="How long a served prediction stays valid (about 1.5 batch intervals).")
+    fallback: FallbackSpec
+
+
 class ModelSpec(_Strict):
     name: str
     description: str
@@ -113,6 +140,7 @@ class ModelSpec(_Strict):
     categorical_features: list[str] = Field(default_factory=list)
     windows: WindowSpec
     gate: GateSpec
+    scoring: ScoringSpec
     schedule: str = Field(description="Cron schedule of the model's daily cycle.")
 
     @field_validator("name")
