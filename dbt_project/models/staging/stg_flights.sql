@@ -34,21 +34,17 @@ typed as (
 final as (
 
     select
-        strftime(flight_date, '%Y-%m-%d')
-            || '_' || carrier
-            || '_' || cast(flight as varchar)
-            || '_' || origin as flight_id,
+        -- identity, scheduled departure, route and tail number: the same macros as stg_flight_schedule
+        {{ flight_id() }} as flight_id,
         flight_date,
-        -- local flight day + scheduled HHMM, read as New York wall-clock time
-        {{ local_to_instant("flight_date::timestamp + to_minutes(" ~ hhmm_to_minutes('sched_dep_time') ~ ")") }}
-            as sched_dep_ts,
+        {{ flight_sched_dep_ts() }} as sched_dep_ts,
         sched_dep_hour_ts,
         carrier,
         flight,
         origin,
         dest,
-        origin || '-' || dest as route,
-        coalesce(raw_tailnum, 'UNKNOWN') as tailnum,
+        {{ flight_route() }} as route,
+        {{ flight_tailnum() }} as tailnum,
         sched_dep_time,
         sched_arr_time,
         dep_time,
