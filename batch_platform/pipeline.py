@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import dagster as dg
 from batch_platform import settings
 from batch_platform.lib import warehouse
 from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
+from batch_platform.lib.ingest import daily_batches
 from batch_platform.lib.landing import daily_batch_path, reference_batch_path
 from batch_platform.lib.validation import file_sha256
 
@@ -51,32 +53,43 @@ def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     return messages
 
 
-def _already_loaded(db_path: Path, partition: str, paths: dict[str, Path]) -> bool:
-    """True when the warehouse holds exactly these landed files (same sha256, same contract) for ``partition``."""
-    if not db_path.exists() or not all(p.exists() for p in paths.values()):
-        return False
+def _unchanged_batches(db_path: Path, partition: str, paths: dict[str, Path]) -> set[str]:
+    """The tables among ``paths`` (table -> landed file) whose ``partition`` the warehouse holds loaded from
+    exactly that file (same sha256, same contract)."""
+    if not db_path.exists():
+        return set()
     from batch_platform.lib.contracts import CONTRACTS
 
+    unchanged = set()
     with warehouse.connect(db_path, read_only=True) as con:
         exists = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_batch_loads'"
         ).fetchall()[0][0]
         if not exists:
-            return False
+            return set()
         for table, path in paths.items():
+            if not path.exists():
+                continue
             row = con.execute(
                 f"SELECT file_sha256, schema_version FROM {warehouse.LOADS_TABLE} WHERE table_name = ? AND partition_key = ?",
                 [f"raw.{table}", partition],
             ).fetchall()
-            if not row or row[0] != (file_sha256(path), CONTRACTS[table].schema_version):
-                return False
-    return True
+            if row and row[0] == (file_sha256(path), CONTRACTS[table].schema_version):
+                unchanged.add(table)
+    return unchanged
+
+
+def _already_loaded(db_path: Path, partition: str, paths: dict[str, Path]) -> bool:
+    """True when the warehouse holds exactly these landed files (same sha256, same contract) for ``partition``."""
+    return _unchanged_batches(db_path, partition, paths) == set(paths)
 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None = None,
-            tags: dict[str, str] | None = None, stdout_log: Path | None = None) -> RunOutcome:
+            tags: dict[str, str] | None = None, stdout_log: Path | None = None,
+            asset_selection: Sequence[dg.AssetKey] | None = None) -> RunOutcome:
     """Execute a job in-process against ``instance``. ``stdout_log``: send what steps print (dbt's console
-    output, library warnings) to this file instead of the terminal; the run's events are in the instance either way."""
+    output, library warnings) to this file instead of the terminal; the run's events are in the instance either way.
+    ``asset_selection``: run only these assets of the job (default: all of them)."""
     job = defs.resolve_job_def(job_name)
     with contextlib.ExitStack() as stack:
         if stdout_log is not None:
@@ -84,16 +97,17 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
             log = stack.enter_context(open(stdout_log, "a"))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
-        result = _execute(job, instance, partition, tags)
+        result = _execute(job, instance, partition, tags, asset_selection)
     return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
 
 
-def _execute(job, instance, partition, tags):
+def _execute(job, instance, partition, tags, asset_selection=None):
     return job.execute_in_process(
         instance=instance,
         partition_key=partition,
         raise_on_error=False,
         tags=tags,
+        asset_selection=asset_selection,
         # the CLI prints its own progress; the full event log is in the instance (and the UI)
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
@@ -108,8 +122,10 @@ def ingest_range(
     force: bool = False,
     echo=print,
 ) -> list[RunOutcome]:
-    """Load the reference snapshots, then each flight day in ``[start, end]`` (one run per day, as the daily
-    schedule does). Days whose landed files are already loaded unchanged are skipped unless ``force``."""
+    """Load the reference snapshots, then each flight day in ``[start, end]`` (one run of ``raw_daily_ingest``
+    per day), then the flight schedule of ``end + 1``, which lands the day before its flights: that day's run
+    selects only the schedule asset. Batches whose landed file is already loaded unchanged are skipped unless
+    ``force``: a run selects only the day's other batches, and a day with nothing to load gets no run."""
     db_path = settings.warehouse_path()
     landing = settings.landing_dir()
     outcomes: list[RunOutcome] = []
@@ -120,17 +136,21 @@ def ingest_range(
     else:
         outcomes.append(run_job(defs, instance, "raw_reference_refresh", tags={"batch_platform/trigger": "cli"}))
 
-    day = start
-    while day <= end:
+    for day, contracts in daily_batches(start, end):
         key = day.isoformat()
-        paths = {c.table: daily_batch_path(landing, c.table, day) for c in DAILY_CONTRACTS}
-        if not force and _already_loaded(db_path, key, paths):
+        paths = {c.table: daily_batch_path(landing, c.table, day) for c in contracts}
+        unchanged = set() if force else _unchanged_batches(db_path, key, paths)
+        pending = [c for c in contracts if c.table not in unchanged]
+        if not pending:
             outcomes.append(RunOutcome("raw_daily_ingest", key, None, True, "unchanged"))
-        else:
-            outcome = run_job(defs, instance, "raw_daily_ingest", key, tags={"batch_platform/trigger": "cli"})
-            outcomes.append(outcome)
-            echo(f"  {key}: " + ("loaded" if outcome.success else "FAILED — " + "; ".join(outcome.errors)))
-        day += dt.timedelta(days=1)
+            continue
+        partial = len(pending) < len(DAILY_CONTRACTS)
+        selection = [dg.AssetKey([c.source, c.table]) for c in pending] if partial else None
+        outcome = run_job(defs, instance, "raw_daily_ingest", key, tags={"batch_platform/trigger": "cli"},
+                          asset_selection=selection)
+        outcomes.append(outcome)
+        only = f" ({', '.join(c.table for c in pending)})" if partial else ""
+        echo(f"  {key}: " + ("loaded" if outcome.success else "FAILED — " + "; ".join(outcome.errors)) + only)
     return outcomes
 
 

@@ -18,7 +18,8 @@ LAST_DAY = dt.date(2013, 1, 4)
 
 @pytest.fixture(scope="session")
 def landed_days(tmp_path_factory) -> Path:
-    """One replay of a few real days (plus reference snapshots), shared read-only; copy before mutating."""
+    """One replay of a few real days (plus reference snapshots, and the flight schedules of those days and of the
+    day after), shared read-only; copy before mutating."""
     landing = tmp_path_factory.mktemp("landing-template")
     replay(landing, FIRST_DAY, LAST_DAY)
     return landing
@@ -55,8 +56,9 @@ def defs(platform_env) -> dg.Definitions:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A whole platform built once per session: raw days loaded, dbt features, Feast, training sets, candidates gated
-# and first champions promoted. Specs: the shipped two with windows shortened to fit, plus a third model that
+# A whole platform built once per session: raw days loaded (flights and weather of PLATFORM_FIRST .. PLATFORM_LAST,
+# flight schedules through PLATFORM_LAST + 1, the day to score next), dbt features, Feast, training sets,
+# candidates gated and first champions promoted. Specs: the shipped two with windows shortened to fit, plus a third model that
 # exists only in test data.
 
 PLATFORM_FIRST, PLATFORM_LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 24)
@@ -103,9 +105,11 @@ def platform_env_vars(base: Path) -> dict[str, Path]:
 
 
 def load_days(env: dict[str, Path], first: dt.date, last: dt.date) -> None:
-    """Replay and ingest days straight through the lib (the Dagster ingest path has its own tests)."""
-    from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
-    from batch_platform.lib.ingest import ingest_batch
+    """Replay and ingest days straight through the lib (the Dagster ingest path has its own tests): flight days
+    ``first .. last`` and the flight schedule of ``last + 1`` (published the day before its flights), as
+    ``batch-platform ingest`` loads them."""
+    from batch_platform.lib.contracts import REFERENCE_CONTRACTS
+    from batch_platform.lib.ingest import daily_batches, ingest_batch
     from batch_platform.lib.landing import daily_batch_path, reference_batch_path
 
     landing, db = env[settings.LANDING_VAR], env[settings.WAREHOUSE_VAR]
@@ -113,11 +117,9 @@ def load_days(env: dict[str, Path], first: dt.date, last: dt.date) -> None:
     replay(landing, first, last)
     for c in REFERENCE_CONTRACTS:
         ingest_batch(db, c, reference_batch_path(landing, c.table), None, quarantine_dir=q)
-    day = first
-    while day <= last:
-        for c in DAILY_CONTRACTS:
+    for day, contracts in daily_batches(first, last):
+        for c in contracts:
             ingest_batch(db, c, daily_batch_path(landing, c.table, day), day, quarantine_dir=q)
-        day += dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="session")

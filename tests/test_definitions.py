@@ -8,7 +8,7 @@ from batch_platform.lib.contracts import CONTRACTS
 
 def test_raw_assets_keys_partitions_groups_kinds_descriptions(defs):
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
-    for table in ("flights", "weather", "planes", "airports", "airlines"):
+    for table in ("flights", "weather", "flight_schedule", "planes", "airports", "airlines"):
         spec = specs[dg.AssetKey(["raw", table])]
         assert spec.group_name == "raw"
         assert {"duckdb", "csv"} <= set(spec.kinds)
@@ -16,7 +16,7 @@ def test_raw_assets_keys_partitions_groups_kinds_descriptions(defs):
         assert defs.resolve_assets_def(spec.key).op.pool == settings.WAREHOUSE_POOL
         schema = spec.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == CONTRACTS[table].column_names
-    for table in ("flights", "weather"):
+    for table in ("flights", "weather", "flight_schedule"):
         pdef = specs[dg.AssetKey(["raw", table])].partitions_def
         assert isinstance(pdef, dg.DailyPartitionsDefinition)
         keys = pdef.get_partition_keys()
@@ -24,12 +24,19 @@ def test_raw_assets_keys_partitions_groups_kinds_descriptions(defs):
         assert pdef.timezone == "America/New_York"
     for table in ("planes", "airports", "airlines"):
         assert specs[dg.AssetKey(["raw", table])].partitions_def is None
+    # the schedule is built like flights: same partitions, same kind of metadata, its own contract
+    flights, schedule = specs[dg.AssetKey(["raw", "flights"])], specs[dg.AssetKey(["raw", "flight_schedule"])]
+    assert schedule.partitions_def == flights.partitions_def
+    assert set(schedule.metadata) == set(flights.metadata)
+    assert schedule.metadata["key"] == flights.metadata["key"]
+    assert schedule.metadata["schema_version"] == CONTRACTS["flight_schedule"].schema_version
 
 
 def test_jobs_and_resources(defs):
     daily = defs.resolve_job_def("raw_daily_ingest")
     assert daily.partitions_def is not None
-    assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {"raw/flights", "raw/weather"}
+    assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {
+        "raw/flights", "raw/weather", "raw/flight_schedule"}
     ref = defs.resolve_job_def("raw_reference_refresh")
     assert {k.to_user_string() for k in ref.asset_layer.executable_asset_keys} == {
         "raw/planes", "raw/airports", "raw/airlines"}

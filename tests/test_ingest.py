@@ -1,5 +1,6 @@
 """Raw assets materialized in-process on real landed days: idempotent reloads, and bad batches that are
-rejected with a named error, quarantined with their reason, and lose nothing."""
+rejected with a named error, quarantined with their reason, and lose nothing; the flight schedule, which lands a
+day ahead of its flights, through the same path; and the CLI's ingest of a range of days."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from batch_platform import settings
 from batch_platform.defs.ingest.assets import raw_daily_assets, raw_reference_assets
 from batch_platform.defs.resources import build_resources
 from batch_platform.lib import warehouse
-from batch_platform.lib.contracts import ALL_CONTRACTS, FLIGHTS
+from batch_platform.lib import validation as v
+from batch_platform.lib.contracts import ALL_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS, SCHEDULE_COLUMNS
 from batch_platform.lib.landing import daily_batch_path
-from tests.bad_batches import FLIGHTS_FAULTS
+from tests.bad_batches import FLIGHTS_FAULTS, read_rows, set_value, write_rows
 
-D1, D2, D3 = (dt.date(2013, 1, d) for d in (1, 2, 3))
+D1, D2, D3, D4, D5 = (dt.date(2013, 1, d) for d in (1, 2, 3, 4, 5))
+SCHEDULE_KEY = dg.AssetKey(["raw", "flight_schedule"])
+SCHEDULE_ASSET = next(a for a in raw_daily_assets if a.key == SCHEDULE_KEY)
 
 
 def materialize_day(day: dt.date | None, instance: dg.DagsterInstance, *, raise_on_error: bool = True):
@@ -46,6 +50,11 @@ def snapshot(db, days=None) -> dict[str, tuple[int, str]]:
                                     [day]).fetchall()[0][0]
                     out[f"{c.qualified_name}/{day}"] = (n, warehouse.content_checksum(con, c, day))
         return out
+
+
+def materialize_schedule(day: dt.date, instance: dg.DagsterInstance, *, raise_on_error: bool = True):
+    return dg.materialize([SCHEDULE_ASSET], partition_key=day.isoformat(), resources=build_resources(),
+                          instance=instance, raise_on_error=raise_on_error)
 
 
 @pytest.fixture
@@ -162,3 +171,112 @@ def test_missing_batch_fails_without_quarantine(platform_env, instance):
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "MissingBatchError" in failure.step_failure_data.user_failure_data.description
     assert not platform_env["quarantine"].exists()
+
+
+# ------------------------------------------------------------------------------------------------- the schedule
+
+
+def test_schedule_partition_is_validated_and_equals_its_flights_projected(loaded, instance):
+    materialize_day(D2, instance)
+    md = instance.get_latest_materialization_event(SCHEDULE_KEY).asset_materialization.metadata
+    cols = ", ".join(SCHEDULE_COLUMNS)
+    with warehouse.connect(loaded["warehouse"], read_only=True) as con:
+        def only_in(a: str, b: str) -> int:
+            return con.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM {a} WHERE _partition_date = $d "
+                f"EXCEPT ALL SELECT {cols} FROM {b} WHERE _partition_date = $d)", {"d": D2}).fetchall()[0][0]
+
+        assert only_in("raw.flights", "raw.flight_schedule") == only_in("raw.flight_schedule", "raw.flights") == 0
+        rows = con.execute("SELECT count(*) FROM raw.flight_schedule WHERE _partition_date = ?", [D2]).fetchall()[0][0]
+        checksum = warehouse.content_checksum(con, FLIGHT_SCHEDULE, D2)
+        columns = [r[0] for r in con.execute("DESCRIBE raw.flight_schedule").fetchall()]
+    assert md["dagster/row_count"].value == rows > 500
+    assert md["checksum"].value == checksum
+    assert md["schema_version"].value == FLIGHT_SCHEDULE.schema_version
+    assert md["source_file"].value == str(daily_batch_path(loaded["landing"], "flight_schedule", D2))
+    assert columns == [*SCHEDULE_COLUMNS, "_partition_date", "_batch_file", "_batch_sha256"]
+
+
+def test_next_day_schedule_loads_alone_and_a_republished_one_replaces_its_partition(loaded, instance):
+    """D5's schedule landed with flight days D1..D4: its partition loads before any flights of D5 exist; a
+    re-published schedule replaces exactly that partition."""
+    before = snapshot(loaded["warehouse"], days=(D1, D2))
+    materialize_schedule(D5, instance)
+    path = daily_batch_path(loaded["landing"], "flight_schedule", D5)
+    _, rows = read_rows(path)
+    with warehouse.connect(loaded["warehouse"], read_only=True) as con:
+        assert warehouse.loaded_partitions(con, FLIGHTS) == [D1.isoformat(), D2.isoformat()]
+        assert warehouse.loaded_partitions(con, FLIGHT_SCHEDULE) == [D1.isoformat(), D2.isoformat(), D5.isoformat()]
+    header, rows = read_rows(path)
+    write_rows(path, header, rows[:-10])  # upstream re-publishes D5's schedule with 10 flights fewer
+    materialize_schedule(D5, instance)
+    md = instance.get_latest_materialization_event(SCHEDULE_KEY).asset_materialization.metadata
+    assert (md["rows_replaced"].value, md["dagster/row_count"].value) == (len(rows), len(rows) - 10)
+    assert snapshot(loaded["warehouse"], days=(D1, D2)) == before
+
+
+def unscheduled_clock_time(path) -> None:
+    set_value(path, "sched_arr_time", "1275", row=3)  # 12:75 is in range but not a clock time
+
+
+SCHEDULE_FAULTS = {
+    **{name: FLIGHTS_FAULTS[name] for name in ("duplicate_key", "rows_outside_day", "broken_row_rule")},
+    "clock_time_not_hhmm": (unscheduled_clock_time, v.RowRuleViolation),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SCHEDULE_FAULTS))
+def test_bad_schedule_batch_fails_named_is_quarantined_and_loses_nothing(loaded, instance, fault):
+    mutate, expected = SCHEDULE_FAULTS[fault]
+    before = snapshot(loaded["warehouse"])
+    path = daily_batch_path(loaded["landing"], "flight_schedule", D2)
+    mutate(path)
+    result = materialize_schedule(D2, instance, raise_on_error=False)
+    assert not result.success
+    user = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
+    assert user.metadata["error"].value == expected.__name__
+    assert not path.exists()
+    quarantined = user.metadata["quarantined_to"].value
+    assert quarantined.startswith(str(loaded["quarantine"] / "flight_schedule"))
+    reason = json.loads(open(quarantined + ".reason.json").read())
+    assert reason["rule"] == expected.rule and reason["original_path"] == str(path)
+    assert snapshot(loaded["warehouse"]) == before
+
+
+def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_batches(platform_env, instance):
+    """`batch-platform ingest` of flight days D1..D2 runs one job per day plus D3 with only the schedule
+    selected; a rerun skips everything; extending the range to D3 loads only D3's flights and weather (its
+    schedule is loaded unchanged) and D4's schedule. (The ingest stage's own jobs and resources: the code
+    location as a whole is test_definitions' business.)"""
+    from batch_platform.defs.ingest.assets import raw_daily_ingest_job, raw_reference_refresh_job
+    from batch_platform.pipeline import ingest_range
+
+    defs = dg.Definitions(assets=[*raw_daily_assets, *raw_reference_assets], resources=build_resources(),
+                          jobs=[raw_daily_ingest_job, raw_reference_refresh_job])
+
+    echoed: list[str] = []
+    outcomes = ingest_range(defs, instance, D1, D2, echo=echoed.append)
+    assert [(o.job, o.partition, o.success, o.skipped_reason) for o in outcomes] == [
+        ("raw_reference_refresh", None, True, None),
+        *[("raw_daily_ingest", d.isoformat(), True, None) for d in (D1, D2, D3)],
+    ]
+
+    def loaded_by(outcome) -> set[str]:
+        events = instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        return {e.dagster_event.asset_key.path[-1] for e in events}
+
+    every = {"flights", "weather", "flight_schedule"}
+    assert [loaded_by(o) for o in outcomes[1:]] == [every, every, {"flight_schedule"}]
+    assert echoed[-1] == f"  {D3}: loaded (flight_schedule)"
+    with warehouse.connect(platform_env["warehouse"], read_only=True) as con:
+        parts = {c.table: warehouse.loaded_partitions(con, c) for c in (FLIGHTS, FLIGHT_SCHEDULE)}
+    assert parts == {"flights": [str(D1), str(D2)], "flight_schedule": [str(D1), str(D2), str(D3)]}
+
+    again = ingest_range(defs, instance, D1, D2, echo=echoed.append)
+    assert [o.skipped_reason for o in again] == ["unchanged"] * 4
+
+    later = ingest_range(defs, instance, D1, D3, echo=echoed.append)
+    assert [(o.partition, o.skipped_reason) for o in later] == [
+        (None, "unchanged"), (str(D1), "unchanged"), (str(D2), "unchanged"), (str(D3), None), (str(D4), None)]
+    assert [loaded_by(o) for o in later[3:]] == [{"flights", "weather"}, {"flight_schedule"}]
+    assert all(o.success for o in later)

@@ -1,4 +1,5 @@
-"""Ingest one landed batch: validate, quarantine on rejection, otherwise replace its partition atomically."""
+"""Ingest one landed batch: validate, quarantine on rejection, otherwise replace its partition atomically; and
+which daily batches a range of flight days brings (:func:`daily_batches`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_platform.lib import warehouse
-from batch_platform.lib.contracts import TableContract
+from batch_platform.lib.contracts import DAILY_CONTRACTS, FLIGHT_SCHEDULE, TableContract
+from batch_platform.lib.landing import schedule_days
 from batch_platform.lib.validation import BatchRejected, MissingBatchError, ValidatedBatch, validate_batch
 
 
@@ -71,4 +73,16 @@ def ingest_batch(
     return IngestResult(batch=batch, load=load)
 
 
-__all__ = ["IngestResult", "ingest_batch", "quarantine"]
+def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
+    """The daily batches landed with flight days ``[start, end]``, per partition day in day order: every daily
+    table for each day of ``start .. end``, then the flight schedule alone for the day after ``end`` (published
+    the day before its flights, which have not landed yet; none after the data set's last day)."""
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    return [(day, DAILY_CONTRACTS) for day in days] + [
+        (day, (FLIGHT_SCHEDULE,)) for day in schedule_days(start, end) if day > end
+    ]
+
+
+__all__ = ["IngestResult", "daily_batches", "ingest_batch", "quarantine"]

@@ -1,8 +1,10 @@
-"""Raw-data assets: one DuckDB table per landed source table, keyed ``["raw", <table>]`` so dbt sources attach.
+"""Raw-data assets: one DuckDB table per landed table, keyed ``["raw", <table>]`` so dbt sources attach.
 
-Daily tables (flights, weather) are partitioned by flight day; reference tables (planes, airports, airlines)
-are snapshots. Each load validates the landed file against its contract, quarantines it on rejection (the
-warehouse is not touched), and otherwise replaces its partition in one transaction.
+Daily tables (flights, weather, and the flight schedule) are partitioned by flight day; reference tables (planes,
+airports, airlines) are snapshots. The schedule of day D lands on D-1, before D's flights happen, so its partition
+D is loaded a day before the flights and weather of D. Each load validates the landed file against its contract,
+quarantines it on rejection (the warehouse is not touched), and otherwise replaces its partition in one
+transaction.
 """
 
 
@@ -147,7 +149,8 @@ raw_daily_ingest_job = dg.define_asset_job(
     "raw_daily_ingest",
     selection=dg.AssetSelection.assets(*raw_daily_assets),
     partitions_def=daily_partitions,
-    description="Load one flight day's landed batches (flights, weather) into the warehouse.",
+    description="Load one flight day's landed batches (flights, weather, flight schedule) into the warehouse. "
+    "The schedule of a day lands the day before its flights: a run for that day may select it alone.",
 )
 raw_reference_refresh_job = dg.define_asset_job(
     "raw_reference_refresh",
