@@ -58,8 +58,8 @@ def defs(platform_env) -> dg.Definitions:
 # ---------------------------------------------------------------------------------------------------------------
 # A whole platform built once per session: raw days loaded (flights and weather of PLATFORM_FIRST .. PLATFORM_LAST,
 # flight schedules through PLATFORM_LAST + 1, the day to score next), dbt features, Feast, training sets,
-# candidates gated and first champions promoted. Specs: the shipped two with windows shortened to fit, plus a third model that
-# exists only in test data.
+# candidates gated and first champions promoted. Specs: the shipped two with windows shortened to fit, plus a
+# third model that exists only in test data.
 
 PLATFORM_FIRST, PLATFORM_LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 24)
 

@@ -26,6 +26,9 @@ from batch_platform.lib.specs import load_specs
 SPEC_NAMES = ("flight_delay", "flight_cancellation", "flight_long_delay")
 NY = ZoneInfo("America/New_York")
 LAST = dt.date(2013, 1, 24)
+FRAME = ["flight_id", "flight_date", "sched_dep_ts", "carrier", "tailnum", "origin", "dest", "route", "distance",
+         "sched_dep_hour", "sched_dep_minute_of_day", "day_of_week", "month", "day_of_year", "days_to_nearest_holiday"]
+"""marts.flight_schedule's columns: flight_labels' columns before its outcomes."""
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +44,10 @@ def test_graph_is_connected_raw_to_training_sets(platform):
         assert f"{name}_training_set" in keys
     # dbt sources attach to the raw assets; marts feed Feast; Feast and the label model feed the training sets
     assert dg.AssetKey(["raw", "flights"]) in graph.get(dg.AssetKey(["staging", "stg_flights"])).parent_keys
+    assert dg.AssetKey(["raw", "flight_schedule"]) in graph.get(
+        dg.AssetKey(["staging", "stg_flight_schedule"])).parent_keys
+    assert dg.AssetKey(["staging", "stg_flight_schedule"]) in graph.get(
+        dg.AssetKey(["marts", "flight_schedule"])).parent_keys
     assert dg.AssetKey(["marts", "plane_daily_features"]) in graph.get(dg.AssetKey(["feast", "feature_definitions"])).parent_keys
     ts_parents = graph.get(dg.AssetKey(["flight_long_delay_training_set"])).parent_keys
     assert ts_parents == {dg.AssetKey(["marts", "flight_labels"]), dg.AssetKey(["feast", "feature_definitions"])}
@@ -114,6 +121,42 @@ def test_label_definitions_follow_the_specs(platform):
     assert ((d["arr_delay"] > 15).astype(int) == d["label"]).all()
     ld = long_delay.set_index("flight_id").join(truth)
     assert ((ld["arr_delay"] > 60).astype(int) == ld["label"]).all()
+
+
+def test_flight_schedule_is_the_labels_frame_and_covers_the_next_day(platform):
+    """marts.flight_schedule: flight_labels' columns without outcomes, the same values for the same flights, and
+    the flights of the day after the last loaded flight day (the day to score), whose outcomes are not known."""
+    con = duckdb.connect(str(platform["env"][settings.WAREHOUSE_VAR]), read_only=True)
+    try:
+        assert [r[0] for r in con.execute("DESCRIBE marts.flight_schedule").fetchall()] == FRAME
+        assert [r[0] for r in con.execute("DESCRIBE marts.flight_labels").fetchall()] == [
+            *FRAME, "arr_delay", "is_delayed_15", "is_cancelled", "is_diverted"]
+        days = [r[0] for r in con.execute("SELECT DISTINCT flight_date FROM marts.flight_schedule ORDER BY 1").fetchall()]
+        first = dt.date(2013, 1, 1)
+        assert days == [first + dt.timedelta(days=i) for i in range((LAST - first).days + 2)]
+        cols = ", ".join(FRAME)
+
+        def only(a: str, b: str) -> int:
+            return con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM {a} WHERE flight_date <= $last "
+                               f"EXCEPT ALL SELECT {cols} FROM {b})", {"last": LAST}).fetchall()[0][0]
+
+        assert only("marts.flight_labels", "marts.flight_schedule") == only("marts.flight_schedule",
+                                                                            "marts.flight_labels") == 0
+        next_day = LAST + dt.timedelta(days=1)
+        n_next, n_raw, n_labels = con.execute(
+            "SELECT (SELECT count(*) FROM marts.flight_schedule WHERE flight_date = $d), "
+            "(SELECT count(*) FROM raw.flight_schedule WHERE _partition_date = $d), "
+            "(SELECT count(*) FROM marts.flight_labels WHERE flight_date >= $d)", {"d": next_day}).fetchall()[0]
+        assert n_next == n_raw > 500 and n_labels == 0
+        assert con.execute("SELECT count(*) FROM marts.flight_schedule WHERE days_to_nearest_holiday IS NULL "
+                           "OR tailnum IS NULL").fetchall()[0][0] == 0
+    finally:
+        con.close()
+    # the dbt consistency test ran as an asset check of the schedule mart, and passed
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed
+              for e in platform["features_result"].get_asset_check_evaluations()}
+    assert checks[("marts/flight_schedule", "flight_schedule_matches_flight_labels")] is True
+    assert checks[("marts/flight_schedule", "unique_flight_schedule_flight_id")] is True
 
 
 def test_online_store_matches_the_offline_join_at_materialization_time(platform):
