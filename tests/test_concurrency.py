@@ -42,10 +42,12 @@ def test_two_concurrent_multiprocess_runs_finish_without_lock_errors(platform_en
         loaded = con.execute(
             "SELECT table_name, partition_key FROM raw._batch_loads ORDER BY ALL"
         ).fetchall()
-    assert loaded == [(t, d) for t in ("raw.flights", "raw.weather") for d in ("2013-01-02", "2013-01-03")]
+    assert loaded == [(t, d) for t in ("raw.flight_schedule", "raw.flights", "raw.weather")
+                      for d in ("2013-01-02", "2013-01-03")]
 
-    # The pool (limit 1, op granularity, from the project's dagster.yaml) kept the four warehouse steps of the
-    # two runs from overlapping in time: each started only after the previous one finished.
+    # The pool (limit 1, op granularity, from the project's dagster.yaml) kept the six warehouse steps of the
+    # two runs (flights, weather, flight schedule each) from overlapping in time: each started only after the
+    # previous one finished.
     with dg.DagsterInstance.get() as instance:
         spans = []
         for run in instance.get_runs():
@@ -59,7 +61,7 @@ def test_two_concurrent_multiprocess_runs_finish_without_lock_errors(platform_en
                 elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
                     ends[ev.step_key] = rec.timestamp
             spans += [(starts[k], ends[k]) for k in starts]
-    assert len(spans) == 4
+    assert len(spans) == 6
     spans.sort()
     for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
         assert s2 >= e1 - 0.05, f"warehouse steps overlapped: {spans}"
