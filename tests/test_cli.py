@@ -27,7 +27,9 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     first = run_cli("demo", "--start", "2013-01-01", "--end", "2013-01-24", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
-    assert "25 run(s), 0 unchanged" in out
+    # 24 flight days + the schedule of the 25th (published the day before) + the reference snapshots
+    assert "26 run(s), 0 unchanged" in out
+    assert "2013-01-25: loaded (flight_schedule)" in out
     assert f"Warehouse: {platform_env['warehouse']}" in out
     assert "raw.flights" in out and "2013-01-01 .. 2013-01-24" in out
     assert "Features (dbt build, feast apply, online store): ok" in out
@@ -39,7 +41,7 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
 
     second = run_cli("demo", "--start", "2013-01-01", "--end", "2013-01-24", env=env)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "0 run(s), 25 unchanged and skipped, 0 failed" in second.stdout
+    assert "0 run(s), 26 unchanged and skipped, 0 failed" in second.stdout
     rows = [line for line in out.splitlines() if line.strip().startswith("raw.")]
     assert rows == [line for line in second.stdout.splitlines() if line.strip().startswith("raw.")]
     # retraining on the same data reproduces the same models: no new versions, same champions
