@@ -243,6 +243,19 @@ def test_bad_schedule_batch_fails_named_is_quarantined_and_loses_nothing(loaded,
     assert snapshot(loaded["warehouse"]) == before
 
 
+def test_daily_batches_of_a_range_end_with_the_next_days_schedule():
+    from batch_platform.lib.ingest import daily_batches
+
+    def tables(start, end):
+        return [(str(d), [c.table for c in cs]) for d, cs in daily_batches(start, end)]
+
+    every = ["flights", "weather", "flight_schedule"]
+    assert tables(D1, D2) == [(str(D1), every), (str(D2), every), (str(D3), ["flight_schedule"])]
+    last = dt.date(2013, 12, 31)  # the data set's last day: no schedule of 2014-01-01
+    assert tables(last, last) == [(str(last), every)]
+    assert tables(D2, D1) == []
+
+
 def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_batches(platform_env, instance):
     """`batch-platform ingest` of flight days D1..D2 runs one job per day plus D3 with only the schedule
     selected; a rerun skips everything; extending the range to D3 loads only D3's flights and weather (its

@@ -76,9 +76,10 @@ def ingest_batch(
 def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
     """The daily batches landed with flight days ``[start, end]``, per partition day in day order: every daily
     table for each day of ``start .. end``, then the flight schedule alone for the day after ``end`` (published
-    the day before its flights, which have not landed yet; none after the data set's last day)."""
+    the day before its flights, which have not landed yet; none after the data set's last day). Empty when
+    ``start > end``."""
     if start > end:
-        raise ValueError(f"start {start} is after end {end}")
+        return []
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     return [(day, DAILY_CONTRACTS) for day in days] + [
         (day, (FLIGHT_SCHEDULE,)) for day in schedule_days(start, end) if day > end
