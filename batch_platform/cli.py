@@ -6,6 +6,8 @@
     batch-platform features
     batch-platform train
     batch-platform models list | show SPEC [VERSION] | promote SPEC VERSION | rollback SPEC VERSION
+    batch-platform score  [--day D]          (default: the day after the last loaded flight day)
+    batch-platform predict FLIGHT_ID [--model SPEC] [--json]
     batch-platform status
 """
 
@@ -258,21 +260,121 @@ def _print_training_sets(instance) -> None:
         print(f"  {'':<34} splits {md['rows_per_split']}; snapshot {md['snapshot']}")
 
 
+def _next_flight_day() -> dt.date:
+    from batch_platform.lib import warehouse
+
+    with warehouse.connect(settings.warehouse_path(), read_only=True) as con:
+        (last,) = con.execute(f"SELECT max({warehouse.PARTITION_COLUMN}) FROM raw.flights").fetchall()[0]
+    if last is None:
+        raise SystemExit("raw.flights is empty: ingest some flight days first")
+    return last + dt.timedelta(days=1)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from batch_platform.defs.scoring.assets import FALLBACK_CHECK, SCORING_JOB
+    from batch_platform.lib.specs import load_specs
+    from batch_platform.pipeline import ensure_dagster_home, latest_check, latest_metadata, load_definitions, run_job
+
+    ensure_dagster_home()
+    day = args.day or _next_flight_day()
+    defs = load_definitions()
+    t0 = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        outcome = run_job(defs, instance, SCORING_JOB, day.isoformat(), tags={"batch_platform/trigger": "cli"})
+        print(f"Score flight day {day} (every spec, champion pinned at run start): "
+              f"{'ok' if outcome.success else 'FAILED'} (run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
+        for err in outcome.errors:
+            print(f"  {err}")
+        for name in load_specs():
+            key = dg.AssetKey([f"{name}_predictions"])
+            md = latest_metadata(instance, key)
+            if not md:
+                continue
+            check = latest_check(instance, key, FALLBACK_CHECK)
+            verdict = "n/a" if check is None else ("ok" if check[0] else "FAILED")
+            print(f"  {md['table']:<34} {md['dagster/row_count']:>6,} rows  v{md['model_version']}  "
+                  f"mean score {md['score_mean']:.3f}  fallback {md['fallback_share']:.1%} ({verdict})"
+                  + (f"  shadow v{md['shadow_version']}" if md.get("shadow_version") else ""))
+    return 0 if outcome.success else 1
+
+
+def _print_prediction(answer) -> None:
+    if not answer.found:
+        print(f"  {answer.spec:<20} no prediction: {answer.reason}")
+        return
+    decision = "" if answer.decision is None else f"  decision {'YES' if answer.decision else 'no'}"
+    fallback = f"  fallback ({answer.fallback_reason})" if answer.fallback_reason else ""
+    print(f"  {answer.spec:<20} score {answer.score:.3f}{decision}  model v{answer.model_version} "
+          f"({answer.model_sha256[:12]})  day {answer.partition_date}  scored {answer.age.total_seconds():.0f}s ago"
+          f"{fallback}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from batch_platform.lib import serving
+    from batch_platform.lib.feature_store import FeatureStoreClient
+    from batch_platform.lib.specs import load_specs
+
+    specs = load_specs()
+    if args.model and args.model not in specs:
+        print(f"unknown model spec {args.model!r}; specs: {sorted(specs)}")
+        return 2
+    client = FeatureStoreClient()
+    answers = [serving.lookup(client, spec, args.key) for name, spec in specs.items()
+               if args.model in (None, name)]
+    if args.json:
+        print(json.dumps([a.to_dict() for a in answers], indent=2, default=str))
+    else:
+        print(f"{args.key}:")
+        for a in answers:
+            _print_prediction(a)
+    return 0 if any(a.found for a in answers) else 1
+
+
+def _print_lookups(day: dt.date, n: int = 3) -> None:
+    """Look a few of the day's flights up in the online store, as a caller would."""
+    from batch_platform.lib import scoring, serving, warehouse
+    from batch_platform.lib.feature_store import FeatureStoreClient
+    from batch_platform.lib.specs import load_specs
+
+    specs = load_specs()
+    first = next(iter(specs.values()))
+    with warehouse.connect(settings.warehouse_path(), read_only=True) as con:
+        rows = scoring.read_partition(con, first, day).sort_values("score", ascending=False)
+    if rows.empty:
+        return
+    picks = list(dict.fromkeys([rows[first.entity.key].iloc[0], rows[first.entity.key].iloc[len(rows) // 2],
+                                *rows.loc[rows["fallback_reason"].notna(), first.entity.key].head(1)]))[:n]
+    client = FeatureStoreClient()
+    for key in picks + [f"{day.isoformat()}_XX_0000_JFK"]:
+        print(f"$ batch-platform predict {key}")
+        for spec in specs.values():
+            _print_prediction(serving.lookup(client, spec, key))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     paths = settings.export_defaults()
     print(f"== batch_platform demo: flight days {args.start} .. {args.end} (data in {paths[settings.DATA_DIR_VAR]})")
-    print("-- 1/4 land the upstream batches")
+    print("-- 1/5 land the upstream batches")
     args.scale, args.seed, args.landing_dir = 1, 13, None
     rc = cmd_land(args)
-    print("-- 2/4 ingest into the warehouse (validated, one Dagster run per day)")
+    print("-- 2/5 ingest into the warehouse (validated, one Dagster run per day)")
     args.force = False
     rc = cmd_ingest(args) or rc
     _print_status()
-    print("-- 3/4 features: dbt models and tests, Feast registry and online store")
+    print("-- 3/5 features: dbt models and tests, Feast registry and online store")
     rc = cmd_features(args) or rc
-    print("-- 4/4 point-in-time training sets, LightGBM candidates, gate against the champion, promote")
+    print("-- 4/5 point-in-time training sets, LightGBM candidates, gate against the champion, promote")
     rc = cmd_train(args) or rc
+    day = args.end + dt.timedelta(days=1)
+    print(f"-- 5/5 score the next flight day ({day}, schedule published the day before) and serve it by key")
+    args.day = day
+    rc = cmd_score(args) or rc
+    _print_lookups(day)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
     print("Open the UI:  DAGSTER_HOME=dagster_home .venv/bin/dagster dev -w workspace.yaml   (then http://127.0.0.1:3000)")
     return rc
@@ -309,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     sub.add_parser("features", help="dbt build, feast apply + online store (one Dagster run)"
                    ).set_defaults(func=cmd_features)
+    p = sub.add_parser("score", help="score one flight day with every spec's champion; push it online")
+    p.add_argument("--day", type=_date, default=None, help="flight day (default: the day after the last loaded one)")
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("predict", help="the served prediction of one flight, by key (e.g. 2013-03-01_UA_1545_EWR)")
+    p.add_argument("key", help="the prediction key (flight_id: YYYY-MM-DD_CARRIER_FLIGHT_ORIGIN)")
+    p.add_argument("--model", default=None, help="one spec (default: every spec)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -52,6 +52,7 @@ SCHEMA = "predictions"
 SHADOW_SUFFIX = "_shadow"
 PARTITION = "partition_date"
 MISSING_FEATURES = "missing_features"
+SAMPLE_SCORE = "__score"
 
 Connect = Callable[..., ContextManager[duckdb.DuckDBPyConnection]]
 """``connect(read_only=...)`` -> a warehouse connection under the warehouse lock (``lib.warehouse.connect``)."""
@@ -224,6 +225,7 @@ class ScoringResult:
     seconds: float
     replaced_rows: int  # rows of the previous predictions of D that the swap deleted
     timings: dict[str, float] = field(default_factory=dict)
+    sample: pd.DataFrame | None = None  # sample_rows model-scored rows: champion features + SAMPLE_SCORE
 
     @property
     def fallback_share(self) -> float:
@@ -264,10 +266,14 @@ def score_partition(
     chunk_rows: int | None = None,
     on_event: OnEvent | None = None,
     scored_at: dt.datetime | None = None,
+    sample_rows: int = 0,
 ) -> ScoringResult:
     """Score every entity of ``day`` with the champion (and the challenger into the shadow table); see the module
     docstring. Raises the named :class:`ScoringError` subclasses; the previous predictions of ``day`` are left
-    as they were whenever it raises."""
+    as they were whenever it raises.
+
+    ``sample_rows``: also return a seeded sample of at most that many model-scored rows (the champion's features
+    and score, fallback rows left out) in ``ScoringResult.sample``, for drift checks; memory stays bounded."""
     t0 = time.perf_counter()
     emit = on_event or (lambda event, info: None)
     timings: dict[str, float] = {}
@@ -315,6 +321,10 @@ def score_partition(
         schema = output_schema(spec)
         writers = {m.alias: pq.ParquetWriter(staged[m.alias], schema) for m in models}
         done = fallback_rows = chunks = 0
+        picked = np.zeros(total, dtype=bool)
+        if sample_rows:
+            picked[np.random.default_rng(0).choice(total, size=min(sample_rows, total), replace=False)] = True
+        samples: list[pd.DataFrame] = []
         by_reason: dict[str, int] = {}
         score_sum = decision_sum = 0.0
         ts = {"features_s": 0.0, "score_s": 0.0}
@@ -338,6 +348,9 @@ def score_partition(
                     table = _output_table(spec, schema, day, frame, scores, reasons, m, run_id, scored_at, cutoff)
                     writers[m.alias].write_table(table)
                     if m.alias == CHAMPION:
+                        keep = picked[done:done + len(frame)] & ~cold
+                        if keep.any():
+                            samples.append(frame.loc[keep, m.features].assign(**{SAMPLE_SCORE: scores[keep]}))
                         score_sum += float(scores.sum())
                         if spec.scoring.decision_threshold is not None:
                             decision_sum += float((scores >= spec.scoring.decision_threshold).sum())
@@ -377,6 +390,7 @@ def score_partition(
         score_mean=score_sum / total,
         decision_rate=(decision_sum / total) if spec.scoring.decision_threshold is not None else None,
         chunks=chunks, seconds=round(time.perf_counter() - t0, 3), replaced_rows=replaced, timings=timings,
+        sample=pd.concat(samples, ignore_index=True) if samples else None,
     )
 
 
@@ -471,3 +485,16 @@ def export_predictions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, path: Pa
     con.execute(f"COPY (SELECT *, scored_at AS event_timestamp FROM {table_name(spec)} "
                 f"ORDER BY {PARTITION}, {_q(spec.entity.key)}) TO {_sql_str(tmp)} (FORMAT parquet)")
     tmp.replace(path)
+
+
+def partitions_scored_by_other_versions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: int, *,
+                                        after: dt.date | None) -> list[dt.date]:
+    """Days after ``after`` whose stored predictions come (partly) from a version other than ``version``."""
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                         [SCHEMA, spec.name]).fetchall()[0][0]
+    if not exists:
+        return []
+    where = f" AND {PARTITION} > DATE '{after}'" if after else ""
+    return [r[0] for r in con.execute(
+        f"SELECT DISTINCT {PARTITION} FROM {table_name(spec)} WHERE model_version <> ?{where} ORDER BY 1",
+        [version]).fetchall()]

@@ -1,0 +1,216 @@
+"""The scoring stage: one daily-partitioned prediction asset per model spec, scored by the registry's champion,
+stored in ``predictions.<spec>`` (one atomic swap per partition), pushed to the online store and checked for its
+cold-start share. See :mod:`batch_platform.lib.scoring` and :mod:`batch_platform.lib.serving`."""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_dbt import get_asset_key_for_model
+from pydantic import Field
+
+from batch_platform import settings
+from batch_platform.defs.feature_store.assets import feast_feature_definitions
+from batch_platform.defs.features.assets import dbt_feature_models
+from batch_platform.defs.partitions import daily_partitions
+from batch_platform.defs.registry.assets import champion_key
+from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
+from batch_platform.lib import drift, scoring, serving
+from batch_platform.lib.specs import ModelSpec, load_specs
+
+GROUP = "scoring"
+FALLBACK_CHECK = "fallback_share_within_limit"
+KEYS_CHECK = "one_row_per_key"
+DRIFT_CHECK = "feature_drift"
+DRIFT_SAMPLE_ROWS = 20_000
+SCORING_JOB = "batch_scoring"
+
+
+class ScoringConfig(dg.Config):
+    chunk_rows: int | None = Field(default=None, description="Rows per scoring chunk (default: the spec's).")
+    push_online: bool = Field(default=True, description="Push the stored predictions to the online store.")
+
+
+def predictions_key(spec: ModelSpec) -> dg.AssetKey:
+    return dg.AssetKey([f"{spec.name}_predictions"])
+
+
+def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    key = predictions_key(spec)
+    fb = spec.scoring.fallback
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        kinds={"lightgbm", "duckdb", "feast"},
+        partitions_def=daily_partitions,
+        deps=[champion_key(spec), get_asset_key_for_model([dbt_feature_models], spec.scoring.model),
+              feast_feature_definitions],
+        pool=settings.WAREHOUSE_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(FALLBACK_CHECK, asset=key, description=(
+                f"At most {fb.max_share:.0%} of the day's rows got the cold-start fallback (no features from "
+                f"{', '.join(fb.required_feature_views)})")),
+            dg.AssetCheckSpec(KEYS_CHECK, asset=key, description=(
+                f"The stored partition has exactly one row per {spec.entity.key}, as many as were scored")),
+            dg.AssetCheckSpec(DRIFT_CHECK, asset=key, description=(
+                "Evidently drift of the day's scored features and score vs the reference frozen with the model "
+                f"version: normed Wasserstein per numeric feature (WARN {spec.monitoring.drift.wasserstein_warn}, "
+                f"ERROR {spec.monitoring.drift.wasserstein_error}), PSI per categorical feature and for the score "
+                f"binned at frozen deciles (WARN {spec.monitoring.drift.psi_warn}, ERROR "
+                f"{spec.monitoring.drift.psi_error}); ERROR when {spec.monitoring.drift.min_error_columns}+ "
+                "columns are; HTML report linked in the metadata")),
+        ],
+        description=f"Predictions of `{spec.name}` for every {spec.entity.key} of the day in "
+        f"`marts.{spec.scoring.model}`, scored by the registry's `champion` (pinned at run start) with features "
+        f"as of {spec.cutoff.days_before} day(s) before at {spec.cutoff.local_time}. Stored in "
+        f"`{scoring.table_name(spec)}` (partition replaced in one transaction), served online through the Feast "
+        f"view `{serving.view_name(spec)}` (TTL {spec.scoring.online_ttl_hours:g} h). A `challenger`, when set, "
+        f"scores the same rows into `{scoring.table_name(spec, shadow=True)}` (never served).",
+        metadata={"table": scoring.table_name(spec), "shadow_table": scoring.table_name(spec, shadow=True),
+                  "online_view": serving.view_name(spec)},
+    )
+    def _predictions(
+        context: dg.AssetExecutionContext,
+        config: ScoringConfig,
+        warehouse: WarehouseResource,
+        feature_store: FeatureStoreResource,
+        model_registry: ModelRegistryResource,
+    ):
+        day = dt.date.fromisoformat(context.partition_key)
+        client = feature_store.client()
+
+        def progress(event: str, info: dict) -> None:
+            if event == "chunk":
+                context.log.info(f"{spec.name} {day}: {info['done']} / {info['total']} rows scored")
+            elif event == "pinned":
+                context.log.info(f"{spec.name}: champion v{info['champion']} pinned for this run"
+                                 + (f", challenger v{info['challenger']} (shadow)" if info["challenger"] else ""))
+
+        try:
+            result = scoring.score_partition(
+                spec=spec, day=day, connect=warehouse.connect, feature_store=client,
+                registry=model_registry.registry(), staging_dir=settings.artifacts_dir() / "scoring_staging",
+                run_id=context.run.run_id, chunk_rows=config.chunk_rows, on_event=progress,
+                sample_rows=DRIFT_SAMPLE_ROWS,
+            )
+        except scoring.ScoringError as e:
+            raise dg.Failure(f"{type(e).__name__}: {e}") from e
+
+        pushed = 0
+        with warehouse.connect(read_only=True) as con:
+            stored = scoring.read_partition(con, spec, day)
+            if config.push_online:
+                pushed = serving.push_partition(con, client, spec, day)
+            scoring.export_predictions(con, spec, settings.features_dir() / "predictions" / f"{spec.name}.parquet")
+        context.log.info(f"{spec.name} {day}: {result.rows} rows stored, {pushed} pushed online, "
+                         f"{result.fallback_rows} fallback")
+
+        duplicates = int(stored[spec.entity.key].duplicated().sum())
+        drift_check = _drift_check(context, spec, day, result, model_registry)
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.rows,
+                "model_version": result.champion_version,
+                "model_sha256": result.champion_sha256,
+                "prediction_cutoff": result.prediction_cutoff.isoformat(),
+                "scored_at": result.scored_at.isoformat(),
+                "feature_definitions_fingerprint": result.feature_definitions_fingerprint,
+                "score_mean": result.score_mean,
+                "decision_rate": result.decision_rate if result.decision_rate is not None else float("nan"),
+                "fallback_rows": result.fallback_rows,
+                "fallback_share": result.fallback_share,
+                "replaced_rows": result.replaced_rows,
+                "pushed_online": pushed,
+                "shadow_version": result.shadow_version or 0,
+                "chunks": result.chunks,
+                "timings_s": dg.MetadataValue.json(result.timings),
+                "table": scoring.table_name(spec),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=FALLBACK_CHECK,
+            passed=result.fallback_share <= fb.max_share,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{result.fallback_rows} of {result.rows} rows ({result.fallback_share:.1%}) fell back; "
+            f"limit {fb.max_share:.0%}",
+            metadata={"fallback_share": result.fallback_share, "max_share": fb.max_share,
+                      "fallback_rows": result.fallback_rows,
+                      "by_reason": dg.MetadataValue.json(result.fallback_by_reason),
+                      "rate_label_days": f"{result.fallback_label_days[0]} .. {result.fallback_label_days[1]}"},
+        )
+        yield dg.AssetCheckResult(
+            check_name=KEYS_CHECK,
+            passed=duplicates == 0 and len(stored) == result.rows,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{len(stored)} stored rows, {duplicates} duplicate key(s), {result.rows} scored",
+            metadata={"stored_rows": len(stored), "duplicate_keys": duplicates},
+        )
+        yield drift_check
+
+    return _predictions
+
+
+def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.ScoringResult,
+                 model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
+    version = model_registry.registry().get_version(spec.name, result.champion_version)
+    common = {"partition": day.isoformat(), "model_version": version.version}
+    ref_path = version.fingerprint.get("drift_reference")
+    if not ref_path:
+        return dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"v{version.version} has no drift reference (trained before "
+                                   "references were frozen): retrain to monitor drift", metadata=common)
+    if result.sample is None or result.sample.empty:
+        return dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description="no model-scored rows to test (every row fell back)",
+                                   metadata=common)
+    d = spec.monitoring.drift
+    thresholds = drift.DriftThresholds(d.wasserstein_warn, d.wasserstein_error, d.psi_warn, d.psi_error,
+                                       d.min_error_columns)
+    reference = drift.load_reference(ref_path, version.fingerprint["drift_reference_sha256"])
+    html = settings.artifacts_dir() / "drift_reports" / spec.name / day.isoformat() / f"{context.run.run_id}.html"
+    features = result.sample.drop(columns=[scoring.SAMPLE_SCORE])
+    report = drift.evaluate(reference, features, result.sample[scoring.SAMPLE_SCORE].to_numpy(), thresholds,
+                            html_path=html)
+    context.log.info(f"{spec.name} {day} drift: {report.severity} — {report.describe()}")
+    table = "\n".join(
+        ["| column | test | value | severity | ref mean | cur mean |", "|---|---|---|---|---|---|"]
+        + [f"| {c.column} | {c.method} | {c.value:.3f} | {c.severity} | "
+           f"{'' if c.reference_mean is None else f'{c.reference_mean:.3g}'} | "
+           f"{'' if c.current_mean is None else f'{c.current_mean:.3g}'} |"
+           for c in sorted(report.columns, key=lambda c: -c.value)])
+    return dg.AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        passed=report.passed,
+        severity=dg.AssetCheckSeverity.ERROR if report.severity == drift.ERROR else dg.AssetCheckSeverity.WARN,
+        description=report.describe(),
+        metadata={
+            **common,
+            "drift_severity": report.severity,
+            "error_columns": dg.MetadataValue.json([c.column for c in report.flagged(drift.ERROR)]),
+            "warn_columns": dg.MetadataValue.json([c.column for c in report.flagged(drift.WARN)]),
+            "columns_tested": len(report.columns),
+            "rows_current": report.n_current,
+            "rows_reference": report.n_reference,
+            "statistics": dg.MetadataValue.md(table),
+            "column_values": dg.MetadataValue.json({f"{c.column}:{c.method}": round(c.value, 5)
+                                                    for c in report.columns}),
+            "html_report": dg.MetadataValue.path(str(html)),
+            "html_report_url": dg.MetadataValue.url(html.as_uri()),
+            "reference": dg.MetadataValue.path(str(ref_path)),
+        },
+    )
+
+
+batch_scoring_job = dg.define_asset_job(
+    SCORING_JOB,
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=daily_partitions,
+    description="Score one flight day for every spec: champion pinned at start, atomic partition swap, online "
+    "push, drift and fallback checks, shadow scoring by the challenger.",
+)
+
+
+@dg.definitions
+def predictions() -> dg.Definitions:
+    return dg.Definitions(assets=[build_predictions_asset(spec) for spec in load_specs().values()],
+                          jobs=[batch_scoring_job])
