@@ -16,11 +16,17 @@ travels with the version and is verified when loaded.
 - the prediction score: ``psi`` over the score binned at the reference's frozen decile edges (a binned test whose
   bins do not move with each batch), plus the normed Wasserstein distance for information.
 
-**False alarms across many columns** are controlled by effect-size thresholds instead of p-values: a column is
-WARN at ``warn`` and ERROR at ``error`` (from the spec), whatever the batch size; with a day's batch (about 1,000
-rows) the normed Wasserstein distance of two samples of the same distribution stays below 0.1 (measured: see
-``tests/test_drift.py``, 20 stable batches). Columns that vary by day by nature (weather, calendar position) are
+**False alarms across many columns** are controlled twice, without p-values: by effect-size thresholds (a column
+is WARN at ``warn`` and ERROR at ``error`` from the spec, whatever the batch size; for a day's batch of about 1,000
+rows the normed Wasserstein distance between two samples of one distribution stays below 0.1, see
+``tests/test_drift.py``), and by requiring ``min_error_columns`` ERROR columns before the *batch* is ERROR (one
+column over its threshold makes it WARN). Columns that vary by day by nature (weather, calendar position) are
 listed in the spec's ``exclude`` and not tested.
+
+Calibration on the real 2013 data (a model trained on February, windows 14/4/4): early-March days have at most one
+numeric column at ≥ 1σ (7-day carrier cancellation or delay rates, which move with each storm) and a score PSI
+≈ 0.25; July days have four to six (carrier/route/plane 7-day delay statistics at 1.5–4σ, the score's PSI 0.75–1.1).
+Hence the shipped ERROR levels 1.0σ / PSI 0.5 with three columns.
 """
 
 from __future__ import annotations
@@ -52,9 +58,10 @@ class DriftReferenceError(RuntimeError):
 @dataclass(frozen=True)
 class DriftThresholds:
     wasserstein_warn: float = 0.1
-    wasserstein_error: float = 0.25
+    wasserstein_error: float = 1.0
     psi_warn: float = 0.1
-    psi_error: float = 0.25
+    psi_error: float = 0.5
+    min_error_columns: int = 3  # the batch is ERROR only when at least this many columns are
 
     def severity(self, method: str, value: float) -> str:
         warn, error = ((self.wasserstein_warn, self.wasserstein_error) if method == "wasserstein"
@@ -161,8 +168,10 @@ class DriftResult:
 
     @property
     def severity(self) -> str:
-        sev = {c.severity for c in self.columns}
-        return ERROR if ERROR in sev else WARN if WARN in sev else OK
+        """ERROR when at least ``min_error_columns`` columns are ERROR; WARN when any column is flagged."""
+        if len(self.flagged(ERROR)) >= self.thresholds.min_error_columns:
+            return ERROR
+        return WARN if self.flagged() else OK
 
     @property
     def passed(self) -> bool:

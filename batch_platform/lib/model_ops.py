@@ -12,6 +12,7 @@ from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import LABEL, SPLIT
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 class SmokeTestFailed(RuntimeError):

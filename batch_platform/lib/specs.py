@@ -129,6 +129,41 @@ class ScoringSpec(_Strict):
     fallback: FallbackSpec
 
 
+class DriftSpec(_Strict):
+    """Drift of each scored day against the reference frozen with the model version (see lib/drift.py)."""
+
+    reference_rows: int = Field(default=5000, gt=0, description="Training-window rows frozen as the reference.")
+    wasserstein_warn: float = Field(default=0.1, gt=0, description="Numeric column: normed Wasserstein for WARN.")
+    wasserstein_error: float = Field(default=1.0, gt=0, description="... and for ERROR.")
+    psi_warn: float = Field(default=0.1, gt=0, description="Categorical column / binned score: PSI for WARN.")
+    psi_error: float = Field(default=0.5, gt=0, description="... and for ERROR.")
+    min_error_columns: int = Field(default=3, gt=0,
+                                   description="The day's drift is ERROR when at least this many columns are.")
+    exclude: list[str] = Field(default_factory=list,
+                               description="Features not tested: those that vary by day by nature (weather of "
+                               "the day, calendar position), whose day-to-day change is not a population shift.")
+
+
+class RetrainSpec(_Strict):
+    """When the retraining sensor requests a retrain (it never promotes: the retrain ends at the gate)."""
+
+    window_partitions: int = Field(default=5, gt=0, description="The last N scored days the rule looks at.")
+    drift_error_partitions: int = Field(default=3, gt=0,
+                                        description="Retrain when at least this many of them had ERROR drift...")
+    accuracy_failures: int = Field(default=2, gt=0,
+                                   description="...or this many failed the production-accuracy check.")
+    cooldown_hours: float = Field(default=24, ge=0,
+                                  description="No second request for the spec within this time of the last one.")
+
+
+class MonitoringSpec(_Strict):
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    accuracy_tolerance: float = Field(
+        default=0.05, ge=0, description="Production metric may fall below validation by at most this.")
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    max_model_age_days: int = Field(default=45, gt=0, description="Freshness: the champion's maximum age.")
+
+
 class ModelSpec(_Strict):
     name: str
     description: str
@@ -141,6 +176,7 @@ class ModelSpec(_Strict):
     windows: WindowSpec
     gate: GateSpec
     scoring: ScoringSpec
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     schedule: str = Field(description="Cron schedule of the model's daily cycle.")
 
     @field_validator("name")

@@ -50,6 +50,7 @@ def build_champion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"lightgbm", "sqlite"},
         deps=[candidate_key(spec)],
+        output_required=False,  # no materialization when there is nothing to promote
         description=f"The `champion` alias of `{spec.name}` in the model registry. Materializing it promotes the "
         f"latest candidate — only when its `{GATE_CHECK}` check passed (a blocking check: a failed gate stops "
         "this asset; the registry refuses a report that did not pass).",
@@ -57,9 +58,21 @@ def build_champion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     def _champion(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource):
         registry = model_registry.registry()
         version = latest_metadata(context.instance, candidate_key(spec))["version"]
-        event = promote_version(registry, spec.name, version, context.run_id, "gate passed")
+        candidate = registry.get_version(spec.name, version)
+        current = registry.get_alias(spec.name, model_ops.CHAMPION)
+        if current is not None and current.version == version:
+            context.log.info(f"{spec.name}: v{version} is already the champion; nothing to promote")
+            return
+        report = candidate.gate_report or {}
+        if not report.get("passed"):
+            # Reached only outside a run that also gated (e.g. automation after a failed gate): keep the champion.
+            context.log.warning(f"{spec.name}: v{version} not promoted, its gate did not pass: "
+                                f"{'; '.join(report.get('reasons', [])) or 'no gate report'}")
+            return
+        trigger = context.run.tags.get("batch_platform/trigger", "run")
+        event = promote_version(registry, spec.name, version, context.run.run_id, f"gate passed ({trigger})")
         champion = registry.get_alias(spec.name, model_ops.CHAMPION)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "champion_version": champion.version,
                 "sha256": champion.sha256,
@@ -79,13 +92,13 @@ class ModelOpConfig(dg.Config):
 
 @dg.op(description="Promote a version whose gate passed to champion.")
 def promote_model(context: dg.OpExecutionContext, config: ModelOpConfig, model_registry: ModelRegistryResource):
-    event = promote_version(model_registry.registry(), config.spec, config.version, context.run_id, config.reason)
+    event = promote_version(model_registry.registry(), config.spec, config.version, context.run.run_id, config.reason)
     context.log.info(f"{config.spec}: champion {event.from_version} -> {event.to_version}")
 
 
 @dg.op(description="Roll champion back to an earlier version (artefact sha256 verified, smoke-scored first).")
 def rollback_model(context: dg.OpExecutionContext, config: ModelOpConfig, model_registry: ModelRegistryResource):
-    event = rollback_version(model_registry.registry(), config.spec, config.version, context.run_id, config.reason)
+    event = rollback_version(model_registry.registry(), config.spec, config.version, context.run.run_id, config.reason)
     context.log.info(f"{config.spec}: champion {event.from_version} -> {event.to_version} (rollback)")
 
 

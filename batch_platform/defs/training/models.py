@@ -13,7 +13,7 @@ from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
-from batch_platform.lib import artifacts, evaluation, model_ops, training
+from batch_platform.lib import artifacts, drift, evaluation, model_ops, training
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -91,12 +91,24 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             commit=training.git_commit(settings.REPO_ROOT),
             spec_fingerprint=spec.fingerprint,
         ) | {"training_set_snapshot": ts_md["snapshot"], "training_cutoff": ts_md["training_cutoff"]}
+        # The drift reference is frozen now and stored with the version (path + sha256 in its fingerprint).
+        train_rows = frame[frame[SPLIT] == "train"]
+        reference = drift.build_reference(
+            train_rows, booster.feature_name(), trained.categorical,
+            training.score(booster, train_rows, trained.categorical), rows=spec.monitoring.drift.reference_rows,
+            exclude=spec.monitoring.drift.exclude,
+            source={"spec": spec.name, "split": "train", "first_day": str(min(train_rows[spec.label.date_column])),
+                    "last_day": str(max(train_rows[spec.label.date_column])), "model_sha256": sha},
+        )
+        ref_path, ref_sha = drift.save_reference(reference, Path(model_registry.artifacts_dir) / "drift_references"
+                                                 / spec.name)
+        fingerprint |= {"drift_reference": str(ref_path), "drift_reference_sha256": ref_sha}
         registry = model_registry.registry()
         # Same data, same code, same params → the same bytes (training is reproducible): reuse that version
         # instead of registering a duplicate.
         existing = [v for v in registry.list_versions(spec.name) if v.sha256 == sha]
         version = existing[-1] if existing else registry.register_version(
-            spec.name, artifact_path=path, sha256=sha, fingerprint=fingerprint, metrics=metrics, run_id=context.run_id)
+            spec.name, artifact_path=path, sha256=sha, fingerprint=fingerprint, metrics=metrics, run_id=context.run.run_id)
         plots = evaluation.write_plots(test[LABEL].to_numpy(), p_test, booster,
                                        model_dir / f"v{version.version}", f"{spec.name} v{version.version} (test)")
         context.log.info(f"{spec.name} v{version.version}: test {spec.gate.metric} "
@@ -134,6 +146,12 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             f"v{candidate.version}" / "gate_report.json"
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2))
+        if (report["passed"] and report["champion_version"] not in (None, candidate.version)
+                and registry.aliases(spec.name).get(model_ops.CHALLENGER) != candidate.version):
+            # A candidate that beat the champion becomes the challenger (logged in the alias history; shadow-scored
+            # until promoted). Promotion itself is the champion asset's job.
+            registry.set_alias(spec.name, model_ops.CHALLENGER, candidate.version, run_id=context.run.run_id,
+                               reason=f"gate passed vs champion v{report['champion_version']}")
         vs = f"champion v{report['champion_version']}" if report["champion_version"] else f"floor {spec.gate.floor}"
         return dg.AssetCheckResult(
             passed=bool(report["passed"]),
