@@ -1,13 +1,24 @@
-"""The only assembly point: everything under ``batch_platform/defs`` plus cross-cutting settings."""
+"""The only assembly point: everything under ``batch_platform/defs`` plus cross-cutting settings (freshness
+policies and automation conditions for every stage, see ``defs/monitoring/policies.py``)."""
 
 from pathlib import Path
 
 import dagster as dg
 
 from batch_platform import settings
+from batch_platform.defs.monitoring.policies import with_policies
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings.export_defaults()
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Stage modules import upstream assets (e.g. the dbt assets) to declare deps, so one AssetsDefinition can be
+    # collected more than once; keep one of each before mapping, or the mapped copies would collide.
+    unique = list({id(a): a for a in loaded.assets or []}.values())
+    return dg.Definitions.merge(
+        dg.Definitions(assets=unique).map_asset_specs(func=with_policies),
+        dg.Definitions(jobs=loaded.jobs, schedules=loaded.schedules, sensors=loaded.sensors,
+                       resources=loaded.resources, asset_checks=loaded.asset_checks, executor=loaded.executor,
+                       loggers=loaded.loggers, metadata=loaded.metadata),
+    )

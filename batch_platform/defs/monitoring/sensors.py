@@ -1,0 +1,157 @@
+"""Sensors that close the loop: retrain on drift / accuracy loss / model age (ending at the gate), re-score after a
+promotion. Every decision is logged and visible: requests carry tags saying why; suppressed or declined decisions
+are the tick's skip reason (sensor history in the UI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+from batch_platform.defs.jobs import train_and_gate_job
+from batch_platform.defs.monitoring.assets import ACCURACY_CHECK, accuracy_key
+from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
+from batch_platform.defs.scoring.assets import DRIFT_CHECK, batch_scoring_job, predictions_key
+from batch_platform.defs.training.assets import training_set_key
+from batch_platform.defs.training.models import candidate_key
+from batch_platform.lib import drift, model_ops, monitoring, scoring
+from batch_platform.lib.specs import ModelSpec, load_specs
+
+RETRAIN_SENSOR = "retrain_on_drift"
+RESCORE_SENSOR = "rescore_after_promotion"
+TAG_SPEC = "batch_platform/retrain_spec"
+TAG_CHAMPION = "batch_platform/retrain_champion"
+TAG_RULE = "batch_platform/retrain_rule"
+TAG_REASON = "batch_platform/retrain_reason"
+TAG_TRIGGER = "batch_platform/trigger"
+HISTORY = 200  # check evaluations read per spec and check
+
+
+def _evaluations(instance: dg.DagsterInstance, key: dg.AssetKey, check: str) -> list[dict]:
+    """Newest first: the metadata of recent evaluations of one asset check (with 'passed')."""
+    records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, check),
+                                                                           limit=HISTORY)
+    out = []
+    for r in records:
+        if r.event is None or r.event.dagster_event is None:
+            continue
+        ev = r.event.dagster_event.event_specific_data
+        if not isinstance(ev, dg.AssetCheckEvaluation):  # planned, never evaluated (its run failed first)
+            continue
+        md = {k: v.value for k, v in (ev.metadata or {}).items()}
+        out.append({"passed": ev.passed, **md})
+    return out
+
+
+def evidence(instance: dg.DagsterInstance, spec: ModelSpec) -> list[monitoring.PartitionEvidence]:
+    """One entry per (scored day, model version): the latest drift verdict and accuracy verdict of each."""
+    merged: dict[tuple[str, int], dict] = {}
+    for md in _evaluations(instance, predictions_key(spec), DRIFT_CHECK):  # newest first: first seen wins
+        if "partition" not in md or "drift_severity" not in md:
+            continue
+        k = (md["partition"], int(md["model_version"]))
+        merged.setdefault(k, {}).setdefault("drift_error", md["drift_severity"] == drift.ERROR)
+    for md in _evaluations(instance, accuracy_key(spec), ACCURACY_CHECK):
+        for v in md.get("versions", []):
+            k = (md["partition"], int(v))
+            merged.setdefault(k, {}).setdefault("accuracy_failed", int(v) in md.get("failed_versions", []))
+    return [monitoring.PartitionEvidence(p, v, **flags) for (p, v), flags in merged.items()]
+
+
+def retrain_runs(instance: dg.DagsterInstance, spec: str, champion: int | None = None) -> list:
+    tags = {TAG_SPEC: spec} | ({TAG_CHAMPION: str(champion)} if champion is not None else {})
+    return list(instance.get_run_records(dg.RunsFilter(tags=tags)))
+
+
+def decide(instance: dg.DagsterInstance, registry, spec: ModelSpec, now: dt.datetime) -> monitoring.RetrainDecision:
+    champion = registry.get_alias(spec.name, model_ops.CHAMPION)
+    version = champion.version if champion else None
+    previous = retrain_runs(instance, spec.name, version) if champion else []
+    in_progress = any(r.dagster_run.status in IN_PROGRESS_RUN_STATUSES for r in retrain_runs(instance, spec.name))
+    created = dt.datetime.fromisoformat(champion.created_at) if champion else None
+    return monitoring.retrain_decision(
+        spec, version, created, evidence(instance, spec),
+        previous_retrains=[r.create_timestamp for r in previous], retrain_in_progress=in_progress, now=now)
+
+
+@dg.sensor(
+    name=RETRAIN_SENSOR,
+    jobs=[train_and_gate_job],
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Per spec: reads the drift checks of the prediction assets and the production-accuracy checks of "
+    "the current champion and requests `train_and_gate` (training set → candidate → gate; never a promotion) when "
+    "the spec's monitoring.retrain rule holds or the champion is too old. One run key per episode "
+    "(retrain:<spec>:v<champion>:<n>), a cooldown between episodes, none while a retrain is in progress.",
+)
+def retrain_on_drift(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource):
+    registry = model_registry.registry()
+    now = dt.datetime.now(dt.UTC)
+    requests, notes = [], []
+    for spec in load_specs().values():
+        d = decide(context.instance, registry, spec, now)
+        context.log.info(f"{spec.name}: {'RETRAIN' if d.request else 'no retrain'} — {d.reason}")
+        if not d.request:
+            notes.append(f"{spec.name}: {d.reason}")
+            continue
+        requests.append(dg.RunRequest(
+            run_key=d.run_key,
+            job_name=train_and_gate_job.name,
+            asset_selection=[training_set_key(spec), candidate_key(spec)],
+            tags={TAG_TRIGGER: RETRAIN_SENSOR, TAG_SPEC: spec.name, TAG_CHAMPION: str(d.champion_version),
+                  TAG_RULE: d.rule, TAG_REASON: d.reason[:1000],
+                  "batch_platform/evidence_partitions": ",".join(d.partitions)},
+        ))
+    if not requests:
+        return dg.SkipReason("; ".join(notes) or "no specs")
+    return dg.SensorResult(run_requests=requests)
+
+
+@dg.sensor(
+    name=RESCORE_SENSOR,
+    jobs=[batch_scoring_job],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="After the champion of a spec moves (promotion or rollback, from the registry's alias log), "
+    "re-score the partitions it had already scored for flight days that have not happened yet (after the newest "
+    "loaded flight day), so served predictions come from the new champion. Cursor: the last alias-log id seen.",
+)
+def rescore_after_promotion(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource,
+                            warehouse: WarehouseResource):
+    registry = model_registry.registry()
+    specs = load_specs()
+    events = [e for name in specs for e in registry.alias_history(name, model_ops.CHAMPION)]
+    last_seen = int(context.cursor) if context.cursor else None
+    newest = max((e.id for e in events), default=0)
+    if last_seen is None:  # first tick: start from now, do not re-score history
+        context.update_cursor(str(newest))
+        return dg.SkipReason(f"started at alias-log id {newest}")
+    fresh = sorted((e for e in events if e.id > last_seen and e.to_version is not None), key=lambda e: e.id)
+    if not fresh:
+        return dg.SkipReason("no champion change since the last tick")
+    requests = []
+    with warehouse.connect(read_only=True) as con:
+        clock_day = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0][0]
+        for e in fresh:
+            spec = specs[e.spec]
+            for day in scoring.partitions_scored_by_other_versions(con, spec, e.to_version, after=clock_day):
+                requests.append(dg.RunRequest(
+                    run_key=f"rescore:{e.spec}:{e.id}:{day}",
+                    job_name=batch_scoring_job.name,
+                    partition_key=day.isoformat(),
+                    asset_selection=[predictions_key(spec)],
+                    tags={TAG_TRIGGER: RESCORE_SENSOR, "batch_platform/alias_event": str(e.id),
+                          "batch_platform/champion_from": str(e.from_version),
+                          "batch_platform/champion_to": str(e.to_version)},
+                ))
+    if not requests:
+        context.update_cursor(str(newest))
+        return dg.SkipReason(f"champion moved ({', '.join(f'{e.spec} v{e.from_version}->v{e.to_version}' for e in fresh)}) "
+                             "but no future partition was scored by another version")
+    return dg.SensorResult(run_requests=requests, cursor=str(newest))
+
+
+@dg.definitions
+def sensors() -> dg.Definitions:
+    return dg.Definitions(sensors=[retrain_on_drift, rescore_after_promotion])

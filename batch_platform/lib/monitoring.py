@@ -1,0 +1,226 @@
+"""Monitoring logic without Dagster: production accuracy once labels are final, and the retraining rule.
+
+**Production accuracy** (:func:`production_accuracy`): the stored predictions of flight day D joined with the
+outcomes of D from the spec's label model, only once D's labels are final (the spec's embargo, measured against
+the data clock: when the newest loaded flight day's batch landed). Computed overall and per model version, and
+compared with the version's validation metric (from the registry): the check fails when production falls below
+validation by more than ``monitoring.accuracy_tolerance``. Rows that got the cold-start fallback are measured
+separately (``fallback_*``) and left out of the model's metric. Results are kept in ``monitoring.production_accuracy``
+(one row per spec, day and model version; a day's rows replaced in one transaction).
+
+**Retraining rule** (:func:`retrain_decision`): over the last ``retrain.window_partitions`` scored days of the
+*current* champion, retrain when at least ``drift_error_partitions`` had ERROR drift or ``accuracy_failures``
+failed the accuracy check, or when the champion is older than ``max_model_age_days``. A request is suppressed while
+a retrain of the spec is in progress or within ``cooldown_hours`` of the previous one. The run key is
+``retrain:<spec>:v<champion>:<episode>``, where the episode counts earlier retrain runs for that champion, so the
+same evidence always yields the same key (a restarted daemon cannot launch it twice) and a new key only exists once
+a cooldown has passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+
+from batch_platform.lib import evaluation, scoring
+from batch_platform.lib.specs import ModelSpec
+from batch_platform.lib.training_set import LABEL_SCHEMA
+
+SCHEMA = "monitoring"
+ACCURACY_TABLE = f"{SCHEMA}.production_accuracy"
+HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "log_loss": False}
+
+
+class LabelsNotFinal(RuntimeError):
+    """The day's labels are still inside the spec's embargo at the data clock."""
+
+
+class NoPredictions(LookupError):
+    """The day was never scored."""
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class VersionAccuracy:
+    model_version: int
+    rows: int
+    positives: int
+    metric: float | None  # production value of the spec's gate metric (None: one class only)
+    validation_metric: float | None
+    degradation: float | None  # validation - production (higher-is-better metrics), > tolerance fails
+    passed: bool
+    fallback_rows: int
+    fallback_metric: float | None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class AccuracyResult:
+    spec: str
+    partition: dt.date
+    metric: str
+    tolerance: float
+    labels_final_at: dt.datetime
+    by_version: list[VersionAccuracy]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.by_version)
+
+    def describe(self) -> str:
+        parts = []
+        for v in self.by_version:
+            m = "n/a" if v.metric is None else f"{v.metric:.3f}"
+            val = "n/a" if v.validation_metric is None else f"{v.validation_metric:.3f}"
+            parts.append(f"v{v.model_version}: production {self.metric} {m} vs validation {val} on {v.rows} rows"
+                         + ("" if v.passed else f" (degraded by more than {self.tolerance})"))
+        return "; ".join(parts)
+
+
+def data_clock(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """When the newest loaded flight day's batch landed: the 'now' of a replayed data set."""
+    from batch_platform import settings
+
+    (last,) = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0]
+    return settings.batch_available_at(last) if last is not None else None
+
+
+def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date,
+                        validation_metrics: dict[int, float | None], *, now: dt.datetime | None = None
+                        ) -> AccuracyResult:
+    """Metrics of the stored predictions of ``day`` against its final labels (see the module docstring)."""
+    final_at = spec.label_final_at(day)
+    now = now or data_clock(con)
+    if now is None or now < final_at:
+        raise LabelsNotFinal(f"{spec.name}: labels of {day} are final at {final_at.isoformat()}; the data clock is "
+                             f"{now.isoformat() if now else 'empty'}")
+    table = scoring.table_name(spec)
+    key = _q(spec.entity.key)
+    try:
+        rows = con.sql(
+            f"SELECT p.model_version, p.score, p.fallback_reason IS NOT NULL AS fallback, "
+            f"CAST({spec.label.sql} AS INTEGER) AS y "
+            f"FROM {table} p JOIN {LABEL_SCHEMA}.{spec.label.model} l ON l.{key} = p.{key} "
+            f"WHERE p.{scoring.PARTITION} = DATE '{day}' AND ({spec.label.sql}) IS NOT NULL"
+        ).df()
+    except duckdb.CatalogException as e:
+        raise NoPredictions(f"{spec.name}: no prediction table yet ({e})") from None
+    if rows.empty:
+        raise NoPredictions(f"{spec.name}: no labelled predictions for {day} in {table}")
+    metric, tolerance = spec.gate.metric, spec.monitoring.accuracy_tolerance
+    higher = HIGHER_IS_BETTER[metric]
+    out = []
+    for version, g in rows.groupby("model_version", sort=True):
+        model = g[~g["fallback"]]
+        fb = g[g["fallback"]]
+        m = _metrics(model["y"].to_numpy(), model["score"].to_numpy())
+        value = m.get(metric)
+        val = validation_metrics.get(int(version))
+        degradation = None
+        if value is not None and val is not None:
+            degradation = (val - value) if higher else (value - val)
+        out.append(VersionAccuracy(
+            model_version=int(version), rows=int(len(model)), positives=int(model["y"].sum()), metric=value,
+            validation_metric=val, degradation=degradation,
+            passed=degradation is None or degradation <= tolerance,
+            fallback_rows=int(len(fb)),
+            fallback_metric=_metrics(fb["y"].to_numpy(), fb["score"].to_numpy()).get(metric), metrics=m,
+        ))
+    return AccuracyResult(spec.name, day, metric, tolerance, final_at, out)
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return {"rows": int(len(y))}
+    return evaluation.metrics(y, p)
+
+
+def store_accuracy(con: duckdb.DuckDBPyConnection, result: AccuracyResult, run_id: str) -> None:
+    """Replace the day's rows of ``monitoring.production_accuracy`` for the spec in one transaction."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {ACCURACY_TABLE} (spec VARCHAR NOT NULL, partition_date DATE NOT NULL, "
+                "model_version BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, validation_value DOUBLE, "
+                "degradation DOUBLE, passed BOOLEAN NOT NULL, rows BIGINT NOT NULL, positives BIGINT NOT NULL, "
+                "fallback_rows BIGINT NOT NULL, run_id VARCHAR NOT NULL, computed_at TIMESTAMPTZ NOT NULL)")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {ACCURACY_TABLE} WHERE spec = ? AND partition_date = ?",
+                    [result.spec, result.partition])
+        now = dt.datetime.now(dt.UTC)
+        for v in result.by_version:
+            con.execute(f"INSERT INTO {ACCURACY_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [result.spec, result.partition, v.model_version, result.metric, v.metric,
+                         v.validation_metric, v.degradation, v.passed, v.rows, v.positives, v.fallback_rows,
+                         run_id, now])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The retraining rule
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PartitionEvidence:
+    partition: str
+    model_version: int
+    drift_error: bool | None = None  # None: no drift evaluation for this partition
+    accuracy_failed: bool | None = None
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    spec: str
+    request: bool
+    reason: str  # why requested, or why not / suppressed
+    rule: str | None  # drift | accuracy | model_age (when the rule holds, even if suppressed)
+    run_key: str | None
+    champion_version: int | None
+    partitions: tuple[str, ...] = ()
+    suppressed: bool = False
+
+
+def retrain_decision(spec: ModelSpec, champion_version: int | None, champion_created_at: dt.datetime | None,
+                     evidence: list[PartitionEvidence], *, previous_retrains: list[dt.datetime],
+                     retrain_in_progress: bool, now: dt.datetime) -> RetrainDecision:
+    """Apply the spec's rule to the latest evidence of the current champion (see the module docstring)."""
+    r = spec.monitoring.retrain
+    if champion_version is None:
+        return RetrainDecision(spec.name, False, "no champion yet", None, None, None)
+    mine = sorted((e for e in evidence if e.model_version == champion_version), key=lambda e: e.partition)
+    window = mine[-r.window_partitions:]
+    drift_errors = [e.partition for e in window if e.drift_error]
+    accuracy_failures = [e.partition for e in window if e.accuracy_failed]
+    rule = why = None
+    if len(drift_errors) >= r.drift_error_partitions:
+        rule, why = "drift", (f"ERROR drift in {len(drift_errors)} of the last {len(window)} scored days "
+                              f"({', '.join(drift_errors)}) of champion v{champion_version}")
+    elif len(accuracy_failures) >= r.accuracy_failures:
+        rule, why = "accuracy", (f"production accuracy below tolerance on {len(accuracy_failures)} of the last "
+                                 f"{len(window)} days ({', '.join(accuracy_failures)})")
+    elif champion_created_at is not None and now - champion_created_at > dt.timedelta(
+            days=spec.monitoring.max_model_age_days):
+        rule, why = "model_age", (f"champion v{champion_version} is older than "
+                                  f"{spec.monitoring.max_model_age_days} days")
+    partitions = tuple(e.partition for e in window)
+    if rule is None:
+        return RetrainDecision(spec.name, False, f"no rule holds for v{champion_version}: {len(drift_errors)} ERROR "
+                               f"drift and {len(accuracy_failures)} accuracy failure(s) in the last {len(window)} "
+                               "scored days", None, None, champion_version, partitions)
+    if retrain_in_progress:
+        return RetrainDecision(spec.name, False, f"suppressed: a retrain of {spec.name} is in progress ({why})", rule,
+                               None, champion_version, partitions, suppressed=True)
+    cooldown = dt.timedelta(hours=r.cooldown_hours)
+    if previous_retrains and now - max(previous_retrains) < cooldown:
+        return RetrainDecision(spec.name, False, f"suppressed: cooldown, last retrain requested "
+                               f"{max(previous_retrains).isoformat()} ({why})", rule, None, champion_version,
+                               partitions, suppressed=True)
+    run_key = f"retrain:{spec.name}:v{champion_version}:{len(previous_retrains) + 1}"
+    return RetrainDecision(spec.name, True, why, rule, run_key, champion_version, partitions)
