@@ -36,6 +36,12 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     assert "flight_delay_training_set" in out and "passed" in out
     assert "gate flight_delay: PASSED" in out
     assert "dagster dev -w workspace.yaml" in out
+    # ends by scoring the next day (its schedule is loaded) and looking a few flights up by key
+    assert "Score flight day 2013-01-25" in out and "predictions.flight_delay" in out
+    lookups = out.split("$ batch-platform predict ")[1:]
+    assert len(lookups) >= 3 and all("flight_delay" in block for block in lookups)
+    assert "score 0." in lookups[0] and "model v1" in lookups[0]
+    assert "no prediction" in lookups[-1]  # a flight that does not exist
     registry_lines = [line for line in out.splitlines() if line.strip().startswith("flight_") and "champion" in line]
     assert len(registry_lines) == 3  # three specs, each with a first champion
 
@@ -52,7 +58,8 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
         runs = instance.get_runs()
         assert all(r.is_success for r in runs)
         assert sorted(r.job_name for r in runs if r.job_name != "raw_daily_ingest") == [
-            "build_features", "build_features", "raw_reference_refresh", "train_gate_promote", "train_gate_promote"]
+            "batch_scoring", "batch_scoring", "build_features", "build_features", "raw_reference_refresh",
+            "train_gate_promote", "train_gate_promote"]
         event = instance.get_latest_materialization_event(dg.AssetKey(["raw", "flights"]))
         assert event.asset_materialization.metadata["dagster/row_count"].value > 0
 

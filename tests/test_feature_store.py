@@ -36,6 +36,7 @@ from batch_platform.lib.feature_store import (
     MaterializationWouldRewind,
     MissingFeatureTable,
     UnknownFeatureObject,
+    is_prediction_view,
 )
 
 UTC = timezone.utc
@@ -348,8 +349,10 @@ def test_real_repo_applies_idempotently(features_dir, tmp_path, monkeypatch):
         client.historical_features(pd.DataFrame({"tailnum": ["N1"], "event_timestamp": [T0]}), "flight_delay_v1")
 
     summary = client.apply()  # no parquet yet: Feast only warns
-    assert (summary.entities, summary.feature_views, summary.feature_services) == (4, 5, 2)
+    # 4 feature entities + flight_id, the key of the prediction views (one per shipped spec, push-fed)
+    assert (summary.entities, summary.feature_views, summary.feature_services) == (5, 5, 2)
     assert summary.feature_view_names == sorted(REAL_VIEWS)
+    assert summary.prediction_view_names == ["flight_cancellation_predictions", "flight_delay_predictions"]
     assert summary.feature_service_names == ["flight_cancellation_v1", "flight_delay_v1"]
     assert "Created feature view plane_daily_features" in summary.diff
     with sqlite3.connect(summary.online_store_path) as con:
@@ -562,7 +565,9 @@ def test_online_equals_offline_at_materialization_end(features_dir):
     for b in first.batches + second.batches:
         key = REAL_VIEWS[b.view][0]
         assert b.rows == keys_in_window(frames[b.view], key, b.start, b.end) > 0, b
-    assert all(v.most_recent_end_time == end for v in client.store.list_feature_views())
+    views = client.store.list_feature_views()
+    assert all(v.most_recent_end_time == end for v in views if not is_prediction_view(v))
+    assert all(v.most_recent_end_time is None for v in views if is_prediction_view(v))  # push-fed only
     with pytest.raises(MaterializationWouldRewind):
         client.materialize(WEEK_START, mid)
     assert client.materialize_incremental(end).batches == []  # up to date

@@ -125,15 +125,15 @@ def rescore_after_promotion(context: dg.SensorEvaluationContext, model_registry:
     last_seen = int(context.cursor) if context.cursor else None
     newest = max((e.id for e in events), default=0)
     if last_seen is None:  # first tick: start from now, do not re-score history
-        context.update_cursor(str(newest))
-        return dg.SkipReason(f"started at alias-log id {newest}")
+        return dg.SensorResult(skip_reason=f"started at alias-log id {newest}", cursor=str(newest))
     fresh = sorted((e for e in events if e.id > last_seen and e.to_version is not None), key=lambda e: e.id)
     if not fresh:
-        return dg.SkipReason("no champion change since the last tick")
+        return dg.SensorResult(skip_reason="no champion change since the last tick", cursor=str(newest))
     requests = []
     with warehouse.connect(read_only=True) as con:
         clock_day = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0][0]
-        for e in fresh:
+        latest = {e.spec: e for e in fresh}  # several moves since the last tick: the last one counts
+        for e in latest.values():
             spec = specs[e.spec]
             for day in scoring.partitions_scored_by_other_versions(con, spec, e.to_version, after=clock_day):
                 requests.append(dg.RunRequest(
@@ -146,9 +146,9 @@ def rescore_after_promotion(context: dg.SensorEvaluationContext, model_registry:
                           "batch_platform/champion_to": str(e.to_version)},
                 ))
     if not requests:
-        context.update_cursor(str(newest))
-        return dg.SkipReason(f"champion moved ({', '.join(f'{e.spec} v{e.from_version}->v{e.to_version}' for e in fresh)}) "
-                             "but no future partition was scored by another version")
+        moved = ", ".join(f"{e.spec} v{e.from_version}->v{e.to_version}" for e in fresh)
+        return dg.SensorResult(skip_reason=f"champion moved ({moved}) but no future partition was scored by "
+                               "another version", cursor=str(newest))
     return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
 

@@ -1,0 +1,181 @@
+"""The batch-learning loop end to end on the real 2013 flights: a model trained on February, stable March days
+(no retrain), summer days (drift → exactly one retrain, also across a sensor restart → the challenger passes the
+gate → automation promotes it → the already-scored future day is re-scored → the next days are scored by it).
+
+One spec (flight_delay with 14/4/4-day windows), flight days 2013-01-15 .. 2013-07-10 loaded through the lib (the
+ingest path has its own tests), then everything else through the Dagster definitions: jobs, checks, sensors and
+the declarative-automation evaluator, against one test instance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import yaml
+
+from batch_platform import settings
+from batch_platform.lib import drift, model_ops, scoring, warehouse
+from batch_platform.lib.registry import ModelRegistry
+from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
+from tests.conftest import load_days, platform_env_vars
+
+SPEC = "flight_delay"
+FIRST, LAST = dt.date(2013, 1, 15), dt.date(2013, 7, 10)
+WINTER_CUTOFF = settings.batch_available_at(dt.date(2013, 2, 28))
+STABLE_DAYS = [dt.date(2013, 3, 1) + dt.timedelta(days=i) for i in range(5)]
+SUMMER_DAYS = [dt.date(2013, 7, 1) + dt.timedelta(days=i) for i in range(5)]
+NEXT_DAY = LAST + dt.timedelta(days=1)  # only its schedule is loaded: a future day
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    base = tmp_path_factory.mktemp("loop")
+    env = platform_env_vars(base)
+    env[SPECS_DIR_VAR].mkdir(parents=True)
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{SPEC}.yaml").read_text())
+    raw["windows"] = {"train_days": 14, "validation_days": 4, "test_days": 4}
+    (env[SPECS_DIR_VAR] / f"{SPEC}.yaml").write_text(yaml.safe_dump(raw))
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, str(v))
+        load_days(env, FIRST, LAST)
+        from batch_platform.definitions import defs as lazy_defs
+
+        defs = lazy_defs()
+        # dbt + feast apply; the online store is not needed here (scoring reads offline features, pushes rows)
+        offline = [k for k in defs.resolve_all_asset_keys() if k.path[0] in ("staging", "intermediate", "marts",
+                                                                            "seeds")] + [dg.AssetKey(["feast", "feature_definitions"])]
+        features = defs.resolve_job_def("build_features").execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=offline)
+        assert features.success
+        yield {"env": env, "defs": defs, "instance": instance, "spec": load_specs()[SPEC],
+               "registry": ModelRegistry(env[settings.REGISTRY_VAR])}
+
+
+def _score(loop, day: dt.date) -> dg.ExecuteInProcessResult:
+    result = loop["defs"].resolve_job_def("batch_scoring").execute_in_process(
+        partition_key=day.isoformat(), instance=loop["instance"], raise_on_error=False)
+    assert result.success
+    return result
+
+
+def _drift(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (ev,) = [e.asset_check_evaluation_data for e in result.all_events
+             if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == "feature_drift"]
+    return ev
+
+
+def _tick(loop, name: str, cursor: str | None = None):
+    """One evaluation of a sensor as the daemon does it (fresh context: what a restarted daemon sees)."""
+    sensor = loop["defs"].resolve_sensor_def(name)
+    from batch_platform.defs.resources import build_resources
+
+    ctx = dg.build_sensor_context(instance=loop["instance"], cursor=cursor, resources=build_resources(),
+                                  definitions=loop["defs"])
+    return sensor.evaluate_tick(ctx)
+
+
+def _launch(loop, request: dg.RunRequest, job_name: str) -> dg.ExecuteInProcessResult:
+    """Launch a sensor's run request in-process, tagged like the daemon tags it (run key, sensor)."""
+    job = loop["defs"].resolve_job_def(job_name)
+    return job.execute_in_process(
+        instance=loop["instance"], raise_on_error=False, partition_key=request.partition_key,
+        asset_selection=list(request.asset_selection or []) or None,
+        tags={**request.tags, "dagster/run_key": request.run_key})
+
+
+def _stored(loop, day: dt.date):
+    with warehouse.connect(loop["env"][settings.WAREHOUSE_VAR], read_only=True) as con:
+        return scoring.read_partition(con, loop["spec"], day)
+
+
+def test_drift_retrains_once_gates_promotes_and_rescores(loop):
+    defs, instance, registry, spec = loop["defs"], loop["instance"], loop["registry"], loop["spec"]
+
+    # A winter model: trained as of the morning after 2013-02-28, gated against the floor, promoted.
+    winter = defs.resolve_job_def("train_gate_promote").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {f"{SPEC}_training_set": {"config": {"training_cutoff": WINTER_CUTOFF.isoformat()}}}})
+    assert winter.success
+    v1 = registry.get_alias(SPEC, model_ops.CHAMPION)
+    assert v1 is not None and v1.fingerprint["drift_reference"]
+
+    # Stable days (early March, like the training window): no ERROR drift, the sensor declines to retrain.
+    for day in STABLE_DAYS:
+        ev = _drift(_score(loop, day))
+        assert ev.metadata["drift_severity"].value != drift.ERROR, (day, ev.description)
+    stable = _tick(loop, "retrain_on_drift")
+    assert not stable.run_requests and "no rule holds" in stable.skip_message
+
+    # Summer days arrive: ERROR drift each day, with the HTML report and per-column statistics.
+    for day in SUMMER_DAYS:
+        ev = _drift(_score(loop, day))
+        assert not ev.passed and ev.metadata["drift_severity"].value == drift.ERROR, (day, ev.description)
+        assert ev.metadata["html_report"].value.endswith(".html") and ev.metadata["columns_tested"].value > 20
+    # The future day is scored by the winter model before anything happens.
+    _score(loop, NEXT_DAY)
+    assert (_stored(loop, NEXT_DAY)["model_version"] == v1.version).all()
+
+    # Exactly one retrain request; a restarted sensor (no cursor) asks with the same run key.
+    first = _tick(loop, "retrain_on_drift")
+    (request,) = first.run_requests
+    again = _tick(loop, "retrain_on_drift")
+    assert [r.run_key for r in again.run_requests] == [request.run_key] == [f"retrain:{SPEC}:v{v1.version}:1"]
+    assert request.tags["batch_platform/retrain_rule"] == "drift" and "ERROR drift in 5" in \
+        request.tags["batch_platform/retrain_reason"]
+
+    # Automation's baseline tick before the retrain (the evaluator needs a previous tick to see updates).
+    automation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    retrain = _launch(loop, request, request.job_name)
+    assert retrain.success
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))
+    assert len(runs) == 1
+    after = _tick(loop, "retrain_on_drift")
+    assert not after.run_requests and "suppressed" in after.skip_message
+
+    # The retrain ended at the gate: a passed gate made the candidate the challenger, not the champion.
+    v2 = registry.get_alias(SPEC, model_ops.CHALLENGER)
+    assert v2 is not None and v2.version != v1.version and v2.gate_report["passed"]
+    assert registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
+    assert not [e for e in retrain.all_events if (e.step_key or "").endswith("_champion_model")]
+
+    # Rescore sensor baseline, then declarative automation promotes (the champion asset: candidate updated).
+    baseline = _tick(loop, "rescore_after_promotion")
+    automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
+    champion_key = dg.AssetKey([f"{SPEC}_champion_model"])
+    assert automation.get_num_requested(champion_key) == 1
+    promote = defs.resolve_job_def("promote_champions").execute_in_process(
+        instance=instance, raise_on_error=False, asset_selection=[champion_key],
+        tags={"batch_platform/trigger": "automation"})
+    assert promote.success and registry.get_alias(SPEC, model_ops.CHAMPION).version == v2.version
+    last = registry.alias_history(SPEC, model_ops.CHAMPION)[-1]
+    assert (last.action, last.from_version, last.to_version) == ("promote", v1.version, v2.version)
+    assert "automation" in last.reason and last.gate_report["passed"]
+
+    # The promotion re-scores the future day the old champion had scored, and later days use the new one.
+    rescore = _tick(loop, "rescore_after_promotion", cursor=baseline.cursor)
+    (req,) = rescore.run_requests
+    assert req.partition_key == NEXT_DAY.isoformat()
+    assert _launch(loop, req, req.job_name).success
+    rows = _stored(loop, NEXT_DAY)
+    assert (rows["model_version"] == v2.version).all() and (rows["alias"] == model_ops.CHAMPION).all()
+    assert not _tick(loop, "rescore_after_promotion", cursor=rescore.cursor).run_requests
+
+    # With the summer model in charge, the drift evidence of the winter model no longer counts.
+    quiet = _tick(loop, "retrain_on_drift")
+    assert not quiet.run_requests
+
+
+def test_production_accuracy_once_labels_are_final(loop):
+    """Runs after the loop test (module order): the March days were scored by the winter model."""
+    defs, instance, spec = loop["defs"], loop["instance"], loop["spec"]
+    key = dg.AssetKey([f"{SPEC}_production_accuracy"])
+    result = dg.materialize([defs.resolve_assets_def(key)], instance=instance,
+                            partition_key=STABLE_DAYS[0].isoformat(), raise_on_error=False)
+    assert result.success
+    (ev,) = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    md = result.asset_materializations_for_node(f"{SPEC}_production_accuracy")[0].metadata
+    assert md["metric"].value == "roc_auc" and 0.5 < md["value"].value < 1
+    assert ev.metadata["versions"].value and spec.monitoring.accuracy_tolerance == ev.metadata["tolerance"].value
