@@ -273,8 +273,9 @@ def _next_flight_day() -> dt.date:
 def cmd_score(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from batch_platform.defs.scoring.assets import FALLBACK_CHECK, SCORING_JOB
+    from batch_platform.defs.scoring.assets import DRIFT_CHECK, FALLBACK_CHECK, SCORING_JOB
     from batch_platform.lib.specs import load_specs
+    from batch_platform.defs.monitoring.history import check_evaluations
     from batch_platform.pipeline import ensure_dagster_home, latest_check, latest_metadata, load_definitions, run_job
 
     ensure_dagster_home()
@@ -297,6 +298,14 @@ def cmd_score(args: argparse.Namespace) -> int:
             print(f"  {md['table']:<34} {md['dagster/row_count']:>6,} rows  v{md['model_version']}  "
                   f"mean score {md['score_mean']:.3f}  fallback {md['fallback_share']:.1%} ({verdict})"
                   + (f"  shadow v{md['shadow_version']}" if md.get("shadow_version") else ""))
+            drift_evals = check_evaluations(instance, key, DRIFT_CHECK, limit=5)
+            if drift_evals:
+                ev = drift_evals[0]
+                meta = {k: v.value for k, v in ev.metadata.items()}
+                print(f"  {'':<34} drift vs v{meta.get('model_version')}'s training sample: "
+                      f"{meta.get('drift_severity', 'n/a')} — {ev.description}")
+                if meta.get("html_report"):
+                    print(f"  {'':<34} Evidently report: {meta['html_report']}")
     return 0 if outcome.success else 1
 
 

@@ -197,15 +197,8 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 
 def latest_check(instance: dg.DagsterInstance, key: dg.AssetKey, check_name: str):
-    """(passed, description) of the newest evaluation of an asset check, or None. Executions that were planned
-    but never evaluated (the step was skipped or did not get that far) are passed over."""
-    from dagster import AssetCheckEvaluation, AssetCheckKey
+    """(passed, description) of the newest evaluation of an asset check, or None."""
+    from batch_platform.defs.monitoring.history import check_evaluations
 
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(key, check_name), limit=20
-    )
-    for record in records:
-        data = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-        if isinstance(data, AssetCheckEvaluation):
-            return data.passed, data.description
-    return None
+    evals = check_evaluations(instance, key, check_name)
+    return (evals[0].passed, evals[0].description) if evals else None

@@ -42,6 +42,10 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     assert len(lookups) >= 3 and all("flight_delay" in block for block in lookups)
     assert "score 0." in lookups[0] and "model v1" in lookups[0]
     assert "no prediction" in lookups[-1]  # a flight that does not exist
+    # and shows the day's drift verdict against the champion's frozen training sample, with Evidently's report
+    assert "drift vs v1's training sample:" in out
+    report = next(line for line in out.splitlines() if "Evidently report:" in line).split("Evidently report:")[1]
+    assert Path(report.strip()).is_file() and report.strip().endswith(".html")
     registry_lines = [line for line in out.splitlines() if line.strip().startswith("flight_") and "champion" in line]
     assert len(registry_lines) == 3  # three specs, each with a first champion
 

@@ -65,3 +65,48 @@ def test_project_instance_limits_the_warehouse_pool(platform_env):
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         assert instance.get_concurrency_config().pool_config.pool_granularity.value == "op"
         assert instance.event_log_storage.supports_global_concurrency_limits
+
+
+def test_scoring_and_monitoring_assets_checks_jobs_sensors(defs):
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for spec in ("flight_delay", "flight_cancellation"):
+        assert {f"{spec}_predictions", f"{spec}_production_accuracy"} <= keys
+        for check in ("fallback_share_within_limit", "one_row_per_key", "feature_drift"):
+            assert (f"{spec}_predictions", check) in checks
+        assert (f"{spec}_production_accuracy", "production_accuracy_within_tolerance") in checks
+    scoring = defs.resolve_job_def("batch_scoring")
+    assert scoring.partitions_def is not None
+    assert {k.path[-1] for k in scoring.asset_layer.executable_asset_keys} == {
+        "flight_delay_predictions", "flight_cancellation_predictions"}
+    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "rescore_after_promotion"}
+    retrain = defs.resolve_sensor_def("retrain_on_drift")
+    assert [j.name for j in retrain.jobs] == ["train_and_gate"]  # never a promotion job
+    daily = defs.resolve_schedule_def("raw_daily_ingest_schedule")
+    assert daily.job_name == "raw_daily_ingest" and daily.cron_schedule == "30 6 * * *"
+    assert daily.execution_timezone == "America/New_York"
+
+
+def test_freshness_policies_and_automation_conditions_are_on_the_assets(defs):
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    fresh = {k for k, s in specs.items() if s.freshness_policy is not None}
+    auto = {k: s.automation_condition for k, s in specs.items() if s.automation_condition is not None}
+    # raw data, features, the champion model (maximum age) and predictions are monitored for freshness
+    for key in ("raw/flights", "raw/weather", "raw/flight_schedule", "raw/planes", "marts/plane_daily_features",
+                "marts/flight_schedule", "feast/feature_definitions", "flight_delay_champion_model",
+                "flight_delay_predictions"):
+        assert key in fresh, key
+    champion = specs["flight_delay_champion_model"].freshness_policy
+    assert type(champion).__name__ == "TimeWindowFreshnessPolicy"
+    assert champion.fail_window.to_timedelta().days == 45  # the spec's max_model_age_days
+    predictions = specs["flight_delay_predictions"].freshness_policy
+    assert type(predictions).__name__ == "CronFreshnessPolicy" and predictions.deadline_cron == "0 20 * * *"
+    # automation acts: features when upstream updates, champion when its candidate does, predictions on the
+    # spec's cron and when their freshness fails
+    assert auto["marts/plane_daily_features"].get_label() == "upstream_updated"
+    assert auto["flight_delay_champion_model"].get_label() == "upstream_updated"
+    labels = str(auto["flight_delay_predictions"])
+    assert auto["flight_delay_predictions"].get_label() == "daily_cycle_or_stale"
+    assert "freshness_failed" in labels and "on_cron" in labels
+    assert "flight_delay_training_set" not in auto  # retraining is the sensor's decision, ending at the gate

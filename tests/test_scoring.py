@@ -137,7 +137,7 @@ def test_sigkill_leaves_old_or_new_partition_never_a_mix(scoring_env, kill_at, e
     s = scoring_env
     old = _score(s)
     child = subprocess.run(
-        [sys.executable, "-m", "tests.scoring_child", SPEC, NEXT_DAY.isoformat(), "--kill-at", kill_at,
+        [sys.executable, "-m", "bench.scoring_child", SPEC, NEXT_DAY.isoformat(), "--kill-at", kill_at,
          "--chunk-rows", "200"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert child.returncode == -9, child.stderr[-2000:]
@@ -302,7 +302,7 @@ def test_peak_memory_does_not_grow_with_rows_scored(scoring_env):
         peak.day = per_day
         n = replicate(max(1, round(rows_wanted / per_day)))
         report = s["env"][settings.DATA_DIR_VAR] / f"mem-{rows_wanted}.json"
-        out = subprocess.run([sys.executable, "-m", "tests.scoring_child", SPEC, NEXT_DAY.isoformat(),
+        out = subprocess.run([sys.executable, "-m", "bench.scoring_child", SPEC, NEXT_DAY.isoformat(),
                               "--chunk-rows", str(chunk), "--report", str(report)],
                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                              timeout=600)

@@ -157,3 +157,23 @@ raw_reference_refresh_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*raw_reference_assets),
     description="Load the reference snapshots (planes, airports, airlines) into the warehouse.",
 )
+
+# The daily cycle starts here: yesterday's flights and weather land at 06:00
+# New York time; at 06:30 this schedule loads the newest complete partition (yesterday's flight day). The schedule
+# of a day lands a day earlier than its flights, so that day's run finds the schedule already loaded and skips it.
+raw_daily_ingest_schedule = dg.build_schedule_from_partitioned_job(
+    raw_daily_ingest_job,
+    name="raw_daily_ingest_schedule",
+    hour_of_day=6,
+    minute_of_hour=30,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every day at 06:30 New York: load yesterday's flight day (flights, weather, schedule).",
+)
+raw_reference_refresh_schedule = dg.ScheduleDefinition(
+    name="raw_reference_refresh_schedule",
+    job=raw_reference_refresh_job,
+    cron_schedule="15 6 * * 1",
+    execution_timezone=daily_partitions.timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Mondays at 06:15 New York: reload the reference snapshots (planes, airports, airlines).",
+)

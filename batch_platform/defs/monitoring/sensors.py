@@ -10,6 +10,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from batch_platform.defs.jobs import train_and_gate_job
+from batch_platform.defs.monitoring.history import check_evaluations
 from batch_platform.defs.monitoring.assets import ACCURACY_CHECK, accuracy_key
 from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
 from batch_platform.defs.scoring.assets import DRIFT_CHECK, batch_scoring_job, predictions_key
@@ -30,18 +31,8 @@ HISTORY = 200  # check evaluations read per spec and check
 
 def _evaluations(instance: dg.DagsterInstance, key: dg.AssetKey, check: str) -> list[dict]:
     """Newest first: the metadata of recent evaluations of one asset check (with 'passed')."""
-    records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, check),
-                                                                           limit=HISTORY)
-    out = []
-    for r in records:
-        if r.event is None or r.event.dagster_event is None:
-            continue
-        ev = r.event.dagster_event.event_specific_data
-        if not isinstance(ev, dg.AssetCheckEvaluation):  # planned, never evaluated (its run failed first)
-            continue
-        md = {k: v.value for k, v in (ev.metadata or {}).items()}
-        out.append({"passed": ev.passed, **md})
-    return out
+    return [{"passed": ev.passed, **{k: v.value for k, v in (ev.metadata or {}).items()}}
+            for ev in check_evaluations(instance, key, check, limit=HISTORY)]
 
 
 def evidence(instance: dg.DagsterInstance, spec: ModelSpec) -> list[monitoring.PartitionEvidence]:

@@ -1,7 +1,7 @@
-"""Child process of the scoring fault and memory tests: score one partition with the lib, settings from the
-environment.
+"""Child process of the scoring fault and memory tests and of the scoring benchmark: score one partition with
+the lib, settings from the environment.
 
-    python -m tests.scoring_child <spec> <day> [--kill-at EVENT[:N]] [--chunk-rows N] [--report FILE]
+    python -m bench.scoring_child <spec> <day> [--kill-at EVENT[:N]] [--chunk-rows N] [--report FILE]
 
 ``--kill-at chunk:2`` SIGKILLs this process when the 2nd chunk has been scored, ``--kill-at deleted`` inside the
 swap transaction right after the day's old rows were deleted, etc. (events: see ``lib.scoring.OnEvent``).

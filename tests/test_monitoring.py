@@ -1,0 +1,121 @@
+"""Monitoring logic (lib): production accuracy once labels are final, and the retraining rule with its episodes,
+cooldown and suppression. The Dagster wiring runs end to end in test_loop.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pytest
+
+from batch_platform import settings
+from batch_platform.lib import monitoring, scoring
+from batch_platform.lib.monitoring import PartitionEvidence, retrain_decision
+from batch_platform.lib.specs import DEFAULT_SPECS_DIR, load_spec
+
+SPEC = load_spec(DEFAULT_SPECS_DIR / "flight_delay.yaml")
+DAY = dt.date(2013, 3, 1)
+
+
+def _warehouse(n: int = 600, *, flip: bool = False, seed: int = 0) -> duckdb.DuckDBPyConnection:
+    """Predictions of DAY by two versions (v1 on even rows, v2 on odd ones) and their outcomes; scores informative
+    (AUC ≈ 0.8) unless ``flip``; a few fallback rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.25
+    score = np.clip(0.25 + 0.35 * (y - 0.25) + rng.normal(0, 0.2, n), 0.01, 0.99)
+    if flip:
+        score = 1 - score
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts; CREATE SCHEMA raw; CREATE SCHEMA predictions")
+    con.execute("CREATE TABLE raw.flights (_partition_date DATE)")
+    con.execute("CREATE TABLE marts.flight_labels (flight_id VARCHAR, flight_date DATE, is_delayed_15 BOOLEAN)")
+    con.execute(scoring._ddl(SPEC, scoring.table_name(SPEC)))
+    rows = [(f"f{i}", DAY, bool(y[i])) for i in range(n)] + [("cancelled", DAY, None)]
+    con.executemany("INSERT INTO marts.flight_labels VALUES (?, ?, ?)", rows)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for i in range(n):
+        con.execute(f"INSERT INTO {scoring.table_name(SPEC)} VALUES (?, ?, ?, NULL, NULL, ?, 'sha', 'champion', 'r', "
+                    "?, ?, 'fp', ?)", [DAY, f"f{i}", float(score[i]), 1 + i % 2, now, now,
+                                       "missing_features:x" if i % 50 == 0 else None])
+    return con
+
+
+def test_accuracy_waits_for_final_labels_then_compares_each_version_with_validation():
+    con = _warehouse()
+    final = SPEC.label_final_at(DAY)
+    with pytest.raises(monitoring.LabelsNotFinal):
+        monitoring.production_accuracy(con, SPEC, DAY, {1: 0.8, 2: 0.8}, now=final - dt.timedelta(minutes=1))
+    con.execute("INSERT INTO raw.flights VALUES (?)", [DAY + dt.timedelta(days=SPEC.label.embargo_days)])
+    assert monitoring.data_clock(con) >= final  # the data clock alone decides
+    result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.80, 2: 0.80})
+    assert [v.model_version for v in result.by_version] == [1, 2]
+    assert all(0.7 < v.metric < 0.99 for v in result.by_version) and result.passed, result.describe()
+    assert sum(v.rows + v.fallback_rows for v in result.by_version) == 600  # the unlabelled flight is left out
+    assert [v.fallback_rows for v in result.by_version] == [12, 0]  # every 50th row (all v1's), measured apart
+    # a version whose validation was much better than production degrades past the tolerance
+    worse = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.99, 2: 0.80})
+    assert not worse.passed and [v.passed for v in worse.by_version] == [False, True]
+    assert worse.by_version[0].degradation > SPEC.monitoring.accuracy_tolerance
+
+
+def test_accuracy_check_fails_on_a_broken_model_and_results_are_stored_idempotently():
+    con = _warehouse(flip=True)
+    con.execute("INSERT INTO raw.flights VALUES (?)", [DAY + dt.timedelta(days=5)])
+    result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.75, 2: 0.75})
+    assert not result.passed and all(v.metric < 0.3 for v in result.by_version)
+    assert "degraded" in result.describe()
+    monitoring.store_accuracy(con, result, "run-1")
+    monitoring.store_accuracy(con, result, "run-2")
+    rows = con.execute(f"SELECT model_version, passed, run_id FROM {monitoring.ACCURACY_TABLE} ORDER BY 1").fetchall()
+    assert rows == [(1, False, "run-2"), (2, False, "run-2")]
+    with pytest.raises(monitoring.NoPredictions):
+        monitoring.production_accuracy(con, SPEC, DAY - dt.timedelta(days=1), {})
+
+
+NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+CREATED = NOW - dt.timedelta(days=3)
+
+
+def _days(flags, version=1, kind="drift_error"):
+    return [PartitionEvidence(f"2013-07-{i + 1:02d}", version, **{kind: f}) for i, f in enumerate(flags)]
+
+
+def _decide(evidence, previous=(), in_progress=False, created=CREATED):
+    return retrain_decision(SPEC, 1, created, evidence, previous_retrains=list(previous),
+                            retrain_in_progress=in_progress, now=NOW)
+
+
+def test_rule_needs_3_error_days_in_the_last_5_of_the_current_champion():
+    assert not _decide(_days([True, True, False, False, False, False])).request  # errors fell out of the window
+    assert not _decide(_days([False, True, False, True, False])).request
+    d = _decide(_days([False, True, True, False, True]))
+    assert d.request and d.rule == "drift" and d.run_key == f"retrain:{SPEC.name}:v1:1"
+    assert "2013-07-02, 2013-07-03, 2013-07-05" in d.reason
+    # evidence about another version (the previous champion) does not count
+    assert not _decide(_days([True] * 5, version=7)).request
+    acc = _decide(_days([True, False, True, False, False], kind="accuracy_failed"))
+    assert acc.request and acc.rule == "accuracy"
+    old = _decide(_days([False] * 5), created=NOW - dt.timedelta(days=SPEC.monitoring.max_model_age_days + 1))
+    assert old.request and old.rule == "model_age"
+
+
+def test_same_evidence_same_key_cooldown_and_in_progress_suppress_then_a_new_episode():
+    evidence = _days([True] * 5)
+    assert _decide(evidence).run_key == _decide(evidence).run_key  # deterministic: a restart asks the same
+    busy = _decide(evidence, in_progress=True)
+    assert not busy.request and busy.suppressed and "in progress" in busy.reason
+    recent = _decide(evidence, previous=[NOW - dt.timedelta(hours=2)])
+    assert not recent.request and recent.suppressed and "cooldown" in recent.reason
+    later = _decide(evidence, previous=[NOW - dt.timedelta(hours=SPEC.monitoring.retrain.cooldown_hours + 1)])
+    assert later.request and later.run_key == f"retrain:{SPEC.name}:v1:2"
+    none = retrain_decision(SPEC, None, None, evidence, previous_retrains=[], retrain_in_progress=False, now=NOW)
+    assert not none.request and none.reason == "no champion yet"
+
+
+def test_data_clock_is_when_the_newest_flight_day_landed():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA raw; CREATE TABLE raw.flights (_partition_date DATE)")
+    assert monitoring.data_clock(con) is None
+    con.execute("INSERT INTO raw.flights VALUES ('2013-03-01'), ('2013-03-02')")
+    assert monitoring.data_clock(con) == settings.batch_available_at(dt.date(2013, 3, 2))
