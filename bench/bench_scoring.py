@@ -21,7 +21,7 @@ import yaml
 from batch_platform import settings
 from batch_platform.lib import warehouse
 from batch_platform.lib.contracts import REFERENCE_CONTRACTS
-from batch_platform.lib.ingest import daily_batches, ingest_batch
+from batch_platform.lib.ingest import daily_batches, ingest_many
 from batch_platform.lib.landing import daily_batch_path, reference_batch_path, replay
 from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR
 
@@ -49,11 +49,9 @@ def build_platform(root: Path) -> dict[str, str]:
     (root / "specs" / f"{SPEC}.yaml").write_text(yaml.safe_dump(raw))
     landing, db, q = settings.landing_dir(), settings.warehouse_path(), settings.quarantine_dir()
     replay(landing, FIRST, LAST)
-    for c in REFERENCE_CONTRACTS:
-        ingest_batch(db, c, reference_batch_path(landing, c.table), None, quarantine_dir=q)
-    for day, contracts in daily_batches(FIRST, LAST):
-        for c in contracts:
-            ingest_batch(db, c, daily_batch_path(landing, c.table, day), day, quarantine_dir=q)
+    batches = [(c, reference_batch_path(landing, c.table), None) for c in REFERENCE_CONTRACTS]
+    batches += [(c, daily_batch_path(landing, c.table, d), d) for d, cs in daily_batches(FIRST, LAST) for c in cs]
+    ingest_many(db, batches, quarantine_dir=q)
     from batch_platform.definitions import defs as lazy_defs
 
     defs = lazy_defs()

@@ -109,17 +109,14 @@ def load_days(env: dict[str, Path], first: dt.date, last: dt.date) -> None:
     ``first .. last`` and the flight schedule of ``last + 1`` (published the day before its flights), as
     ``batch-platform ingest`` loads them."""
     from batch_platform.lib.contracts import REFERENCE_CONTRACTS
-    from batch_platform.lib.ingest import daily_batches, ingest_batch
+    from batch_platform.lib.ingest import daily_batches, ingest_many
     from batch_platform.lib.landing import daily_batch_path, reference_batch_path
 
     landing, db = env[settings.LANDING_VAR], env[settings.WAREHOUSE_VAR]
-    q = env[settings.QUARANTINE_VAR]
     replay(landing, first, last)
-    for c in REFERENCE_CONTRACTS:
-        ingest_batch(db, c, reference_batch_path(landing, c.table), None, quarantine_dir=q)
-    for day, contracts in daily_batches(first, last):
-        for c in contracts:
-            ingest_batch(db, c, daily_batch_path(landing, c.table, day), day, quarantine_dir=q)
+    batches = [(c, reference_batch_path(landing, c.table), None) for c in REFERENCE_CONTRACTS]
+    batches += [(c, daily_batch_path(landing, c.table, day), day) for day, cs in daily_batches(first, last) for c in cs]
+    ingest_many(db, batches, quarantine_dir=env[settings.QUARANTINE_VAR])
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from batch_platform.lib import validation as v
 from batch_platform.lib.contracts import ALL_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS, SCHEDULE_COLUMNS
 from batch_platform.lib.landing import daily_batch_path
 from tests.bad_batches import FLIGHTS_FAULTS, read_rows, set_value, write_rows
+from tests.conftest import FIRST_DAY as FIRST
+from tests.conftest import LAST_DAY as LAST
 
 D1, D2, D3, D4, D5 = (dt.date(2013, 1, d) for d in (1, 2, 3, 4, 5))
 SCHEDULE_KEY = dg.AssetKey(["raw", "flight_schedule"])
@@ -293,3 +295,33 @@ def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_bat
         (None, "unchanged"), (str(D1), "unchanged"), (str(D2), "unchanged"), (str(D3), None), (str(D4), None)]
     assert [loaded_by(o) for o in later[3:]] == [{"flights", "weather"}, {"flight_schedule"}]
     assert all(o.success for o in later)
+
+
+def test_ingest_many_loads_what_ingest_batch_loads_and_stops_at_a_rejected_batch(platform_env, tmp_path):
+    """The backfill path (threads validate ahead, one warehouse connection) gives the same warehouse as one
+    ingest_batch per batch; a bad batch in the middle is quarantined, the ones before it are loaded, none after."""
+    from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
+    from batch_platform.lib.ingest import daily_batches, ingest_batch, ingest_many
+    from batch_platform.lib.landing import reference_batch_path
+    from tests.bad_batches import duplicate_key
+
+    landing, q = platform_env["landing"], platform_env["quarantine"]
+    items = [(c, reference_batch_path(landing, c.table), None) for c in REFERENCE_CONTRACTS]
+    items += [(c, daily_batch_path(landing, c.table, d), d) for d, cs in daily_batches(FIRST, LAST) for c in cs]
+    one_by_one, many = tmp_path / "one.duckdb", tmp_path / "many.duckdb"
+    for c, path, day in items:
+        ingest_batch(one_by_one, c, path, day, quarantine_dir=q)
+    results = ingest_many(many, items, quarantine_dir=q, workers=2)
+    assert [r.batch.path for r in results] == [path for _, path, _ in items]
+    assert snapshot(many) == snapshot(one_by_one)
+
+    bad_day = FIRST + dt.timedelta(days=1)
+    duplicate_key(daily_batch_path(landing, "flights", bad_day))
+    partial = tmp_path / "partial.duckdb"
+    with pytest.raises(v.DuplicateKeyError) as err:
+        ingest_many(partial, items, quarantine_dir=q)
+    assert err.value.quarantined_to and not daily_batch_path(landing, "flights", bad_day).exists()
+    loaded = snapshot(partial, days=[FIRST, bad_day])
+    assert loaded[f"raw.flights/{FIRST}"] == snapshot(one_by_one, days=[FIRST])[f"raw.flights/{FIRST}"]
+    assert loaded[f"raw.flights/{bad_day}"][0] == 0
+    assert all(loaded[f"{c.qualified_name}/{bad_day}"][0] == 0 for c in DAILY_CONTRACTS)

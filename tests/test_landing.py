@@ -413,7 +413,7 @@ def test_scaled_flights_triple_with_unique_keys(scaled, oracle, raw):
     assert same_bag(oracle, "copy0", "want0") == (0, 0)
     # cancelled flights stay cancelled
     cancelled = oracle.execute(f"SELECT count(*) FROM {name} WHERE dep_time IS NULL").fetchall()[0][0]
-    want = oracle.execute(f"SELECT count(*) FROM want0 WHERE dep_time IS NULL").fetchall()[0][0]
+    want = oracle.execute("SELECT count(*) FROM want0 WHERE dep_time IS NULL").fetchall()[0][0]
     assert want > 0 and cancelled == 3 * want
     no_arr_delay = oracle.execute(f"SELECT count(*) FROM {name} WHERE arr_delay IS NULL").fetchall()[0][0]
     assert no_arr_delay == 3 * oracle.execute("SELECT count(*) FROM want0 WHERE arr_delay IS NULL").fetchall()[0][0]

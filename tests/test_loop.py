@@ -92,7 +92,7 @@ def _stored(loop, day: dt.date):
 
 
 def test_drift_retrains_once_gates_promotes_and_rescores(loop):
-    defs, instance, registry, spec = loop["defs"], loop["instance"], loop["registry"], loop["spec"]
+    defs, instance, registry = loop["defs"], loop["instance"], loop["registry"]
 
     # A winter model: trained as of the morning after 2013-02-28, gated against the floor, promoted.
     winter = defs.resolve_job_def("train_gate_promote").execute_in_process(

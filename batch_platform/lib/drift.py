@@ -31,7 +31,6 @@ Hence the shipped ERROR levels 1.0σ / PSI 0.5 with three columns.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import json
@@ -257,6 +256,3 @@ def evaluate(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray, th
         snapshot.save_html(str(html_path))
     return DriftResult(columns, len(refs), len(cur), thresholds, html_path)
 
-
-def stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

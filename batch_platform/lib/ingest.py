@@ -73,6 +73,54 @@ def ingest_batch(
     return IngestResult(batch=batch, load=load)
 
 
+def ingest_many(
+    db_path: Path,
+    batches: list[tuple[TableContract, Path, dt.date | None]],
+    *,
+    quarantine_dir: Path,
+    run_id: str = "",
+    require_manifest: bool = True,
+    workers: int = 2,
+    lock_timeout_s: float = 600.0,
+) -> list[IngestResult]:
+    """Backfill: :func:`ingest_batch` for many batches, in order, faster. Validation runs ``workers`` batches
+    ahead in threads (each in its own in-memory DuckDB, which releases the GIL); loads go in order over one
+    warehouse connection, each partition replaced in its own transaction as :func:`ingest_batch` does. A rejected
+    batch is quarantined and its error raised after every batch before it was loaded; none after it is."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: list[IngestResult] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
+        todo = iter(batches)
+        pending: deque = deque()
+
+        def submit_next() -> None:
+            item = next(todo, None)
+            if item is not None:
+                contract, path, partition = item
+                pending.append((item, pool.submit(validate_batch, path, contract, partition,
+                                                  require_manifest=require_manifest)))
+
+        for _ in range(2 * workers):
+            submit_next()
+        while pending:
+            (contract, path, partition), future = pending.popleft()
+            try:
+                batch = future.result()
+            except MissingBatchError:
+                raise
+            except BatchRejected as e:
+                e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
+                raise
+            submit_next()
+            load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
+                                        file_sha256=batch.file_sha256, run_id=run_id)
+            results.append(IngestResult(batch=batch, load=load))
+    return results
+
+
 def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
     """The daily batches landed with flight days ``[start, end]``, per partition day in day order: every daily
     table for each day of ``start .. end``, then the flight schedule alone for the day after ``end`` (published
@@ -86,4 +134,4 @@ def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[Tab
     ]
 
 
-__all__ = ["IngestResult", "daily_batches", "ingest_batch", "quarantine"]
+__all__ = ["IngestResult", "daily_batches", "ingest_batch", "ingest_many", "quarantine"]

@@ -399,7 +399,9 @@ def _cold_start_reasons(frame: pd.DataFrame, spec: ModelSpec, views: dict[str, l
     missing_by_view = {v: frame[views[v]].isna().all(axis=1).to_numpy()
                        for v in spec.scoring.fallback.required_feature_views}
     reasons = np.full(len(frame), None, dtype=object)
-    for i in np.flatnonzero(np.logical_or.reduce(list(missing_by_view.values()))) if missing_by_view else []:
+    if not missing_by_view:
+        return pd.Series(reasons, index=frame.index, dtype=object)
+    for i in np.flatnonzero(np.logical_or.reduce(list(missing_by_view.values()))):
         reasons[i] = MISSING_FEATURES + ":" + "+".join(v for v, m in missing_by_view.items() if m[i])
     return pd.Series(reasons, index=frame.index, dtype=object)
 
