@@ -435,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise (ibis, dbt) on the console
+    warnings.filterwarnings("ignore", message=".*is currently in preview.*")  # dagster: map_asset_specs
+    warnings.filterwarnings("ignore", message=".*[Dd]eprecated.*")  # litestar (dagster-webserver), evidently
     args = build_parser().parse_args(argv)
     settings.export_defaults()
     return args.func(args)
