@@ -53,6 +53,7 @@ SHADOW_SUFFIX = "_shadow"
 PARTITION = "partition_date"
 MISSING_FEATURES = "missing_features"
 SAMPLE_SCORE = "__score"
+STALE_STAGING_S = 3600  # staging files of this spec and day older than this belong to a run that died: removed
 
 Connect = Callable[..., ContextManager[duckdb.DuckDBPyConnection]]
 """``connect(read_only=...)`` -> a warehouse connection under the warehouse lock (``lib.warehouse.connect``)."""
@@ -288,6 +289,10 @@ def score_partition(
                     "challenger": challenger.version.version if challenger else None})
 
     staging_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in staging_dir.glob(f"{spec.name}-{day.isoformat()}-*.parquet"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - leftover.stat().st_mtime > STALE_STAGING_S:
+                leftover.unlink()
     stem = f"{spec.name}-{day.isoformat()}-{run_id[:12]}"
     spine_path = staging_dir / f"{stem}.spine.parquet"
     staged = {m.alias: staging_dir / f"{stem}.{m.alias}.parquet" for m in models}
@@ -469,6 +474,14 @@ def read_partition(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date
     if not exists:
         return pd.DataFrame(columns=output_schema(spec).names)
     return con.sql(f"SELECT * FROM {table} WHERE {PARTITION} = DATE '{day}' ORDER BY {_q(spec.entity.key)}").df()
+
+
+def partition_counts(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date) -> tuple[int, int]:
+    """(rows, keys appearing more than once) of the stored predictions of ``day``, counted in the warehouse."""
+    key = _q(spec.entity.key)
+    rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT {key}) FROM {table_name(spec)} "
+                                 f"WHERE {PARTITION} = ?", [day]).fetchall()[0]
+    return int(rows), int(rows - distinct)
 
 
 def iter_partition(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date, *,

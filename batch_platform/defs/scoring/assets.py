@@ -98,14 +98,13 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         pushed = 0
         with warehouse.connect(read_only=True) as con:
-            stored = scoring.read_partition(con, spec, day)
+            stored_rows, duplicates = scoring.partition_counts(con, spec, day)
             if config.push_online:
                 pushed = serving.push_partition(con, client, spec, day)
             scoring.export_predictions(con, spec, settings.features_dir() / "predictions" / f"{spec.name}.parquet")
         context.log.info(f"{spec.name} {day}: {result.rows} rows stored, {pushed} pushed online, "
                          f"{result.fallback_rows} fallback")
 
-        duplicates = int(stored[spec.entity.key].duplicated().sum())
         drift_check = _drift_check(context, spec, day, result, model_registry)
         yield dg.MaterializeResult(
             metadata={
@@ -140,10 +139,10 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         )
         yield dg.AssetCheckResult(
             check_name=KEYS_CHECK,
-            passed=duplicates == 0 and len(stored) == result.rows,
+            passed=duplicates == 0 and stored_rows == result.rows,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{len(stored)} stored rows, {duplicates} duplicate key(s), {result.rows} scored",
-            metadata={"stored_rows": len(stored), "duplicate_keys": duplicates},
+            description=f"{stored_rows} stored rows, {duplicates} duplicate key(s), {result.rows} scored",
+            metadata={"stored_rows": stored_rows, "duplicate_keys": duplicates},
         )
         yield drift_check
 
