@@ -128,9 +128,7 @@ def test_nothing_to_score_and_no_champion_are_named_errors_and_keep_old_rows(sco
 
 @pytest.mark.parametrize("kill_at, expect_new", [
     ("chunk:2", False),     # mid-scoring, after the 2nd of several chunks
-    ("staged", False),      # everything staged, nothing swapped
-    ("deleted", False),     # inside the swap transaction: old rows deleted, new not inserted
-    ("inserted", False),    # inside the transaction: new rows inserted, not committed
+    ("inserted", False),    # inside the swap transaction: old rows deleted, new ones inserted, not committed
     ("committed", True),    # just after the commit
 ])
 def test_sigkill_leaves_old_or_new_partition_never_a_mix(scoring_env, kill_at, expect_new):
