@@ -45,6 +45,7 @@ from batch_platform.lib import model_ops, training
 from batch_platform.lib.registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersion
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL_SCHEMA
+from batch_platform.lib.warehouse import table_exists
 
 log = logging.getLogger(__name__)
 
@@ -469,9 +470,7 @@ def read_partition(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date
                    shadow: bool = False) -> pd.DataFrame:
     """The stored predictions of ``day`` ordered by key (empty frame when there are none)."""
     table = table_name(spec, shadow=shadow)
-    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                         [SCHEMA, table.split(".", 1)[1]]).fetchall()[0][0]
-    if not exists:
+    if not table_exists(con, SCHEMA, table.split(".", 1)[1]):
         return pd.DataFrame(columns=output_schema(spec).names)
     return con.sql(f"SELECT * FROM {table} WHERE {PARTITION} = DATE '{day}' ORDER BY {_q(spec.entity.key)}").df()
 
@@ -505,9 +504,7 @@ def export_predictions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, path: Pa
 def partitions_scored_by_other_versions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: int, *,
                                         after: dt.date | None) -> list[dt.date]:
     """Days after ``after`` whose stored predictions come (partly) from a version other than ``version``."""
-    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                         [SCHEMA, spec.name]).fetchall()[0][0]
-    if not exists:
+    if not table_exists(con, SCHEMA, spec.name):
         return []
     where = f" AND {PARTITION} > DATE '{after}'" if after else ""
     return [r[0] for r in con.execute(

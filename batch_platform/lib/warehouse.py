@@ -164,12 +164,14 @@ class _HashingSink(io.RawIOBase):
         return len(b)
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table],
+    ).fetchall()[0][0])
+
+
 def loaded_partitions(con: duckdb.DuckDBPyConnection, contract: TableContract) -> list[str]:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [contract.source, contract.table],
-    ).fetchall()[0][0]
-    if not exists or contract.partitioning is None:
+    if not table_exists(con, contract.source, contract.table) or contract.partitioning is None:
         return []
     rows = con.execute(
         f"SELECT DISTINCT CAST({PARTITION_COLUMN} AS VARCHAR) FROM {contract.qualified_name} ORDER BY 1"
