@@ -19,15 +19,31 @@ days as (
 
 ),
 
-nearest_holiday as (
+marked as (
 
-    select
-        days.calendar_date,
-        min(abs(days.calendar_date - holidays.holiday_date)) as days_to_nearest_holiday
+    select days.calendar_date, holidays.holiday_date
 
     from days
-    cross join holidays
-    group by days.calendar_date
+    left join holidays on days.calendar_date = holidays.holiday_date
+
+),
+
+nearest_holiday as (
+
+    -- distance to the last holiday on or before the day and to the first on or after it, as a running max and
+    -- min over the days in date order (a days × holidays cross join would grow with the square of the range)
+    select
+        calendar_date,
+        least(
+            calendar_date - max(holiday_date) over (
+                order by calendar_date rows between unbounded preceding and current row
+            ),
+            min(holiday_date) over (
+                order by calendar_date rows between current row and unbounded following
+            ) - calendar_date
+        ) as days_to_nearest_holiday
+
+    from marked
 
 ),
 
