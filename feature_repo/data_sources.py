@@ -41,7 +41,7 @@ carrier_daily_source = _feature_table(
     "carrier_daily_features", "Per carrier and day: trailing 7/28-day delay and cancellation statistics."
 )
 origin_weather_source = _feature_table(
-    "origin_weather_features", "Per origin airport and hour: the observation plus trailing 24-hour aggregates."
+    "origin_weather_features", "Per origin airport and day: the last observation plus 24-hour aggregates."
 )
 plane_attributes_source = _feature_table(
     "plane_attributes", "Per aircraft: static attributes from the planes reference table."

@@ -87,11 +87,14 @@ PLANE_ATTRIBUTE_FEATURES = [
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
-# Views. Daily tables get a new row per key and day (valid from the next day 06:00 New York), so 3 days of TTL
-# tolerate a missed day or two; weather is hourly (valid one hour after the observation): 6 hours.
+# Views. Validity comes from the time model (batch_platform/time_model.yaml) through dbt: the entity tables get a
+# row per key and day, valid once that day's flights batch is final (D+2 06:00 New York), so 3 days of TTL tolerate
+# a missed day or two. Weather is a daily feed valid when published (D+1 06:00): at the 18:00 cutoff the newest row
+# is 12 hours old, 36 hours when one batch is missing: 2 days of TTL (whole days: Feast's DuckDB join cannot add a
+# mixed days-and-hours interval).
 # ---------------------------------------------------------------------------------------------------------------
 DAILY_TTL = timedelta(days=3)
-WEATHER_TTL = timedelta(hours=6)
+WEATHER_TTL = timedelta(days=2)
 NO_EXPIRY = timedelta(0)
 
 plane_daily_features = FeatureView(
@@ -131,7 +134,8 @@ origin_weather_features = FeatureView(
     schema=[Field(name="origin", dtype=String), *ORIGIN_WEATHER_FEATURES],
     source=origin_weather_source,
     online=True,
-    description="Latest hourly weather observation at the origin airport plus 24-hour aggregates.",
+    description="The origin airport's weather of the newest published day: its last observation and 24-hour "
+    "aggregates.",
 )
 
 plane_attributes = FeatureView(
@@ -141,5 +145,5 @@ plane_attributes = FeatureView(
     schema=[Field(name="tailnum", dtype=String), *PLANE_ATTRIBUTE_FEATURES],
     source=plane_attributes_source,
     online=True,
-    description="Static aircraft attributes (valid from 2000-01-01, never expire).",
+    description="Static aircraft attributes (valid from when the registry snapshot was published, never expire).",
 )

@@ -73,6 +73,10 @@ def write_test_specs(folder: Path) -> None:
     for name in ("flight_delay", "flight_cancellation"):
         raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{name}.yaml").read_text())
         raw["windows"] = {"train_days": 10, "validation_days": 4, "test_days": 4}
+        if name == "flight_cancellation":
+            # January's 18 days hold ~150 cancellations: too few for an honest model (no tail leak, see
+            # lib/landing.py) to reach the shipped floor; the fixture needs a first champion, not a good one.
+            raw["gate"] = {**raw["gate"], "floor": 0.0}
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
     third = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
     third.update(

@@ -57,6 +57,11 @@ def test_assets_generated_per_shipped_spec(defs):
     checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
     assert ("flight_delay_candidate_model", "gate_vs_champion") in checks
     assert ("flight_delay_training_set", "no_feature_or_label_leakage") in checks
+    # every training set carries its three blocking checks
+    for spec in ("flight_delay", "flight_cancellation"):
+        training_set = defs.resolve_assets_def(dg.AssetKey([f"{spec}_training_set"]))
+        blocking = {c.name for c in training_set.check_specs if c.blocking}
+        assert blocking == {"no_feature_or_label_leakage", "training_serving_skew", "no_outcome_in_missingness"}
 
 
 def test_project_instance_limits_the_warehouse_pool(platform_env):

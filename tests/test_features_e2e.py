@@ -22,6 +22,7 @@ import pytest
 
 from batch_platform import settings
 from batch_platform.lib.specs import load_specs
+from batch_platform.lib.time_model import load_time_model
 
 SPEC_NAMES = ("flight_delay", "flight_cancellation", "flight_long_delay")
 NY = ZoneInfo("America/New_York")
@@ -84,7 +85,7 @@ def test_training_set_metadata_embargo_and_point_in_time(platform, name):
     spec = load_specs()[name]
     df, md = _snapshot(platform, name)
     cutoff = dt.datetime.fromisoformat(md["training_cutoff"])
-    assert cutoff == settings.batch_available_at(LAST)
+    assert cutoff == load_time_model().published_at("flights", LAST)  # the newest loaded batch
     assert md["dagster/row_count"] == len(df) > 1000
     assert 0 < md["positive_rate"] < 0.5
     assert set(md["rows_per_split"]) == {"train", "validation", "test"}
@@ -96,17 +97,21 @@ def test_training_set_metadata_embargo_and_point_in_time(platform, name):
     # every row is stamped with its own day's prediction cutoff
     days = pd.to_datetime(df["flight_date"]).dt.date
     assert (df["event_timestamp"] == pd.to_datetime(days.map(spec.prediction_cutoff), utc=True)).all()
-    # plane features come from the newest daily row valid at the cutoff: the one for the day before yesterday,
-    # valid from yesterday 06:00 (New York)
+    # plane features come from the newest daily row valid at the cutoff: the one whose 28 flights batches are all
+    # final, i.e. as of three days before the flight day, final (and valid) the morning before, 06:00 New York
     has_plane = df["plane_valid_from"].notna()
     assert has_plane.mean() > 0.8
     expected = pd.to_datetime(
         days[has_plane].map(lambda d: dt.datetime.combine(d - dt.timedelta(days=1), dt.time(6), NY)), utc=True
     )
     assert (df.loc[has_plane, "plane_valid_from"] == expected).all()
-    # weather: the last hourly observation published before the cutoff (18:00 local → observation of 17:00)
-    assert (df["wx_valid_from"] <= df["event_timestamp"]).all()
-    assert ((df["event_timestamp"] - df["wx_valid_from"]) < pd.Timedelta(hours=2)).mean() > 0.95
+    # weather is a daily feed: the newest batch published by the cutoff is two days before the flight day's,
+    # published the morning before at 06:00 New York, never an observation of the same evening
+    has_wx = df["wx_valid_from"].notna()
+    assert has_wx.mean() > 0.95
+    assert (df.loc[has_wx, "wx_valid_from"] == expected.reindex(df.index[has_wx]).fillna(
+        pd.to_datetime(days[has_wx].map(lambda d: dt.datetime.combine(d - dt.timedelta(days=1), dt.time(6), NY)),
+                       utc=True))).all()
 
 
 def test_label_definitions_follow_the_specs(platform):
@@ -207,6 +212,16 @@ def test_a_deliberately_leaky_feature_fails_the_leakage_check(platform, tmp_path
     training_set = build_training_set_asset(load_specs()["flight_delay"])
     result = dg.materialize([feast_feature_definitions, training_set], resources=build_resources(),
                             raise_on_error=False)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    # the publication-time check sees the back-dated rows against the load log and blocks: no training set is built
+    publication = evaluations["features_valid_after_publication"]
+    assert not publication.passed
+    assert publication.metadata["tables"].value["plane_daily_features"]["early_rows"] > 100
+    assert not result.get_asset_materialization_events() or all(
+        e.asset_key != build_training_set_asset(load_specs()["flight_delay"]).key
+        for e in result.get_asset_materialization_events())
+    # without that check, the training set's own check sees the join use rows valid after their valid_from
+    result = dg.materialize([training_set], resources=build_resources(), raise_on_error=False)
     evaluation = next(e for e in result.get_asset_check_evaluations()
                       if e.check_name == "no_feature_or_label_leakage")
     assert not evaluation.passed

@@ -123,8 +123,27 @@ def projected_lines(flights_csv: Path) -> list[str]:
 
 
 def assert_schedule_is_projection(schedule_csv: Path, flights_csv: Path) -> None:
+    """The schedule is the flights' projection, except the tail: the planned one, which is the flown tail when the
+    source has it and otherwise a tail of the same carrier flying that day (never empty: its absence would say
+    "cancelled")."""
     with open(schedule_csv, newline="") as f:
-        assert list(csv.reader(f)) == projected_lines(flights_csv)
+        schedule = list(csv.reader(f))
+    projected = projected_lines(flights_csv)
+    t, c = SCHEDULE_COLUMNS.index("tailnum"), SCHEDULE_COLUMNS.index("carrier")
+    fleet: dict[str, set[str]] = {}
+    for row in projected[1:]:
+        if row[t]:
+            fleet.setdefault(row[c], set()).add(row[t])
+    assert schedule[0] == projected[0] and len(schedule) == len(projected)
+    planned = 0
+    for got, flown in zip(schedule[1:], projected[1:], strict=True):
+        assert got[:t] + got[t + 1:] == flown[:t] + flown[t + 1:]
+        if flown[t]:
+            assert got[t] == flown[t]
+        else:
+            assert got[t] in fleet.get(flown[c], set()), (got, flown)
+            planned += 1
+    assert planned == sum(1 for row in projected[1:] if not row[t])
     manifest = json.loads(manifest_path(schedule_csv).read_text())
     flights_manifest = json.loads(manifest_path(flights_csv).read_text())
     data = schedule_csv.read_bytes()
@@ -204,14 +223,17 @@ def test_schedule_contract_is_the_schedule_part_of_flights():
 
 
 def test_schedule_is_published_the_day_before_ahead_of_the_prediction_cutoff():
+    from batch_platform.lib.time_model import load_time_model
+
     ny = ZoneInfo("America/New_York")
+    tm = load_time_model()
     for day in (dt.date(2013, 1, 2), dt.date(2013, 3, 11), dt.date(2013, 11, 4)):
-        at = settings.schedule_available_at(day)
+        at = tm.published_at(SCHEDULE, day)
         assert at.tzinfo is not None and at.utcoffset() == dt.timedelta(0)
         assert at.astimezone(ny).replace(tzinfo=None) == dt.datetime.combine(day - dt.timedelta(days=1), dt.time(6))
         assert at < dt.datetime.combine(day - dt.timedelta(days=1), dt.time(18), ny)  # the evening-before cutoff
-    assert settings.schedule_available_at(dt.date(2013, 1, 2)) == dt.datetime(2013, 1, 1, 11, tzinfo=dt.UTC)
-    assert settings.schedule_available_at(dt.date(2013, 3, 11)) == dt.datetime(2013, 3, 10, 10, tzinfo=dt.UTC)
+    assert tm.published_at(SCHEDULE, dt.date(2013, 1, 2)) == dt.datetime(2013, 1, 1, 11, tzinfo=dt.UTC)
+    assert tm.published_at(SCHEDULE, dt.date(2013, 3, 11)) == dt.datetime(2013, 3, 10, 10, tzinfo=dt.UTC)
 
 
 # ------------------------------------------------------------------------------------------------------ replay
@@ -284,9 +306,11 @@ def test_schedule_files_are_the_projection_of_the_flights_files(landed, oracle):
     for day in next_days:
         assert not daily_batch_path(root, "flights", day).exists()
     name = read_landed(oracle, SCHEDULE, [daily_batch_path(root, SCHEDULE, d) for d in next_days])
-    oracle.execute(f"CREATE OR REPLACE TEMP VIEW want_schedule AS SELECT * FROM raw_{SCHEDULE} "
+    oracle.execute(f"CREATE OR REPLACE TEMP VIEW want_schedule AS SELECT * EXCLUDE (tailnum) FROM raw_{SCHEDULE} "
                    f"WHERE {day_filter(next_days)}")
-    assert same_bag(oracle, name, "want_schedule") == (0, 0)
+    oracle.execute(f"CREATE OR REPLACE TEMP VIEW got_schedule AS SELECT * EXCLUDE (tailnum) FROM {name}")
+    assert same_bag(oracle, "got_schedule", "want_schedule") == (0, 0)  # the tail is the planned one
+    assert oracle.execute(f"SELECT count(*) FROM {name} WHERE tailnum IS NULL").fetchall()[0][0] == 0
     assert daily_batch_path(root, SCHEDULE, next_days[0]) in summary.files
 
 
@@ -525,3 +549,72 @@ def test_scaled_day_does_not_depend_on_range_but_on_seed(scaled, tmp_path):
     assert path.read_bytes() != daily_batch_path(scaled, "flights", day).read_bytes()
     manifest = json.loads(manifest_path(path).read_text())
     assert manifest["seed"] == 14 and manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------ time model
+
+
+def test_manifests_say_when_each_batch_was_published(landed):
+    from batch_platform.lib.time_model import load_time_model
+
+    root, summary = landed
+    tm = load_time_model()
+    for table in DAILY:
+        for day in DAYS:
+            m = json.loads(manifest_path(daily_batch_path(root, table, day)).read_text())
+            assert dt.datetime.fromisoformat(m["published_at"].replace("Z", "+00:00")) == tm.published_at(table, day)
+            assert (m["clock"], m["shift_days"]) == ("replay-2013", 0)
+    m = json.loads(manifest_path(reference_batch_path(root, "planes")).read_text())
+    assert m["published_at"] == "2012-12-31T11:00:00Z"  # the day before the first data day, 06:00 New York
+
+
+def test_live_replay_redates_by_whole_weeks(tmp_path):
+    """The same source days on the live clock: same rows, dates moved by whole weeks, local hours kept, instants on
+    the new dates' DST, unique weather keys; batches not yet published are refused."""
+    from batch_platform.lib.clock import live_clock_for
+    from batch_platform.lib.time_model import load_time_model
+
+    clock = live_clock_for(dt.date(2026, 11, 29))
+    # 2013-11-01..04 spans 2013's fall-back night (11-03); the new dates fall back on another night
+    src = [dt.date(2013, 11, 1) + dt.timedelta(days=i) for i in range(4)]
+    days = [clock.shifted(d) for d in src]
+    replay(tmp_path / "a", src[0], src[-1], tables=["flights", "weather"])
+    replay(tmp_path / "b", days[0], days[-1], tables=["flights", "weather"], clock=clock)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'America/New_York'")
+    for table in ("flights", "weather"):
+        a = f"read_csv('{tmp_path / 'a' / table}/*.csv', union_by_name = true)"
+        b = f"read_csv('{tmp_path / 'b' / table}/*.csv', union_by_name = true)"
+        n_a, n_b = (con.execute(f"SELECT count(*) FROM {x}").fetchall()[0][0] for x in (a, b))
+        assert n_a - n_b in range(0, 4) and n_b > 0, (table, n_a, n_b)  # the fall-back hour keeps one row per origin
+        weekdays = con.execute(f"SELECT DISTINCT isodow(make_date(year, month, day)) FROM {b}").fetchall()
+        assert sorted(w for (w,) in weekdays) == sorted({d.isoweekday() for d in src})
+        # the local hour of the instant is the row's hour, and its local date the row's date
+        bad = con.execute(f"SELECT count(*) FROM {b} WHERE hour(time_hour) <> hour AND hour <> 2 "
+                          "OR CAST(time_hour AS DATE) <> make_date(year, month, day)").fetchall()[0][0]
+        assert bad == 0, table
+    dupes = con.execute(f"SELECT count(*) - count(DISTINCT (origin, time_hour)) FROM read_csv('{tmp_path / 'b' / 'weather'}/*.csv')").fetchall()[0][0]
+    assert dupes == 0
+    tm = load_time_model()
+    with pytest.raises(ValueError, match="not yet published"):
+        replay(tmp_path / "c", days[0], days[1], clock=clock, published_by=tm.published_at("flights", days[1])
+               - dt.timedelta(seconds=1))
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="outside the source's days"):
+        replay(tmp_path / "c", src[0], src[1], clock=clock)  # 2013 dates are not on the live clock
+
+
+def test_planned_tails_are_deterministic_and_never_empty(tmp_path):
+    """A flight the source has no tail for (all of them cancelled) gets the same planned tail whatever range is
+    replayed; no schedule row lacks a tail."""
+    day = dt.date(2013, 2, 9)  # the day after the February storm: many cancellations without a tail
+    replay(tmp_path / "one", day, day, tables=["flights"])
+    replay(tmp_path / "range", day - dt.timedelta(days=3), day, tables=["flights"])
+    one = daily_batch_path(tmp_path / "one", SCHEDULE, day).read_bytes()
+    assert one == daily_batch_path(tmp_path / "range", SCHEDULE, day).read_bytes()
+    con = duckdb.connect()
+    sched = con.sql(f"SELECT * FROM read_csv('{daily_batch_path(tmp_path / 'one', SCHEDULE, day)}')")
+    assert con.execute("SELECT count(*) FROM sched WHERE tailnum IS NULL").fetchall()[0][0] == 0
+    flights = con.sql(f"SELECT * FROM read_csv('{daily_batch_path(tmp_path / 'one', 'flights', day)}')")
+    missing = con.execute("SELECT count(*) FROM flights WHERE tailnum IS NULL").fetchall()[0][0]
+    assert missing > 50  # the source's cancellations without a tail

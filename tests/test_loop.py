@@ -19,11 +19,12 @@ from batch_platform import settings
 from batch_platform.lib import drift, model_ops, scoring, warehouse
 from batch_platform.lib.registry import ModelRegistry
 from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
+from batch_platform.lib.time_model import load_time_model
 from tests.conftest import load_days, platform_env_vars
 
 SPEC = "flight_delay"
 FIRST, LAST = dt.date(2013, 1, 15), dt.date(2013, 7, 10)
-WINTER_CUTOFF = settings.batch_available_at(dt.date(2013, 2, 28))
+WINTER_CUTOFF = load_time_model().published_at("flights", dt.date(2013, 2, 28))
 STABLE_DAYS = [dt.date(2013, 3, 1) + dt.timedelta(days=i) for i in range(5)]
 SUMMER_DAYS = [dt.date(2013, 7, 1) + dt.timedelta(days=i) for i in range(5)]
 NEXT_DAY = LAST + dt.timedelta(days=1)  # only its schedule is loaded: a future day

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from batch_platform import settings
-from batch_platform.lib import monitoring, scoring
+from batch_platform.lib import monitoring, scoring, warehouse
 from batch_platform.lib.monitoring import PartitionEvidence, retrain_decision
 from batch_platform.lib.specs import DEFAULT_SPECS_DIR, load_spec
 
@@ -46,7 +46,7 @@ def test_accuracy_waits_for_final_labels_then_compares_each_version_with_validat
     final = SPEC.label_final_at(DAY)
     with pytest.raises(monitoring.LabelsNotFinal):
         monitoring.production_accuracy(con, SPEC, DAY, {1: 0.8, 2: 0.8}, now=final - dt.timedelta(minutes=1))
-    con.execute("INSERT INTO raw.flights VALUES (?)", [DAY + dt.timedelta(days=SPEC.label.embargo_days)])
+    _published(con, final)
     assert monitoring.data_clock(con) >= final  # the data clock alone decides
     result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.80, 2: 0.80})
     assert [v.model_version for v in result.by_version] == [1, 2]
@@ -113,9 +113,19 @@ def test_same_evidence_same_key_cooldown_and_in_progress_suppress_then_a_new_epi
     assert not none.request and none.reason == "no champion yet"
 
 
-def test_data_clock_is_when_the_newest_flight_day_landed():
+def _published(con, at: dt.datetime, table: str = "raw.flights", partition: str = "2013-03-02") -> None:
+    """Record a loaded batch published at ``at`` in the load log (what ingest writes)."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {warehouse.LOADS_TABLE} (table_name VARCHAR, partition_key VARCHAR, "
+                "published_at TIMESTAMPTZ, final_at TIMESTAMPTZ)")
+    con.execute(f"INSERT INTO {warehouse.LOADS_TABLE} VALUES (?, ?, ?, ?)", [table, partition, at, at])
+
+
+def test_data_clock_is_when_the_newest_batch_was_published():
     con = duckdb.connect()
-    con.execute("CREATE SCHEMA raw; CREATE TABLE raw.flights (_partition_date DATE)")
     assert monitoring.data_clock(con) is None
-    con.execute("INSERT INTO raw.flights VALUES ('2013-03-01'), ('2013-03-02')")
-    assert monitoring.data_clock(con) == settings.batch_available_at(dt.date(2013, 3, 2))
+    at = dt.datetime(2013, 3, 3, 11, tzinfo=dt.UTC)
+    _published(con, at - dt.timedelta(days=1), partition="2013-03-01")
+    _published(con, at, partition="2013-03-02")
+    _published(con, at - dt.timedelta(days=2), table="raw.flight_schedule", partition="2013-03-03")
+    assert monitoring.data_clock(con) == at

@@ -143,6 +143,12 @@ def test_sigkill_leaves_old_or_new_partition_never_a_mix(scoring_env, kill_at, e
     assert len(rows) == old.rows and not rows["flight_id"].duplicated().any()
     assert rows["run_id"].nunique() == 1
     assert (rows["run_id"].iloc[0] != old.run_id) == expect_new
+    # The served feature values swap in the same transaction: the same run's rows as the predictions.
+    with s["connect"](read_only=True) as con:
+        served = con.execute(f"SELECT flight_id, run_id FROM {scoring.served_features_table(s['spec'])} "
+                             "WHERE partition_date = ? ORDER BY flight_id", [NEXT_DAY]).df()
+    assert list(served["flight_id"]) == list(rows["flight_id"])
+    assert set(served["run_id"]) == {rows["run_id"].iloc[0]}
     # The next run recovers whatever the kill left behind (the warehouse's WAL replays on open).
     new = _score(s)
     assert len(_stored(s)) == new.rows == old.rows

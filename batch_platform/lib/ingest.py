@@ -10,9 +10,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_platform.lib import warehouse
+from batch_platform.lib.clock import REPLAY_CLOCK, DataClock
 from batch_platform.lib.contracts import DAILY_CONTRACTS, FLIGHT_SCHEDULE, TableContract
 from batch_platform.lib.landing import schedule_days
-from batch_platform.lib.validation import BatchRejected, MissingBatchError, ValidatedBatch, validate_batch
+from batch_platform.lib.time_model import TimeModel, load_time_model
+from batch_platform.lib.validation import (
+    BatchRejected,
+    MissingBatchError,
+    NotYetPublishedError,
+    ValidatedBatch,
+    validate_batch,
+)
+
+NOT_QUARANTINED = (MissingBatchError, NotYetPublishedError)
+"""Rejections that are no fault of the file: nothing landed yet, or landed ahead of its publication time."""
+
+
+@dataclass(frozen=True)
+class BatchTimes:
+    published_at: dt.datetime
+    final_at: dt.datetime
+
+
+def batch_times(batch: ValidatedBatch, partition: dt.date | None, *, time_model: TimeModel | None = None,
+                clock: DataClock = REPLAY_CLOCK, now: dt.datetime | None = None) -> BatchTimes:
+    """When ``batch`` was published (its manifest's ``published_at``; a manifest that does not say is taken to be
+    published on the time model's schedule) and from when its values are final (the time model, never before it was
+    published). A batch published after ``now`` (default: the wall clock) is not loaded: that would let features
+    use data before it exists (:class:`NotYetPublishedError`)."""
+    tm = time_model or load_time_model()
+    table = batch.contract.table
+    day = partition if partition is not None else clock.first_day
+    published = batch.published_at or tm.published_at(table, day)
+    now = now or dt.datetime.now(dt.UTC)
+    if published > now:
+        raise NotYetPublishedError(batch.path, f"published at {published.isoformat()} by its manifest, after now "
+                                   f"({now.isoformat()}): load it once published")
+    return BatchTimes(published, tm.final_at(table, day, published))
 
 
 @dataclass(frozen=True)
@@ -55,12 +89,16 @@ def ingest_batch(
     run_id: str = "",
     require_manifest: bool = True,
     lock_timeout_s: float = 600.0,
+    clock: DataClock = REPLAY_CLOCK,
+    now: dt.datetime | None = None,
 ) -> IngestResult:
     """Validate ``path``; on a contract violation move it to quarantine and re-raise (the warehouse is not
-    opened); otherwise replace the partition in one transaction."""
+    opened); otherwise replace the partition in one transaction, recording when the batch was published and final
+    (:func:`batch_times`; a batch not yet published raises :class:`NotYetPublishedError` and stays landed)."""
     try:
         batch = validate_batch(path, contract, partition, require_manifest=require_manifest)
-    except MissingBatchError:
+        times = batch_times(batch, partition, clock=clock, now=now)
+    except NOT_QUARANTINED:
         raise
     except BatchRejected as e:
         e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
@@ -68,7 +106,7 @@ def ingest_batch(
     with warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
         load = warehouse.load_batch(
             con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
-            run_id=run_id,
+            run_id=run_id, published_at=times.published_at, final_at=times.final_at,
         )
     return IngestResult(batch=batch, load=load)
 
@@ -82,6 +120,8 @@ def ingest_many(
     require_manifest: bool = True,
     workers: int = 2,
     lock_timeout_s: float = 600.0,
+    clock: DataClock = REPLAY_CLOCK,
+    now: dt.datetime | None = None,
 ) -> list[IngestResult]:
     """Backfill: :func:`ingest_batch` for many batches, in order, faster. Validation runs ``workers`` batches
     ahead in threads (each in its own in-memory DuckDB, which releases the GIL); loads go in order over one
@@ -109,19 +149,22 @@ def ingest_many(
             (contract, path, partition), future = pending.popleft()
             try:
                 batch = future.result()
-            except MissingBatchError:
+                times = batch_times(batch, partition, clock=clock, now=now)
+            except NOT_QUARANTINED:
                 raise
             except BatchRejected as e:
                 e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
                 raise
             submit_next()
             load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
-                                        file_sha256=batch.file_sha256, run_id=run_id)
+                                        file_sha256=batch.file_sha256, run_id=run_id,
+                                        published_at=times.published_at, final_at=times.final_at)
             results.append(IngestResult(batch=batch, load=load))
     return results
 
 
-def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
+def daily_batches(start: dt.date, end: dt.date, clock: DataClock = REPLAY_CLOCK, *,
+                  schedule_through: dt.date | None = None) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
     """The daily batches landed with flight days ``[start, end]``, per partition day in day order: every daily
     table for each day of ``start .. end``, then the flight schedule alone for the day after ``end`` (published
     the day before its flights, which have not landed yet; none after the data set's last day). Empty when
@@ -130,8 +173,8 @@ def daily_batches(start: dt.date, end: dt.date) -> list[tuple[dt.date, tuple[Tab
         return []
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     return [(day, DAILY_CONTRACTS) for day in days] + [
-        (day, (FLIGHT_SCHEDULE,)) for day in schedule_days(start, end) if day > end
+        (day, (FLIGHT_SCHEDULE,)) for day in schedule_days(start, end, clock, through=schedule_through) if day > end
     ]
 
 
-__all__ = ["IngestResult", "daily_batches", "ingest_batch", "ingest_many", "quarantine"]
+__all__ = ["BatchTimes", "IngestResult", "NOT_QUARANTINED", "batch_times", "daily_batches", "ingest_batch", "ingest_many", "quarantine"]

@@ -41,17 +41,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch_platform.lib.clock import REPLAY_CLOCK, DataClock
 from batch_platform.lib.contracts import CONTRACTS, DAILY_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS
 from batch_platform.lib.files import atomic_write, fsync_dir
 from batch_platform.lib.source import (
-    FIRST_DAY,
-    LAST_DAY,
     SOURCE_NAME,
     SOURCE_SCHEMAS,
     TABLE_KEYS,
     load_source_table,
 )
-from batch_platform.settings import SCHEDULE_LEAD_DAYS
+from batch_platform.lib.time_model import TimeModel, load_time_model
 
 MANIFEST_SUFFIX = ".manifest.json"
 SNAPSHOT_NAME = "snapshot.csv"
@@ -99,10 +98,18 @@ def manifest_path(batch_path: Path | str) -> Path:
     return Path(str(batch_path) + MANIFEST_SUFFIX)
 
 
-def schedule_days(start: dt.date, end: dt.date) -> tuple[dt.date, ...]:
-    """The days whose flight schedule has been published once flight days ``[start, end]`` have landed:
-    ``start .. end + 1``, the day after ``end`` only while it is inside the data set."""
-    last = min(end + dt.timedelta(days=SCHEDULE_LEAD_DAYS), LAST_DAY)
+def schedule_lead_days(time_model: TimeModel | None = None) -> int:
+    """How many days before its flights a day's schedule is published (the time model's ``flight_schedule``)."""
+    return -(time_model or load_time_model()).feed(SCHEDULE_TABLE).published.day_offset
+
+
+def schedule_days(start: dt.date, end: dt.date, clock: DataClock = REPLAY_CLOCK, *,
+                  through: dt.date | None = None) -> tuple[dt.date, ...]:
+    """The days whose flight schedule is landed with flight days ``[start, end]``: ``start .. end + lead`` (the
+    schedule is published ``lead`` days ahead, see :func:`schedule_lead_days`), or ``start .. through`` when given;
+    never past the data set's last day on ``clock``."""
+    last = through if through is not None else end + dt.timedelta(days=schedule_lead_days())
+    last = min(last, clock.last_source_day)
     return tuple(start + dt.timedelta(days=i) for i in range((last - start).days + 1))
 
 
@@ -162,7 +169,8 @@ def _publish(path: Path, data: bytes, manifest: dict) -> bool:
     return True
 
 
-def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, scale: int, seed: int) -> dict:
+def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, scale: int, seed: int,
+              published_at: dt.datetime, clock: DataClock) -> dict:
     return {
         "table": table,
         "partition": partition.isoformat() if partition is not None else None,
@@ -172,6 +180,9 @@ def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, sca
         "source": SOURCE_NAME,
         "scale": scale,
         "seed": seed,
+        "published_at": published_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "clock": clock.kind,
+        "shift_days": clock.shift_days,
     }
 
 
@@ -192,8 +203,14 @@ def _field_sql(col: str, typ: str) -> str:
     return f"coalesce({expr}, '')"
 
 
+SCHEDULE_SOURCE_COLUMNS = {"tailnum": "planned_tailnum"}
+"""Schedule columns cut from another column of the flights rows: the published schedule carries the planned tail
+(:func:`_planned_tail_sql`), never the tail that actually flew."""
+
+
 def _line_sql(table: str) -> str:
-    return " || ',' || ".join(_field_sql(c, t) for c, t in _COLUMNS[table].items())
+    renames = SCHEDULE_SOURCE_COLUMNS if table == SCHEDULE_TABLE else {}
+    return " || ',' || ".join(_field_sql(renames.get(c, c), t) for c, t in _COLUMNS[table].items())
 
 
 def _csv_header(table: str) -> str:
@@ -309,6 +326,8 @@ def _scaled_copy(df: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray, np.ndarr
     out["arr_time"] = _ints(_hhmm(new_arr_min), arr_time_null)
     out["flight"] = _ints(flight + SYNTHETIC_FLIGHT_OFFSET * k, flight_null)
     out["tailnum"] = f"S{k}-" + df["tailnum"]  # null stays null; same as synthetic_tailnum()
+    if "planned_tailnum" in df:
+        out["planned_tailnum"] = f"S{k}-" + df["planned_tailnum"]
     return out
 
 
@@ -326,14 +345,55 @@ def _scale_flights(
 # --------------------------------------------------------------------------------------------------- replay
 
 
-def _check_day(name: str, value: dt.date) -> dt.date:
+def _check_day(name: str, value: dt.date, clock: DataClock) -> dt.date:
     if isinstance(value, dt.datetime):
         value = value.date()
     if not isinstance(value, dt.date):
         raise TypeError(f"{name} must be a datetime.date, got {type(value).__name__}")
-    if not FIRST_DAY <= value <= LAST_DAY:
-        raise ValueError(f"{name}={value} is outside the source's days {FIRST_DAY}..{LAST_DAY}")
+    if not clock.first_day <= value <= clock.last_source_day:
+        raise ValueError(f"{name}={value} is outside the source's days {clock.first_day}..{clock.last_source_day} "
+                         f"on {clock.label}")
     return value
+
+
+def _planned_tail_sql(src: str, seed: int) -> str:
+    """The flights rows of ``src`` (source dates) with ``planned_tailnum``: the tail the schedule publishes.
+
+    A flight's tail as flown is an outcome: in the source every flight without a tail number was cancelled, so a
+    schedule that kept the missing tail would tell the model which flights will be cancelled. A flight whose tail is
+    known keeps it as its plan; one without gets a planned tail drawn from its carrier's fleet flying that day (the
+    carrier's distinct known tails of the day, sorted), by a hash of ``seed`` and the flight's key, so the plan is
+    deterministic, independent of the replayed range and of the clock, and unrelated to the outcome."""
+    return f"""(
+        WITH fleet AS (
+            SELECT carrier, year, month, day, list_sort(list(DISTINCT tailnum)) AS tails
+            FROM {src} WHERE tailnum IS NOT NULL GROUP BY carrier, year, month, day
+        )
+        SELECT f.*, coalesce(f.tailnum, fleet.tails[1 + CAST(md5_number(
+            '{int(seed)}|' || f.year || '-' || f.month || '-' || f.day || '|' || f.carrier || '|' || f.flight
+            || '|' || f.origin) % len(fleet.tails) AS BIGINT)]) AS planned_tailnum
+        FROM {src} AS f
+        LEFT JOIN fleet ON fleet.carrier = f.carrier AND fleet.year = f.year AND fleet.month = f.month
+            AND fleet.day = f.day
+    )"""
+
+
+def _redated_sql(relation: str, table: str, clock: DataClock, timezone: str) -> str:
+    """``relation`` (source rows with ``year, month, day, hour, time_hour``) re-dated onto ``clock``: the local
+    date moves by ``clock.shift_days`` (whole weeks, so weekdays keep their meaning), the local hour stays, and
+    ``time_hour`` is that local date and hour as an instant in ``timezone`` on the new date (its DST). Where the new
+    date's DST makes two source hours the same instant (the 2013 fall-back hour, or a local hour that does not exist
+    on the new date), keyed-by-instant weather keeps the first of them."""
+    if clock.shift_days == 0:
+        return relation
+    d = f"(make_date(year, month, day) + {int(clock.shift_days)})"
+    moved = (f"(SELECT * REPLACE (year({d}) AS year, month({d}) AS month, day({d}) AS day, "
+             f"timezone('{timezone}', {d}::TIMESTAMP + to_hours(hour)) AS time_hour), "
+             f"time_hour AS _source_time_hour FROM {relation})")
+    if table == "weather":
+        return (f"(SELECT * EXCLUDE (_source_time_hour) FROM {moved} "
+                f"QUALIFY row_number() OVER (PARTITION BY origin, time_hour ORDER BY _source_time_hour) = 1)")
+    return f"(SELECT * EXCLUDE (_source_time_hour) FROM {moved})"
 
 
 def _check_tables(tables: Iterable[str] | None) -> tuple[str, ...]:
@@ -394,14 +454,23 @@ def replay(
     scale: int = 1,
     seed: int = 13,
     tables: Iterable[str] | None = None,
+    clock: DataClock = REPLAY_CLOCK,
+    schedule_through: dt.date | None = None,
+    published_by: dt.datetime | None = None,
+    time_model: TimeModel | None = None,
 ) -> ReplaySummary:
     """Land the daily batches of every day in ``[start, end]`` (inclusive) plus the reference snapshots.
 
-    ``tables`` restricts which tables are landed (default: all of :data:`LANDED_TABLES`). Days must lie in 2013
-    (the source's range), else ``ValueError``. Whenever flights are landed, so is the flight schedule (or the
+    ``tables`` restricts which tables are landed (default: all of :data:`LANDED_TABLES`). Days are on ``clock``
+    (:mod:`batch_platform.lib.clock`): the source's 2013 days, or those days re-dated by whole weeks (live); outside
+    the source's range is a ``ValueError``. Every manifest states when its batch was published (``published_at``, by
+    the time model: flights of D at D+1 06:00 New York, the schedule of D at D-1 06:00, snapshots the day before the
+    first data day) and the clock. With ``published_by``, a batch not yet published at that instant is a
+    ``ValueError`` (nothing is landed): a live replay lands only what upstream has published. Whenever flights are landed, so is the flight schedule (or the
     schedule alone with ``tables=["flight_schedule"]``): for the days :func:`schedule_days` ``(start, end)``,
-    i.e. including ``end + 1``, published the day before its flights. Each schedule file is the projection of
-    that day's flights rows (scaled ones too) onto the schedule columns, in the same order.
+    i.e. including ``end + 1``, published the day before its flights (through ``schedule_through`` when given).
+    Each schedule file is the projection of that day's flights rows (scaled ones too) onto the schedule columns,
+    in the same order, with the planned tail (:func:`_planned_tail_sql`) instead of the tail that flew.
 
     ``scale=N`` (benchmarks) lands N copies of every flight, same schema and keys: copy 0 is the source row;
     copy ``k >= 1`` gets tail number ``S{k}-<tailnum>`` (null stays null), flight number
@@ -419,13 +488,22 @@ def replay(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     scale, seed = int(scale), int(seed)
-    start = _check_day("start", start)
-    end = _check_day("end", end)
+    tm = time_model or load_time_model()
+    start = _check_day("start", start, clock)
+    end = _check_day("end", end, clock)
     if start > end:
         raise ValueError(f"start {start} is after end {end}")
     wanted = _check_tables(tables)
     landing_dir = Path(landing_dir)
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    sched_days = list(schedule_days(start, end, clock, through=schedule_through)) if SCHEDULE_TABLE in wanted else []
+    if published_by is not None:
+        last_of = {t: (sched_days[-1] if t == SCHEDULE_TABLE and sched_days else end) for t in wanted
+                   if t in _DAILY}
+        early = {t: tm.published_at(t, d) for t, d in last_of.items() if tm.published_at(t, d) > published_by}
+        if early:
+            raise ValueError("not yet published at " + published_by.isoformat() + ": " + ", ".join(
+                f"{t} of {last_of[t]} (published {at.isoformat()})" for t, at in early.items()))
 
     files: list[Path] = []
     written: list[Path] = []
@@ -433,7 +511,8 @@ def replay(
     touched_dirs: set[Path] = set()
 
     def land(table: str, path: Path, partition: dt.date | None, data: bytes, n: int) -> None:
-        if _publish(path, data, _manifest(table, partition, n, data, scale, seed)):
+        published = tm.published_at(table, partition if partition is not None else clock.first_day)
+        if _publish(path, data, _manifest(table, partition, n, data, scale, seed, published, clock)):
             written.append(path)
             touched_dirs.add(path.parent)
         files.append(path)
@@ -446,8 +525,7 @@ def replay(
 
     # Flights and the schedule are cut from the same flights rows, those of start .. the last day either needs.
     flight_tables = [t for t in (FLIGHTS.table, SCHEDULE_TABLE) if t in wanted]
-    sched_days = list(schedule_days(start, end)) if SCHEDULE_TABLE in wanted else []
-    row_days = sched_days if len(sched_days) > len(days) else days
+    row_days = sorted(set(sched_days) | (set(days) if FLIGHTS.table in wanted else set()))
     landed_days = {FLIGHTS.table: set(days), SCHEDULE_TABLE: set(sched_days)}
 
     def land_flight_days(relation: str, chunk_days: list[dt.date], params: list | None = None) -> None:
@@ -465,6 +543,11 @@ def replay(
             source_table = FLIGHTS.table if table == SCHEDULE_TABLE else table
             src = load_source_table(con, source_table)
             cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[source_table])
+            if source_table == FLIGHTS.table:
+                src = _planned_tail_sql(src, seed)
+                cols += ", planned_tailnum"
+            if table in _DAILY:
+                src = _redated_sql(src, source_table, clock, tm.spec.timezone)
             in_range = f"(SELECT {cols} FROM {src} WHERE make_date(year, month, day) BETWEEN ? AND ?)"
             if source_table == FLIGHTS.table and scale > 1:
                 # scale in numpy a chunk of days at a time (bounded memory); format and sort in DuckDB
@@ -485,6 +568,7 @@ def replay(
                 land_days(table, days, *_formatted(con, in_range, table, [start, end]))
             else:
                 relation = src
+                cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table])
                 if table == "planes" and scale > 1:
                     rest = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table] if c != "tailnum")
                     relation = (

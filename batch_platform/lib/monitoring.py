@@ -84,11 +84,11 @@ class AccuracyResult:
 
 
 def data_clock(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
-    """When the newest loaded flight day's batch landed: the 'now' of a replayed data set."""
-    from batch_platform import settings
+    """When the newest loaded batch was published: the 'now' of a replayed data set (see
+    :func:`batch_platform.lib.warehouse.newest_publication`)."""
+    from batch_platform.lib.warehouse import newest_publication
 
-    (last,) = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0]
-    return settings.batch_available_at(last) if last is not None else None
+    return newest_publication(con)
 
 
 def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date,

@@ -11,9 +11,18 @@
    cutoff through Feast's point-in-time join, the model's score, the cold-start fallback (below); each scored chunk
    is appended to a staging parquet file. Memory depends on the chunk size, not on the number of rows.
 4. **Swap in one transaction**: ``DELETE`` the day's rows and ``INSERT`` the staged ones into
-   ``predictions.<spec>`` (and ``predictions.<spec>_shadow`` for the challenger), then ``COMMIT``. A run that fails
-   or is killed before the commit leaves the previous predictions of D untouched; after it, the new ones are whole.
-   Re-running D replaces the same keys with the same scores (only ``run_id`` and ``scored_at`` differ).
+   ``predictions.<spec>`` (and ``predictions.<spec>_shadow`` for the challenger) and into
+   ``predictions.<spec>_served_features``, then ``COMMIT``. A run that fails or is killed before the commit leaves
+   the previous predictions of D untouched; after it, the new ones are whole. Re-running D replaces the same keys
+   with the same scores (only ``run_id`` and ``scored_at`` differ).
+
+Served features: ``predictions.<spec>_served_features`` holds, per champion row of the day, the values the model
+was given: ``partition_date``, the entity key, ``prediction_cutoff``, ``model_version``, ``run_id`` and one column
+per model input under the training set's column name (:func:`served_feature_columns`: the spec's join keys and
+passthrough features as the scoring model has them, every feature of the spec's Feast feature service as fetched).
+Fallback rows are stored too (their features as fetched, mostly missing). The training set later compares its rows
+with these (:mod:`batch_platform.lib.skew`). The challenger uses the same feature service: not stored twice. The
+table's columns follow the spec: a new feature adds a column (older rows read it as null).
 
 Cold start (documented fallback): a row whose entities have no row in one of the spec's
 ``scoring.fallback.required_feature_views`` (every feature of that view missing at the cutoff: a new plane, a new
@@ -51,6 +60,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "predictions"
 SHADOW_SUFFIX = "_shadow"
+SERVED_FEATURES_SUFFIX = "_served_features"
 PARTITION = "partition_date"
 MISSING_FEATURES = "missing_features"
 SAMPLE_SCORE = "__score"
@@ -89,6 +99,27 @@ class ScoringRowCountMismatch(ScoringError):
 
 def table_name(spec: ModelSpec, *, shadow: bool = False) -> str:
     return f"{SCHEMA}.{spec.name}{SHADOW_SUFFIX if shadow else ''}"
+
+
+def served_features_table(spec: ModelSpec) -> str:
+    return f"{SCHEMA}.{spec.name}{SERVED_FEATURES_SUFFIX}"
+
+
+def served_meta_columns(spec: ModelSpec) -> list[str]:
+    """The bookkeeping columns of a served-features row (not model inputs)."""
+    return [PARTITION, spec.entity.key, "prediction_cutoff", "model_version", "run_id"]
+
+
+def served_feature_columns(spec: ModelSpec, views: dict[str, list[str]]) -> list[str]:
+    """The model inputs stored per served row: the join keys and passthrough features (columns of the scoring
+    model, as the training set takes them from the label model) and every feature of the spec's feature service
+    (``views``: feature names per view, :meth:`FeatureStoreClient.service_views`)."""
+    columns = list(dict.fromkeys([*spec.entity.join_keys, *spec.passthrough_features,
+                                  *(f for features in views.values() for f in features)]))
+    clash = sorted(set(columns) & set(served_meta_columns(spec)))
+    if clash:
+        raise ScoringError(f"{spec.name}: model inputs {clash} clash with the served-features bookkeeping columns")
+    return columns
 
 
 def _q(name: str) -> str:
@@ -216,6 +247,7 @@ class ScoringResult:
     champion_sha256: str
     shadow_table: str | None
     shadow_version: int | None
+    served_features_table: str
     run_id: str
     scored_at: dt.datetime
     prediction_cutoff: dt.datetime
@@ -297,6 +329,7 @@ def score_partition(
     stem = f"{spec.name}-{day.isoformat()}-{run_id[:12]}"
     spine_path = staging_dir / f"{stem}.spine.parquet"
     staged = {m.alias: staging_dir / f"{stem}.{m.alias}.parquet" for m in models}
+    staged_features = staging_dir / f"{stem}.served_features.parquet"
     try:
         # -- spine and fallback rates (the only warehouse read) --------------------------------------------------
         tb = time.perf_counter()
@@ -322,10 +355,13 @@ def score_partition(
             raise ScoringError(f"{spec.name}: fallback.required_feature_views {unknown} are not in feature "
                                f"service {spec.feature_service} (views: {sorted(views)})")
         defs_fp = feature_store.definitions_fingerprint()
+        served_columns = served_feature_columns(spec, views)
+        spine_schema = pq.ParquetFile(spine_path).schema_arrow
 
         # -- score chunk by chunk into the staging files ---------------------------------------------------------
         schema = output_schema(spec)
         writers = {m.alias: pq.ParquetWriter(staged[m.alias], schema) for m in models}
+        features_writer: pq.ParquetWriter | None = None  # its schema needs the first chunk's feature dtypes
         done = fallback_rows = chunks = 0
         picked = np.zeros(total, dtype=bool)
         if sample_rows:
@@ -354,6 +390,11 @@ def score_partition(
                     table = _output_table(spec, schema, day, frame, scores, reasons, m, run_id, scored_at, cutoff)
                     writers[m.alias].write_table(table)
                     if m.alias == CHAMPION:
+                        served = _served_features_table(spec, day, frame, served_columns, spine_schema, m, run_id,
+                                                        cutoff)
+                        if features_writer is None:
+                            features_writer = pq.ParquetWriter(staged_features, served.schema)
+                        features_writer.write_table(served)
                         keep = picked[done:done + len(frame)] & ~cold
                         if keep.any():
                             samples.append(frame.loc[keep, m.features].assign(**{SAMPLE_SCORE: scores[keep]}))
@@ -369,7 +410,7 @@ def score_partition(
                 emit("chunk", {"done": done, "total": total, "chunk": chunks})
                 log.info("%s %s: scored %d / %d rows (%d chunk(s))", spec.name, day, done, total, chunks)
         finally:
-            for w in writers.values():
+            for w in [*writers.values(), *([features_writer] if features_writer else [])]:
                 w.close()
         timings.update({k: round(v, 3) for k, v in ts.items()})
         if done != total:
@@ -378,11 +419,11 @@ def score_partition(
 
         # -- the swap: one transaction per run ------------------------------------------------------------------
         tw = time.perf_counter()
-        replaced = _swap_in(connect, spec, day, staged, models, total, emit)
+        replaced = _swap_in(connect, spec, day, staged, staged_features, models, total, emit)
         timings["swap_s"] = round(time.perf_counter() - tw, 3)
         emit("committed", {"rows": total})
     finally:
-        for path in [spine_path, *staged.values()]:
+        for path in [spine_path, *staged.values(), staged_features]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -391,7 +432,8 @@ def score_partition(
         fallback_by_reason=by_reason, champion_version=champion.version.version,
         champion_sha256=champion.version.sha256,
         shadow_table=table_name(spec, shadow=True) if challenger else None,
-        shadow_version=challenger.version.version if challenger else None, run_id=run_id, scored_at=scored_at,
+        shadow_version=challenger.version.version if challenger else None,
+        served_features_table=served_features_table(spec), run_id=run_id, scored_at=scored_at,
         prediction_cutoff=cutoff, feature_definitions_fingerprint=defs_fp, fallback_label_days=rates.label_days,
         score_mean=score_sum / total,
         decision_rate=(decision_sum / total) if spec.scoring.decision_threshold is not None else None,
@@ -432,10 +474,60 @@ def _output_table(spec, schema, day, frame, scores, reasons, model: PinnedModel,
     ], schema=schema)
 
 
-def _swap_in(connect: Connect, spec: ModelSpec, day: dt.date, staged: dict[str, Path],
+def _served_features_table(spec: ModelSpec, day: dt.date, frame: pd.DataFrame, columns: list[str],
+                           spine_schema: pa.Schema, model: PinnedModel, run_id: str,
+                           cutoff: dt.datetime) -> pa.Table:
+    """One served-features row per scored row. Spine columns keep the scoring model's types; Feast features keep
+    the types the client guarantees (numbers float64, timestamps UTC, anything else text), so every chunk has the
+    same schema."""
+    n = len(frame)
+    arrays = [
+        pa.array([day] * n, pa.date32()),
+        pa.array(frame[spec.entity.key].astype(str).tolist(), pa.string()),
+        pa.array([cutoff] * n, pa.timestamp("us", tz="UTC")),
+        pa.array([model.version.version] * n, pa.int64()),
+        pa.array([run_id] * n, pa.string()),
+    ]
+    fields = [pa.field(PARTITION, pa.date32(), False), pa.field(spec.entity.key, pa.string(), False),
+              pa.field("prediction_cutoff", pa.timestamp("us", tz="UTC"), False),
+              pa.field("model_version", pa.int64(), False), pa.field("run_id", pa.string(), False)]
+    for col in columns:
+        values = frame[col]
+        if col in spine_schema.names:
+            typ = spine_schema.field(col).type
+        elif pd.api.types.is_datetime64_any_dtype(values.dtype):
+            typ = pa.timestamp("us", tz="UTC")
+        elif pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            typ = pa.float64()
+        else:
+            typ = pa.string()
+        if pa.types.is_string(typ) and not pd.api.types.is_string_dtype(values.dtype):
+            values = values.astype(object).where(values.notna(), None).map(lambda v: v if v is None else str(v))
+        arrays.append(pa.array(values, typ, from_pandas=True))
+        fields.append(pa.field(col, typ))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _ensure_served_features_table(con: duckdb.DuckDBPyConnection, spec: ModelSpec, staged: Path) -> None:
+    """Create the served-features table from the staged file's columns, or add the columns it lacks (a spec or
+    feature service that gained a model input)."""
+    table = served_features_table(spec)
+    source = f"read_parquet({_sql_str(staged)})"
+    if not table_exists(con, SCHEMA, table.split(".", 1)[1]):
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
+        return
+    existing = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, table.split(".", 1)[1]]).fetchall()}
+    for name, typ, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
+        if name not in existing:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(name)} {typ}")
+
+
+def _swap_in(connect: Connect, spec: ModelSpec, day: dt.date, staged: dict[str, Path], staged_features: Path,
              models: list[PinnedModel], expected: int, emit: OnEvent) -> int:
-    """Replace the day's rows of each model's table with its staged rows in one transaction; returns the number of
-    rows the champion table held for the day before."""
+    """Replace the day's rows of each model's table, and of the served-features table, with the staged rows in
+    one transaction; returns the number of rows the champion table held for the day before."""
     replaced = 0
     with connect(read_only=False) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
@@ -443,6 +535,15 @@ def _swap_in(connect: Connect, spec: ModelSpec, day: dt.date, staged: dict[str, 
             con.execute(_ddl(spec, table_name(spec, shadow=m.alias != CHAMPION)))
         con.execute("BEGIN TRANSACTION")
         try:
+            _ensure_served_features_table(con, spec, staged_features)
+            features_table = served_features_table(spec)
+            con.execute(f"DELETE FROM {features_table} WHERE {PARTITION} = ?", [day])
+            con.execute(f"INSERT INTO {features_table} BY NAME SELECT * FROM read_parquet({_sql_str(staged_features)})")
+            ((stored,),) = con.execute(f"SELECT count(*) FROM {features_table} WHERE {PARTITION} = ?",
+                                       [day]).fetchall()
+            if stored != expected:
+                raise ScoringRowCountMismatch(f"{features_table} {day}: {stored} rows after the insert, "
+                                              f"expected {expected}")
             for m in models:
                 table = table_name(spec, shadow=m.alias != CHAMPION)
                 ((before,),) = con.execute(f"SELECT count(*) FROM {table} WHERE {PARTITION} = ?", [day]).fetchall()
@@ -473,6 +574,17 @@ def read_partition(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date
     if not table_exists(con, SCHEMA, table.split(".", 1)[1]):
         return pd.DataFrame(columns=output_schema(spec).names)
     return con.sql(f"SELECT * FROM {table} WHERE {PARTITION} = DATE '{day}' ORDER BY {_q(spec.entity.key)}").df()
+
+
+def read_served_features(con: duckdb.DuckDBPyConnection, spec: ModelSpec, first_cutoff: dt.datetime,
+                         last_cutoff: dt.datetime) -> pd.DataFrame:
+    """The served-features rows whose prediction cutoff lies in ``[first_cutoff, last_cutoff]`` (an empty frame
+    when nothing was scored yet)."""
+    table = served_features_table(spec)
+    if not table_exists(con, SCHEMA, table.split(".", 1)[1]):
+        return pd.DataFrame(columns=served_meta_columns(spec))
+    return con.execute(f"SELECT * FROM {table} WHERE prediction_cutoff BETWEEN ? AND ? "
+                       f"ORDER BY {PARTITION}, {_q(spec.entity.key)}", [first_cutoff, last_cutoff]).df()
 
 
 def partition_counts(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date) -> tuple[int, int]:

@@ -246,4 +246,19 @@ def load_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
     if not files:
         raise ModelSpecError(f"no model specs (*.yaml) in {directory}")
     specs = [load_spec(f) for f in files]
+    _check_time_model(specs)
     return {s.name: s for s in specs}
+
+
+def _check_time_model(specs: list[ModelSpec]) -> None:
+    """Labels final no earlier than the time model's rule for their feed (the rule outcome-derived features follow
+    too), and the scored frame published by the prediction cutoff."""
+    from batch_platform.lib.time_model import TimeModelError, load_time_model
+
+    tm = load_time_model()
+    for spec in specs:
+        try:
+            tm.check_label_embargo(spec)
+            tm.check_cutoff(spec)
+        except TimeModelError as e:
+            raise ModelSpecError(str(e)) from e

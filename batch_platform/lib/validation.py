@@ -53,6 +53,12 @@ class MissingBatchError(BatchRejected):
     rule = "batch_present"
 
 
+class NotYetPublishedError(BatchRejected):
+    """The manifest says the batch is published later than now: not loaded (and not quarantined) until then."""
+
+    rule = "published"
+
+
 class EmptyBatchError(BatchRejected):
     rule = "not_empty"
 
@@ -108,6 +114,8 @@ class ValidatedBatch:
     file_sha256: str
     data: pa.Table
     nulled_out_of_range: dict[str, int] = field(default_factory=dict)
+    published_at: dt.datetime | None = None
+    """When the upstream published the batch, as its manifest states (``None``: the manifest does not say)."""
 
     @property
     def row_count(self) -> int:
@@ -176,6 +184,20 @@ def read_manifest(path: Path) -> dict | None:
         raise CorruptBatchError(path, f"unreadable manifest {mpath.name}: {e}") from e
 
 
+def _manifest_published_at(path: Path, manifest: dict | None) -> dt.datetime | None:
+    """The manifest's ``published_at`` (ISO 8601 with an offset or ``Z``) as a UTC instant."""
+    raw = (manifest or {}).get("published_at")
+    if raw is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError as e:
+        raise CorruptBatchError(path, f"manifest published_at {raw!r} is not an ISO 8601 instant") from e
+    if at.tzinfo is None:
+        raise CorruptBatchError(path, f"manifest published_at {raw!r} has no UTC offset")
+    return at.astimezone(dt.UTC)
+
+
 def validate_batch(
     path: Path | str,
     contract: TableContract,
@@ -202,6 +224,8 @@ def validate_batch(
             path, f"file sha256 {sha[:12]}… differs from the manifest's {str(manifest['sha256'])[:12]}…: "
             "truncated or modified after export"
         )
+
+    published_at = _manifest_published_at(path, manifest)
 
     header = _read_header(path)
     expected = contract.column_names
@@ -314,4 +338,5 @@ def validate_batch(
         data = con.sql(f"SELECT * FROM typed ORDER BY {order}").to_arrow_table()
     finally:
         con.close()
-    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled)
+    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled,
+                          published_at=published_at)

@@ -78,8 +78,12 @@ def _ensure(con: duckdb.DuckDBPyConnection, contract: TableContract) -> None:
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (table_name VARCHAR, partition_key VARCHAR, rows BIGINT, "
         "checksum VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, schema_version VARCHAR, run_id VARCHAR, "
-        "loaded_at TIMESTAMPTZ, PRIMARY KEY (table_name, partition_key))"
+        "loaded_at TIMESTAMPTZ, published_at TIMESTAMPTZ, final_at TIMESTAMPTZ, "
+        "PRIMARY KEY (table_name, partition_key))"
     )
+    # warehouses created before the time model recorded publication times
+    for column in ("published_at", "final_at"):
+        con.execute(f"ALTER TABLE {LOADS_TABLE} ADD COLUMN IF NOT EXISTS {column} TIMESTAMPTZ")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class LoadResult:
     rows: int
     checksum: str
     rows_replaced: int
+    published_at: dt.datetime | None = None
+    final_at: dt.datetime | None = None
 
 
 def load_batch(
@@ -100,8 +106,11 @@ def load_batch(
     source_file: Path,
     file_sha256: str,
     run_id: str = "",
+    published_at: dt.datetime | None = None,
+    final_at: dt.datetime | None = None,
 ) -> LoadResult:
-    """Replace one partition (or the whole reference table) with ``data`` in a single transaction."""
+    """Replace one partition (or the whole reference table) with ``data`` in a single transaction, and record the
+    load in the load log with when the batch was published and from when its values are final (the time model)."""
     _ensure(con, contract)
     target = contract.qualified_name
     cols = contract.column_names
@@ -123,8 +132,11 @@ def load_batch(
             checksum = content_checksum(con, contract, partition)
             rows = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
             con.execute(
-                f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [target, partition_key, rows, checksum, str(source_file), file_sha256, contract.schema_version, run_id],
+                f"INSERT OR REPLACE INTO {LOADS_TABLE} (table_name, partition_key, rows, checksum, source_file, "
+                "file_sha256, schema_version, run_id, loaded_at, published_at, final_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+                [target, partition_key, rows, checksum, str(source_file), file_sha256, contract.schema_version, run_id,
+                 published_at, final_at],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -132,7 +144,7 @@ def load_batch(
             raise
     finally:
         con.unregister("_incoming_batch")
-    return LoadResult(target, partition_key, rows, checksum, replaced)
+    return LoadResult(target, partition_key, rows, checksum, replaced, published_at, final_at)
 
 
 def content_checksum(con: duckdb.DuckDBPyConnection, contract: TableContract, partition: dt.date | None = None) -> str:
@@ -168,6 +180,15 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table],
     ).fetchall()[0][0])
+
+
+def newest_publication(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """The 'now' of the loaded data: when the newest loaded batch was published (the load log's ``published_at``).
+    On a replay that is the replayed instant; live, the latest upstream publication."""
+    if not table_exists(con, *LOADS_TABLE.split(".")):
+        return None
+    (at,) = con.execute(f"SELECT max(published_at) FROM {LOADS_TABLE}").fetchall()[0]
+    return at.astimezone(dt.UTC) if at is not None else None
 
 
 def loaded_partitions(con: duckdb.DuckDBPyConnection, contract: TableContract) -> list[str]:

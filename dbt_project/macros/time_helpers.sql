@@ -11,10 +11,18 @@
 {%- endmacro %}
 
 
-{#- When a daily feature computed from flight day `day` (DATE) becomes valid: the raw batch for day X is
-    available at X+1 <batch_available_hour>:00 local time. Returned as a TIMESTAMPTZ instant. -#}
-{% macro daily_batch_available_ts(day) -%}
-    {{ local_to_instant(
-        "(cast(" ~ day ~ " as date) + 1)::timestamp + to_hours(" ~ var('batch_available_hour') ~ ")"
-    ) }}
+{#- When a feature row of day `batch_date` is valid: the newest `valid_when` instant ('published' or 'final') of
+    the `feed`'s batches it reads, the `lookback_days` days ending at its day (time model:
+    batch_platform/time_model.yaml, `features:`). One row per day whose own batch is loaded; a day without its batch
+    has no valid row. For a snapshot feed (no days) the one row has batch_date null. -#}
+{% macro feed_validity(feed, valid_when, lookback_days=1) -%}
+    select
+        batch_date,
+        max({{ valid_when }}_at) over (
+            order by batch_date
+            range between interval {{ lookback_days - 1 }} days preceding and current row
+        ) as valid_from
+
+    from {{ ref('stg_batch_loads') }}
+    where feed = '{{ feed }}'
 {%- endmacro %}

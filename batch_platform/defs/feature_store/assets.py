@@ -9,7 +9,10 @@ from pydantic import Field
 
 from batch_platform import settings
 from batch_platform.defs.features.assets import dbt_feature_models
-from batch_platform.defs.resources import FeatureStoreResource
+from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
+from batch_platform.lib import publication_check
+from batch_platform.lib.specs import load_specs
+from batch_platform.lib.time_model import load_time_model
 
 FEATURE_TABLES = (
     "plane_daily_features",
@@ -20,17 +23,31 @@ FEATURE_TABLES = (
 )
 FEATURE_TABLE_KEYS = [get_asset_key_for_model([dbt_feature_models], name) for name in FEATURE_TABLES]
 GROUP = "feature_store"
+PUBLICATION_CHECK = "features_valid_after_publication"
+FEATURE_DEFINITIONS_KEY = dg.AssetKey(["feast", "feature_definitions"])
 
 
 @dg.asset(
-    key=["feast", "feature_definitions"],
+    key=FEATURE_DEFINITIONS_KEY,
     group_name=GROUP,
     kinds={"feast"},
     deps=FEATURE_TABLE_KEYS,
+    pool=settings.WAREHOUSE_POOL,
+    check_specs=[dg.AssetCheckSpec(
+        PUBLICATION_CHECK, asset=FEATURE_DEFINITIONS_KEY, blocking=True,
+        description="No feature row is valid before the raw batches it was computed from were published (final, for "
+        "features built from outcomes), by the load log and the time model, independently of the dbt SQL; and each "
+        "day's scoring frame was published by every spec's prediction cutoff.")],
     description="`feast apply` of feature_repo/: entities, parquet sources over the dbt marts, feature views "
-    "with TTLs and one feature service per model, written to the Feast registry.",
+    "with TTLs and one feature service per model, written to the Feast registry. Blocked (nothing served) when a "
+    "feature table is valid before its data was published.",
 )
-def feast_feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource):
+def feast_feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource,
+                              warehouse: WarehouseResource):
+    with warehouse.connect(read_only=True) as con:
+        report = publication_check.check_feature_tables(con, settings.features_dir(), load_time_model(),
+                                                        list(load_specs().values()))
+    context.log.info(f"publication-time check: {report.describe()}")
     client = feature_store.client()
     summary = client.apply()
     fingerprint = client.definitions_fingerprint()
@@ -40,7 +57,15 @@ def feast_feature_definitions(context: dg.AssetExecutionContext, feature_store: 
             "feature_definitions_fingerprint": fingerprint,
             "summary": dg.MetadataValue.json(_as_json(summary)),
             "registry": dg.MetadataValue.path(feature_store.registry_path),
-        }
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name=PUBLICATION_CHECK,
+            passed=report.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=report.describe(),
+            metadata={"tables": dg.MetadataValue.json(report.as_metadata()),
+                      "frame_violations": dg.MetadataValue.json(report.frame_violations[:20])},
+        )],
     )
 
 

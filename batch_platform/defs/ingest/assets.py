@@ -10,6 +10,7 @@ transaction.
 
 import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -68,6 +69,7 @@ def _load(
             run_id=context.run_id,
             require_manifest=landing_zone.require_manifest,
             lock_timeout_s=warehouse.lock_timeout_s,
+            clock=settings.data_clock(),
         )
     except BatchRejected as e:
         raise dg.Failure(
@@ -94,6 +96,9 @@ def _load(
             "source_file": dg.MetadataValue.path(str(path)),
             "file_sha256": batch.file_sha256,
             "schema_version": contract.schema_version,
+            "published_at": load.published_at.isoformat() if load.published_at else "",
+            "final_at": load.final_at.isoformat() if load.final_at else "",
+            "data_clock": settings.data_clock().label,
             "nulled_out_of_range": dg.MetadataValue.json(batch.nulled_out_of_range),
             "warehouse": dg.MetadataValue.path(str(warehouse.db_path)),
         }
@@ -158,17 +163,28 @@ raw_reference_refresh_job = dg.define_asset_job(
     description="Load the reference snapshots (planes, airports, airlines) into the warehouse.",
 )
 
-# The daily cycle starts here: yesterday's flights and weather land at 06:00
-# New York time; at 06:30 this schedule loads the newest complete partition (yesterday's flight day). The schedule
-# of a day lands a day earlier than its flights, so that day's run finds the schedule already loaded and skips it.
-raw_daily_ingest_schedule = dg.build_schedule_from_partitioned_job(
-    raw_daily_ingest_job,
+# The daily cycle starts here: yesterday's flights and weather land at 06:00 New York time (the time model); at
+# 06:30 this schedule loads yesterday's flight day. The partitions reach tomorrow on the live clock, so the schedule
+# names its partition itself rather than taking the newest one. (The schedule of a day lands a day earlier than its
+# flights, so that day's run finds the schedule already loaded.)
+@dg.schedule(
     name="raw_daily_ingest_schedule",
-    hour_of_day=6,
-    minute_of_hour=30,
+    job=raw_daily_ingest_job,
+    cron_schedule="30 6 * * *",
+    execution_timezone=daily_partitions.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Every day at 06:30 New York: load yesterday's flight day (flights, weather, schedule).",
 )
+def raw_daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
+    tick = context.scheduled_execution_time
+    day = (tick.astimezone(ZoneInfo(daily_partitions.timezone)) - dt.timedelta(days=1)).date()
+    key = day.isoformat()
+    if not daily_partitions.has_partition_key(key):
+        return dg.SkipReason(f"no partition {key}: the data is on {settings.data_clock().label}, which ends "
+                             f"{daily_partitions.get_last_partition_key()}")
+    return dg.RunRequest(run_key=key, partition_key=key)
+
+
 raw_reference_refresh_schedule = dg.ScheduleDefinition(
     name="raw_reference_refresh_schedule",
     job=raw_reference_refresh_job,

@@ -65,8 +65,11 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         f"as of {spec.cutoff.days_before} day(s) before at {spec.cutoff.local_time}. Stored in "
         f"`{scoring.table_name(spec)}` (partition replaced in one transaction), served online through the Feast "
         f"view `{serving.view_name(spec)}` (TTL {spec.scoring.online_ttl_hours:g} h). A `challenger`, when set, "
-        f"scores the same rows into `{scoring.table_name(spec, shadow=True)}` (never served).",
+        f"scores the same rows into `{scoring.table_name(spec, shadow=True)}` (never served). The feature values "
+        f"the champion was given are stored per row in `{scoring.served_features_table(spec)}` (same transaction), "
+        "for the training set's skew check.",
         metadata={"table": scoring.table_name(spec), "shadow_table": scoring.table_name(spec, shadow=True),
+                  "served_features_table": scoring.served_features_table(spec),
                   "online_view": serving.view_name(spec)},
     )
     def _predictions(
@@ -124,6 +127,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "chunks": result.chunks,
                 "timings_s": dg.MetadataValue.json(result.timings),
                 "table": scoring.table_name(spec),
+                "served_features_table": result.served_features_table,
             }
         )
         yield dg.AssetCheckResult(

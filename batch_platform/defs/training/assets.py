@@ -1,8 +1,13 @@
 """Training sets, one asset per model spec (``batch_platform/models/*.yaml``).
 
 Each is the spec's entity/label frame, timestamped at each row's prediction cutoff, joined to features through
-Feast's point-in-time ``get_historical_features``, with the label embargo applied. A blocking check proves no
-feature was used before it was valid and no label before it was final.
+Feast's point-in-time ``get_historical_features``, with the label embargo applied. Three blocking checks:
+
+- ``no_feature_or_label_leakage``: no feature was used before it was valid and no label before it was final;
+- ``training_serving_skew``: rows that were scored before hold the feature values scoring served for them
+  (``predictions.<spec>_served_features``, see :mod:`batch_platform.lib.skew`);
+- ``no_outcome_in_missingness``: whether a join key or passthrough column (known the evening before) is missing
+  does not predict the label (see :mod:`batch_platform.lib.missingness`).
 """
 
 import datetime as dt
@@ -15,26 +20,30 @@ from batch_platform import settings
 from batch_platform.defs.feature_store.assets import feast_feature_definitions
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
-from batch_platform.lib import leakage, training_set
+from batch_platform.lib import leakage, missingness, scoring, skew, training_set
+from batch_platform.lib import warehouse as warehouse_lib
 from batch_platform.lib.specs import ModelSpec, load_specs
 
 GROUP = "training"
 LEAKAGE_CHECK = "no_feature_or_label_leakage"
+SKEW_CHECK = "training_serving_skew"
+MISSINGNESS_CHECK = "no_outcome_in_missingness"
 
 
 class TrainingSetConfig(dg.Config):
     training_cutoff: str | None = Field(
         default=None,
         description="Build the set as of this instant (ISO 8601, with offset). Default: when the newest loaded "
-        "flight day's batch landed (the next morning, 06:00 New York).",
+        "batch was published (the time model's publication times, as ingest recorded them).",
     )
 
 
 def default_training_cutoff(con) -> dt.datetime:
-    (last,) = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0]
-    if last is None:
-        raise dg.Failure("raw.flights is empty: ingest some flight days first")
-    return settings.batch_available_at(last)
+    """The data's 'now': when the newest loaded batch was published (time model, recorded by ingest)."""
+    at = warehouse_lib.newest_publication(con)
+    if at is None:
+        raise dg.Failure("nothing is loaded: ingest some flight days first")
+    return at
 
 
 def training_set_key(spec: ModelSpec) -> dg.AssetKey:
@@ -50,9 +59,20 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds={"feast", "parquet"},
         deps=[get_asset_key_for_model([dbt_feature_models], spec.label.model), feast_feature_definitions],
         pool=settings.WAREHOUSE_POOL,
-        check_specs=[dg.AssetCheckSpec(LEAKAGE_CHECK, asset=key, blocking=True,
-                                       description="Every feature valid at its row's prediction cutoff; every "
-                                       "label final at the training cutoff.")],
+        check_specs=[
+            dg.AssetCheckSpec(LEAKAGE_CHECK, asset=key, blocking=True,
+                              description="Every feature valid at its row's prediction cutoff; every label final "
+                              "at the training cutoff."),
+            dg.AssetCheckSpec(SKEW_CHECK, asset=key, blocking=True, description=(
+                f"Rows scored before hold the values scoring served for them (`{scoring.served_features_table(spec)}`"
+                f", matched on {spec.entity.key} and prediction cutoff): at most {skew.THRESHOLD:.1%} of them differ "
+                "in any column (floats within a relative 1e-9).")),
+            dg.AssetCheckSpec(MISSINGNESS_CHECK, asset=key, blocking=True, description=(
+                "Whether a column known the evening before (join keys, passthrough features) is missing does not "
+                f"predict the label: fails when both groups have {missingness.MIN_GROUP_ROWS}+ rows, "
+                f"|z| >= {missingness.Z_THRESHOLD:g} and the label rates differ by at least max("
+                f"{missingness.MIN_ABS_DIFF}, {missingness.MIN_REL_DIFF} x the overall rate).")),
+        ],
         description=f"Point-in-time training set for `{spec.name}`: {spec.description.strip()} Label: "
         f"{spec.label.definition}. Features: Feast service `{spec.feature_service}` as of "
         f"{spec.cutoff.days_before} day(s) before at {spec.cutoff.local_time} {spec.cutoff.timezone}; labels "
@@ -69,8 +89,11 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             cutoff = (dt.datetime.fromisoformat(config.training_cutoff) if config.training_cutoff
                       else default_training_cutoff(con))
             labels = training_set.label_frame(con, spec, cutoff)
-        if labels.empty:
-            raise dg.Failure(f"{spec.name}: no labelled rows in the windows {spec.split_days(cutoff)}")
+            if labels.empty:
+                raise dg.Failure(f"{spec.name}: no labelled rows in the windows {spec.split_days(cutoff)}")
+            stamps = labels[training_set.EVENT_TIMESTAMP]
+            served = scoring.read_served_features(con, spec, stamps.min().to_pydatetime(),
+                                                  stamps.max().to_pydatetime())
         client = feature_store.client()
         frame = client.historical_features(labels, spec.feature_service,
                                            timestamp_column=training_set.EVENT_TIMESTAMP)
@@ -79,7 +102,12 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             frame, settings.artifacts_dir() / "training_sets" / spec.name, summary.fingerprint
         )
         report = leakage.check_training_set(frame, cutoff, key=spec.entity.key)
-        context.log.info(f"{spec.name}: {summary.rows} rows, leakage check: {report.describe()}")
+        skew_report = skew.compare(frame, served, key=spec.entity.key,
+                                   exclude=scoring.served_meta_columns(spec))
+        audited = list(dict.fromkeys([*spec.entity.join_keys, *spec.passthrough_features]))
+        missing_report = missingness.audit(frame, label=training_set.LABEL, columns=audited)
+        context.log.info(f"{spec.name}: {summary.rows} rows, leakage check: {report.describe()}; skew: "
+                         f"{skew_report.describe()}; missingness: {missing_report.describe()}")
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": summary.rows,
@@ -106,6 +134,35 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "feature_violations": dg.MetadataValue.json(report.feature_violations),
                 "label_violations": report.label_violations,
                 "examples": dg.MetadataValue.json(report.examples),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=SKEW_CHECK,
+            passed=skew_report.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=skew_report.describe(),
+            metadata={
+                "rows_compared": skew_report.rows_compared,
+                "rows_mismatched": skew_report.rows_mismatched,
+                "mismatch_share": skew_report.mismatch_share,
+                "threshold": skew_report.threshold,
+                "columns": dg.MetadataValue.json(skew_report.column_mismatches),
+                "columns_compared": len(skew_report.columns_compared),
+                "served_rows_read": skew_report.rows_served,
+                "examples": dg.MetadataValue.json(skew_report.examples),
+                "served_features_table": scoring.served_features_table(spec),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=MISSINGNESS_CHECK,
+            passed=missing_report.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=missing_report.describe(),
+            metadata={
+                "columns": dg.MetadataValue.json(missing_report.table()),
+                "failed_columns": dg.MetadataValue.json(missing_report.failed),
+                "positive_rate": missing_report.positive_rate,
+                "min_rate_difference": missing_report.min_difference,
             },
         )
 

@@ -15,6 +15,7 @@ windowed as (
     select
         origin,
         obs_ts,
+        obs_date,
         temp,
         dewp,
         humid,

@@ -1,5 +1,5 @@
--- Daily carrier features for Feast (entity carrier): one row per carrier and as_of_date, valid from the
--- morning after as_of_date.
+-- Daily carrier features for Feast (entity carrier): one row per carrier and as_of_date, valid once every flights
+-- batch of its 28-day window is final (outcome-derived; time model).
 
 with
 
@@ -9,13 +9,21 @@ windows as (
 
 ),
 
+validity as (
+
+    {{ feed_validity('flights', 'final', lookback_days=28) }}
+
+),
+
 timed as (
 
     select
-        *,
-        {{ daily_batch_available_ts('as_of_date') }} as feature_ts
+        windows.*,
+        validity.valid_from as feature_ts
 
     from windows
+    inner join validity
+        on validity.batch_date = windows.as_of_date
 
 ),
 

@@ -1,5 +1,7 @@
--- Hourly weather features for Feast (entity origin): one row per origin and observation hour, valid
--- weather_latency_hours after the observation.
+-- Daily weather features for Feast (entity origin): one row per origin and observation day, from the weather batch
+-- of that day, which is published the next morning (time model: a daily feed). The row is valid from then on, so the
+-- evening before flight day D (the prediction cutoff) the newest weather a model sees is that of D-2: the last
+-- observation of the day and the aggregates of the 24 hours ending at it.
 
 with
 
@@ -9,13 +11,29 @@ weather_windows as (
 
 ),
 
+last_of_day as (
+
+    select *
+    from weather_windows
+    qualify row_number() over (partition by origin, obs_date order by obs_ts desc) = 1
+
+),
+
+validity as (
+
+    {{ feed_validity('weather', 'published') }}
+
+),
+
 timed as (
 
     select
-        *,
-        obs_ts + to_hours({{ var('weather_latency_hours') }}) as feature_ts
+        last_of_day.*,
+        validity.valid_from as feature_ts
 
-    from weather_windows
+    from last_of_day
+    inner join validity
+        on validity.batch_date = last_of_day.obs_date
 
 ),
 
@@ -23,6 +41,7 @@ final as (
 
     select
         origin,
+        obs_date,
         obs_ts,
         feature_ts,
         feature_ts as wx_valid_from,
@@ -45,4 +64,4 @@ final as (
 )
 
 select * from final
-order by origin, obs_ts
+order by origin, obs_date

@@ -1,5 +1,5 @@
--- Static plane attributes for Feast (entity tailnum), from the aircraft registry snapshot. Reference data
--- valid "forever": feature_ts is a fixed instant well before the data set.
+-- Static plane attributes for Feast (entity tailnum), from the aircraft registry snapshot, valid from when that
+-- snapshot was published (time model; the replay publishes it the day before the first data day).
 
 with
 
@@ -9,20 +9,27 @@ planes as (
 
 ),
 
+validity as (
+
+    {{ feed_validity('planes', 'published') }}
+
+),
+
 final as (
 
     select
-        tailnum,
-        timestamptz '2000-01-01 00:00:00+00' as feature_ts,
-        timestamptz '2000-01-01 00:00:00+00' as plane_attr_valid_from,
-        year_built as plane_year_built,
-        seats as plane_seats,
-        engines as plane_engines,
-        engine_type as plane_engine_type,
-        manufacturer as plane_manufacturer,
-        model as plane_model
+        planes.tailnum,
+        validity.valid_from as feature_ts,
+        validity.valid_from as plane_attr_valid_from,
+        planes.year_built as plane_year_built,
+        planes.seats as plane_seats,
+        planes.engines as plane_engines,
+        planes.engine_type as plane_engine_type,
+        planes.manufacturer as plane_manufacturer,
+        planes.model as plane_model
 
     from planes
+    cross join validity
 
 )
 

@@ -1,5 +1,6 @@
 -- Daily plane features for Feast (entity tailnum): one row per plane and as_of_date, computed from the flight
--- days up to and including as_of_date and therefore valid from the next morning, when that day's batch lands.
+-- days up to and including as_of_date. They use outcomes (delays, cancellations), so a row is valid once every
+-- flights batch of its 28-day window is final (time model: flights of D final at D+2 06:00 New York).
 
 with
 
@@ -9,13 +10,21 @@ windows as (
 
 ),
 
+validity as (
+
+    {{ feed_validity('flights', 'final', lookback_days=28) }}
+
+),
+
 timed as (
 
     select
-        *,
-        {{ daily_batch_available_ts('as_of_date') }} as feature_ts
+        windows.*,
+        validity.valid_from as feature_ts
 
     from windows
+    inner join validity
+        on validity.batch_date = windows.as_of_date
 
 ),
 

@@ -1,0 +1,136 @@
+"""Which dates the landed data is on: the 2013 replay clock or the live clock.
+
+The shipped source covers flight days 2013-01-01 .. 2013-12-31. The landing replay either keeps those dates (the
+**2013 replay** clock: reproducible, used by most tests) or re-dates every row by a whole number of weeks (weekdays
+keep their meaning) so that the newest flight day whose batch is already published is yesterday in real time (the
+**live** clock). The shift is chosen once, when the first live replay lands into a data dir, and recorded in
+``<data dir>/clock.json``; every later replay into that data dir, the partition definitions and every date the
+platform shows read it from there, so the dates of one data dir never move.
+
+Dates on the live clock lie on the real calendar (holidays, weekdays, DST follow the new dates); a live day maps
+back to the 2013 day it was re-dated from with :meth:`DataClock.source_day`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from batch_platform.lib.files import atomic_write
+
+REPLAY = "replay-2013"
+LIVE = "live"
+SOURCE_FIRST_DAY = dt.date(2013, 1, 1)
+SOURCE_LAST_DAY = dt.date(2013, 12, 31)
+
+
+class ClockMismatch(ValueError):
+    """A replay on one clock into a data dir whose data is on another."""
+
+
+@dataclass(frozen=True)
+class DataClock:
+    kind: str
+    shift_days: int
+    """Days added to every source date (a multiple of 7)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in (REPLAY, LIVE):
+            raise ValueError(f"unknown clock {self.kind!r}; expected {REPLAY!r} or {LIVE!r}")
+        if self.shift_days % 7:
+            raise ValueError(f"the re-dating shift must be whole weeks, got {self.shift_days} days")
+        if self.kind == REPLAY and self.shift_days:
+            raise ValueError("the 2013 replay clock keeps the source's dates (shift 0)")
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind == LIVE
+
+    @property
+    def first_day(self) -> dt.date:
+        """The first flight day of the data (the first partition)."""
+        return SOURCE_FIRST_DAY + dt.timedelta(days=self.shift_days)
+
+    @property
+    def last_source_day(self) -> dt.date:
+        """The last flight day the re-dated source holds (on the live clock, later days than yesterday are landed
+        only once they are published)."""
+        return SOURCE_LAST_DAY + dt.timedelta(days=self.shift_days)
+
+    @property
+    def fixed_end(self) -> dt.date | None:
+        """The last partition of a finished data set (2013 replay); ``None`` on the live clock (no fixed end)."""
+        return None if self.is_live else SOURCE_LAST_DAY
+
+    def source_day(self, day: dt.date) -> dt.date:
+        """The 2013 day that ``day`` was re-dated from."""
+        return day - dt.timedelta(days=self.shift_days)
+
+    def shifted(self, source_day: dt.date) -> dt.date:
+        return source_day + dt.timedelta(days=self.shift_days)
+
+    @property
+    def label(self) -> str:
+        if self.is_live:
+            return f"live dates (2013 data re-dated +{self.shift_days // 7} weeks)"
+        return "2013 replay dates"
+
+    def describe(self, day: dt.date | None) -> str:
+        """A day as users see it: the date with the clock it is on."""
+        if day is None:
+            return f"— ({self.label})"
+        if self.is_live:
+            return f"{day.isoformat()} (live; 2013 source day {self.source_day(day).isoformat()})"
+        return f"{day.isoformat()} (2013 replay)"
+
+
+REPLAY_CLOCK = DataClock(REPLAY, 0)
+
+
+def live_clock_for(last_published_day: dt.date) -> DataClock:
+    """The live clock whose re-dated source covers ``last_published_day`` with the fewest whole weeks of shift: the
+    source's last day lands on ``last_published_day`` .. ``+6 days`` (those later days land once published)."""
+    weeks = math.ceil((last_published_day - SOURCE_LAST_DAY).days / 7)
+    if weeks <= 0:
+        raise ValueError(f"{last_published_day} is inside the 2013 source: a live clock needs a later date")
+    return DataClock(LIVE, 7 * weeks)
+
+
+def read_clock(path: Path) -> DataClock | None:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClockMismatch(f"{path}: unreadable clock record: {e}") from e
+    try:
+        return DataClock(kind=raw["kind"], shift_days=int(raw["shift_days"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ClockMismatch(f"{path}: invalid clock record {raw!r}: {e}") from e
+
+
+def current_clock(path: Path) -> DataClock:
+    """The clock recorded at ``path``; the 2013 replay clock when nothing was recorded."""
+    return read_clock(path) or REPLAY_CLOCK
+
+
+def record_clock(path: Path, clock: DataClock) -> DataClock:
+    """Record ``clock`` at ``path`` unless a clock is recorded already: then it must be the same one."""
+    existing = read_clock(path)
+    if existing is not None:
+        if existing != clock:
+            raise ClockMismatch(
+                f"the data in {path.parent} is on {existing.label}; a replay on {clock.label} would mix clocks. "
+                "Use another data dir (BATCH_PLATFORM_DATA_DIR) or remove that one.")
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (json.dumps({**asdict(clock), "first_day": clock.first_day.isoformat()}, indent=2)
+                        + "\n").encode())
+    return clock
+
+
+__all__ = ["ClockMismatch", "DataClock", "LIVE", "REPLAY", "REPLAY_CLOCK", "current_clock", "live_clock_for",
+           "read_clock", "record_clock"]

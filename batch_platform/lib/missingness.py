@@ -1,0 +1,140 @@
+"""Missingness audit: does a column's *absence* predict the label?
+
+The columns a model takes from the entity frame (Feast join keys, passthrough features) must be known before the
+prediction cutoff. A value that upstream fills in only once the outcome is known (a tail number assigned to
+flights that did depart, a gate recorded for flights that boarded) leaves the frame looking honest column by
+column while its missingness encodes the label: the model learns "missing -> positive", which serving can never
+reproduce the evening before. Value-based leakage checks do not see this; comparing label rates does.
+
+:func:`audit` splits the rows of each column into present / missing (None, NaN, NaT, pandas NA, or a string
+that is empty after stripping) and compares the label rates of the two groups. Rule (two-sided, per column):
+
+- the column is **judged** only when both groups hold at least ``min_group_rows`` rows (default 30): smaller
+  groups cannot show a rate difference reliably, and a column without missing values cannot leak this way;
+- it **fails** when the difference is both *significant* and *material*: the two-proportion z statistic
+  (pooled rate) has ``|z| >= z_threshold`` (default 4, about 1 in 16,000 for an honest column, so a frame of a
+  few dozen columns passes by chance almost always) **and** ``|rate_missing - rate_present| >=
+  max(min_abs_diff, min_rel_diff * overall rate)`` (defaults 0.02 and 0.5), so a very large frame cannot fail
+  on a negligible difference.
+
+Rows whose value is missing at random have the label at the base rate in both groups: |z| stays small. The 2013
+NYC flights show the failure this catches: every flight without a tail number is a cancelled one (601 of 601 in
+January-February against 2.3 % of the others), z = 131.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MIN_GROUP_ROWS = 30
+Z_THRESHOLD = 4.0
+MIN_ABS_DIFF = 0.02
+MIN_REL_DIFF = 0.5
+
+FAIL, PASS, NO_MISSING, TOO_FEW = "fail", "pass", "no_missing", "too_few_to_judge"
+
+
+@dataclass(frozen=True)
+class ColumnMissingness:
+    column: str
+    rows_present: int
+    rows_missing: int
+    rate_present: float | None  # label rate among the rows where the column has a value (None: no such row)
+    rate_missing: float | None  # ... where it is missing
+    z: float | None  # two-proportion z statistic, missing minus present (None: not judged)
+    verdict: str  # fail | pass | no_missing | too_few_to_judge
+
+
+@dataclass
+class MissingnessReport:
+    rows: int
+    positive_rate: float
+    min_difference: float  # the material difference for this frame: max(min_abs_diff, min_rel_diff * rate)
+    columns: list[ColumnMissingness] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.column for c in self.columns if c.verdict == FAIL]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def table(self) -> list[dict]:
+        """One JSON-able dict per column (rates and z rounded for display)."""
+        out = []
+        for c in self.columns:
+            row = asdict(c)
+            for k in ("rate_present", "rate_missing", "z"):
+                row[k] = None if row[k] is None else round(row[k], 4)
+            out.append(row)
+        return out
+
+    def describe(self) -> str:
+        if not self.columns:
+            return "no column audited"
+        if self.passed:
+            judged = sum(c.verdict == PASS for c in self.columns)
+            return (f"{self.rows} rows, {len(self.columns)} columns: missingness does not predict the label "
+                    f"({judged} judged, {sum(c.verdict == NO_MISSING for c in self.columns)} never missing, "
+                    f"{sum(c.verdict == TOO_FEW for c in self.columns)} with too few missing or present rows)")
+        parts = []
+        for c in self.columns:
+            if c.verdict == FAIL:
+                parts.append(f"{c.column}: label rate {c.rate_missing:.1%} in {c.rows_missing} rows without a "
+                             f"value vs {c.rate_present:.1%} in {c.rows_present} with one (z = {c.z:.1f})")
+        return "missingness predicts the label (the value is recorded after the outcome?): " + "; ".join(parts)
+
+
+def audit(
+    frame: pd.DataFrame,
+    *,
+    label: str,
+    columns: Sequence[str],
+    min_group_rows: int = MIN_GROUP_ROWS,
+    z_threshold: float = Z_THRESHOLD,
+    min_abs_diff: float = MIN_ABS_DIFF,
+    min_rel_diff: float = MIN_REL_DIFF,
+) -> MissingnessReport:
+    """Audit ``columns`` of ``frame`` against the 0/1 column ``label`` (see the module docstring)."""
+    absent = [c for c in [label, *columns] if c not in frame.columns]
+    if absent:
+        raise KeyError(f"frame has no column(s) {absent}")
+    y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"label column {label!r} must hold only 0/1 (found nulls or other values)")
+    n = len(y)
+    rate = float(y.mean()) if n else float("nan")
+    min_diff = max(min_abs_diff, min_rel_diff * rate) if n else min_abs_diff
+    report = MissingnessReport(rows=n, positive_rate=rate, min_difference=min_diff)
+    for col in dict.fromkeys(columns):
+        missing = _missing(frame[col])
+        n_miss = int(missing.sum())
+        n_pres = n - n_miss
+        r_miss = float(y[missing].mean()) if n_miss else None
+        r_pres = float(y[~missing].mean()) if n_pres else None
+        z = None
+        if n_miss == 0:
+            verdict = NO_MISSING
+        elif min(n_miss, n_pres) < min_group_rows:
+            verdict = TOO_FEW
+        else:
+            diff = float(y[missing].mean() - y[~missing].mean())
+            se = math.sqrt(rate * (1 - rate) * (1 / n_miss + 1 / n_pres))
+            z = diff / se if se > 0 else 0.0
+            verdict = FAIL if abs(z) >= z_threshold and abs(diff) >= min_diff else PASS
+        report.columns.append(ColumnMissingness(col, n_pres, n_miss, r_pres, r_miss, z, verdict))
+    return report
+
+
+def _missing(s: pd.Series) -> np.ndarray:
+    missing = s.isna().to_numpy(dtype=bool)
+    if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype)):
+        blank = s.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        missing |= blank
+    return missing
