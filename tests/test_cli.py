@@ -83,3 +83,34 @@ def test_ingest_reports_a_rejected_day_and_exits_nonzero(platform_env):
     assert "2013-01-02: FAILED" in res.stdout and "DuplicateKeyError" in res.stdout
     assert "1 failed" in res.stdout
     assert list((platform_env["quarantine"] / "flights").glob("*2013-01-02.csv.reason.json"))
+
+
+def test_land_live_redates_to_yesterday_and_keeps_the_clock(platform_env):
+    """`land --live` on a fresh data dir: the newest published flight day is yesterday (New York), schedules through
+    tomorrow, every printed date says its clock; a 2013-dated replay into the same data dir is refused."""
+    import datetime as dt
+    import json
+
+    from batch_platform import settings
+    from batch_platform.lib.time_model import load_time_model
+
+    landing = platform_env["data"] / "landing-live"  # the fixture's landing zone holds 2013 days
+    env = {**os.environ, settings.LANDING_VAR: str(landing)}
+    tm = load_time_model()
+    now = dt.datetime.now(dt.UTC)
+    yesterday = tm.last_published_day("flights", now)
+    res = run_cli("land", "--live", "--start", (yesterday - dt.timedelta(days=2)).isoformat(), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{yesterday.isoformat()} (live; 2013 source day" in res.stdout
+    clock = json.loads((platform_env["data"] / settings.CLOCK_FILE).read_text())
+    assert clock["kind"] == "live" and clock["shift_days"] % 7 == 0
+    flights = sorted(p.name for p in (landing / "flights").glob("*.csv"))
+    assert flights[-1] == f"{yesterday.isoformat()}.csv" and len(flights) == 3
+    schedules = sorted(p.name for p in (landing / "flight_schedule").glob("*.csv"))
+    assert schedules[-1] == f"{tm.last_published_day('flight_schedule', now).isoformat()}.csv"
+    manifest = json.loads((landing / "flights" / flights[-1]).with_suffix(".csv.manifest.json")
+                          .read_text())
+    assert manifest["clock"] == "live" and dt.datetime.fromisoformat(
+        manifest["published_at"].replace("Z", "+00:00")) <= now
+    mixed = run_cli("land", "--start", "2013-01-01", "--end", "2013-01-02", env=env)
+    assert mixed.returncode == 2 and "outside the source's days" in mixed.stdout and "live dates" in mixed.stdout

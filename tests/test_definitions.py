@@ -1,5 +1,7 @@
 """The code location loads and shows the raw stage as the issue describes it."""
 
+import datetime as dt
+
 import dagster as dg
 
 from batch_platform import settings
@@ -115,3 +117,22 @@ def test_freshness_policies_and_automation_conditions_are_on_the_assets(defs):
     assert auto["flight_delay_predictions"].get_label() == "daily_cycle_or_stale"
     assert "freshness_failed" in labels and "on_cron" in labels
     assert "flight_delay_training_set" not in auto  # retraining is the sensor's decision, ending at the gate
+
+
+def test_daily_ingest_schedule_requests_yesterday_on_the_data_clock(defs):
+    """The 06:30 tick loads yesterday's flight day (New York); on the 2013 replay clock a tick after the data set's
+    end requests nothing and says why."""
+    from zoneinfo import ZoneInfo
+
+    schedule = defs.resolve_schedule_def("raw_daily_ingest_schedule")
+    ny = ZoneInfo("America/New_York")
+    tick = dt.datetime(2013, 3, 2, 6, 30, tzinfo=ny)
+    with dg.instance_for_test() as instance:
+        repo = defs.get_repository_def()
+        (request,) = schedule.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests
+        assert request.partition_key == "2013-03-01"
+        late = schedule.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 12, 1, 6, 30, tzinfo=ny),
+            repository_def=repo))
+        assert not late.run_requests and "2013 replay" in late.skip_message

@@ -42,9 +42,11 @@ select * from daily
 
 
 {#- Entity × day spine: for every entity, each day from its first active day through the last flight day in
-    the data, but no further than `tail_days` after its last active day (by then every window is empty).
-    Makes the rolling windows explicit on days the entity did not fly. -#}
-{% macro entity_day_spine(activity_model, entity, tail_days=28) %}
+    the data. Makes the rolling windows explicit on days the entity did not fly. It must not end at the entity's
+    *last* active day (+ a tail): that day is in the future of every earlier row, so a spine built later would hold
+    rows (a plane back in service after a long gap) that one built at the time could not (training/serving skew).
+    Rows long after the last activity are dropped by entity_daily_windows instead, from the past alone. -#}
+{% macro entity_day_spine(activity_model, entity) %}
 
 with
 
@@ -64,8 +66,7 @@ entity_bounds as (
 
     select
         {{ entity }},
-        min(flight_date) as first_active_date,
-        max(flight_date) as last_active_date
+        min(flight_date) as first_active_date
 
     from activity
     group by {{ entity }}
@@ -78,7 +79,7 @@ spine as (
         entity_bounds.{{ entity }},
         cast(unnest(generate_series(
             entity_bounds.first_active_date,
-            least(entity_bounds.last_active_date + {{ tail_days }}, data_bounds.last_flight_date),
+            data_bounds.last_flight_date,
             interval 1 day
         )) as date) as as_of_date
 
@@ -94,10 +95,12 @@ select * from spine
 
 {#- Trailing windows per entity and as_of_date over the `windows` (in flight days, ending at as_of_date
     inclusive: a 7-day window on Jan 8 covers Jan 2..Jan 8). Rates are NULL when their denominator is zero.
+    Days more than `tail_days` after the entity's last active day *up to that day* have no row (every window is
+    empty by then); this depends on the past only, so the rows are the same whenever the model is built.
     The spine has exactly one row per entity and day with no day missing (tested: unique_combination and
     consecutive_days on the spine), so a window of N days is the current row and the N-1 rows before it.
     ROWS frames take about half the time of the equivalent RANGE frames on the full year. -#}
-{% macro entity_daily_windows(spine_model, activity_model, entity, windows=(7, 28)) %}
+{% macro entity_daily_windows(spine_model, activity_model, entity, windows=(7, 28), tail_days=28) %}
 
 with
 
@@ -187,5 +190,6 @@ final as (
 )
 
 select * from final
+where days_since_last_flight <= {{ tail_days }}
 
 {% endmacro %}
