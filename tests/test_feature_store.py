@@ -45,7 +45,7 @@ REAL_VIEWS = {
     "plane_daily_features": ("tailnum", timedelta(days=3)),
     "route_daily_features": ("route", timedelta(days=3)),
     "carrier_daily_features": ("carrier", timedelta(days=3)),
-    "origin_weather_features": ("origin", timedelta(hours=6)),
+    "origin_weather_features": ("origin", timedelta(days=2)),
     "plane_attributes": ("tailnum", timedelta(0)),
 }
 PA_TYPES = {
@@ -459,8 +459,8 @@ def test_definitions_fingerprint_stable_and_sensitive(tmp_path, monkeypatch):
 
     views = repo / "feature_views.py"
     source = views.read_text()
-    assert "WEATHER_TTL = timedelta(hours=6)" in source
-    views.write_text(source.replace("WEATHER_TTL = timedelta(hours=6)", "WEATHER_TTL = timedelta(hours=7)"))
+    assert "WEATHER_TTL = timedelta(days=2)" in source
+    views.write_text(source.replace("WEATHER_TTL = timedelta(days=2)", "WEATHER_TTL = timedelta(days=3)"))
     changed = FeatureStoreClient(repo).definitions_fingerprint()
     assert changed != first
     assert 'description="Trailing volume' in source
@@ -556,7 +556,7 @@ def test_online_equals_offline_at_materialization_end(features_dir):
     first = client.materialize_incremental(mid, batch_days=2)
     assert first.starts["plane_attributes"] == datetime(2000, 1, 1, tzinfo=UTC)
     assert first.starts["plane_daily_features"] == WEEK_START + timedelta(hours=11)
-    assert first.starts["origin_weather_features"] == mid - timedelta(hours=6)
+    assert first.starts["origin_weather_features"] == mid - timedelta(days=2)
     assert [b.rows for b in first.batches if b.view == "plane_attributes"] == [36]
     # then explicit windows of 2 days: [mid, mid+2], [mid+2, end]
     second = client.materialize(mid, end, batch_days=2)

@@ -181,7 +181,7 @@ def test_missing_batch_fails_without_quarantine(platform_env, instance):
 def test_schedule_partition_is_validated_and_equals_its_flights_projected(loaded, instance):
     materialize_day(D2, instance)
     md = instance.get_latest_materialization_event(SCHEDULE_KEY).asset_materialization.metadata
-    cols = ", ".join(SCHEDULE_COLUMNS)
+    cols = ", ".join(c for c in SCHEDULE_COLUMNS if c != "tailnum")  # the schedule publishes the planned tail
     with warehouse.connect(loaded["warehouse"], read_only=True) as con:
         def only_in(a: str, b: str) -> int:
             return con.execute(
@@ -189,6 +189,13 @@ def test_schedule_partition_is_validated_and_equals_its_flights_projected(loaded
                 f"EXCEPT ALL SELECT {cols} FROM {b} WHERE _partition_date = $d)", {"d": D2}).fetchall()[0][0]
 
         assert only_in("raw.flights", "raw.flight_schedule") == only_in("raw.flight_schedule", "raw.flights") == 0
+        # the flown tail where the source has one; a planned tail (never none) where it does not
+        tails = con.execute(
+            "SELECT count(*) FILTER (WHERE s.tailnum IS NULL), count(*) FILTER (WHERE f.tailnum IS NOT NULL AND "
+            "s.tailnum <> f.tailnum), count(*) FILTER (WHERE f.tailnum IS NULL) FROM raw.flight_schedule s JOIN "
+            "raw.flights f USING (year, month, day, carrier, flight, origin) WHERE s._partition_date = $d",
+            {"d": D2}).fetchall()[0]
+        assert tails[:2] == (0, 0) and tails[2] > 0
         rows = con.execute("SELECT count(*) FROM raw.flight_schedule WHERE _partition_date = ?", [D2]).fetchall()[0][0]
         checksum = warehouse.content_checksum(con, FLIGHT_SCHEDULE, D2)
         columns = [r[0] for r in con.execute("DESCRIBE raw.flight_schedule").fetchall()]

@@ -28,7 +28,6 @@ def _warehouse(n: int = 600, *, flip: bool = False, seed: int = 0) -> duckdb.Duc
         score = 1 - score
     con = duckdb.connect()
     con.execute("CREATE SCHEMA marts; CREATE SCHEMA raw; CREATE SCHEMA predictions")
-    con.execute("CREATE TABLE raw.flights (_partition_date DATE)")
     con.execute("CREATE TABLE marts.flight_labels (flight_id VARCHAR, flight_date DATE, is_delayed_15 BOOLEAN)")
     con.execute(scoring._ddl(SPEC, scoring.table_name(SPEC)))
     rows = [(f"f{i}", DAY, bool(y[i])) for i in range(n)] + [("cancelled", DAY, None)]
@@ -61,7 +60,7 @@ def test_accuracy_waits_for_final_labels_then_compares_each_version_with_validat
 
 def test_accuracy_check_fails_on_a_broken_model_and_results_are_stored_idempotently():
     con = _warehouse(flip=True)
-    con.execute("INSERT INTO raw.flights VALUES (?)", [DAY + dt.timedelta(days=5)])
+    _published(con, SPEC.label_final_at(DAY) + dt.timedelta(days=3))
     result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.75, 2: 0.75})
     assert not result.passed and all(v.metric < 0.3 for v in result.by_version)
     assert "degraded" in result.describe()
