@@ -36,7 +36,7 @@ def loop(tmp_path_factory):
     env = platform_env_vars(base)
     env[SPECS_DIR_VAR].mkdir(parents=True)
     raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{SPEC}.yaml").read_text())
-    raw["windows"] = {"train_days": 14, "validation_days": 4, "test_days": 4}
+    raw["windows"] = {"train_days": 28, "validation_days": 7, "test_days": 7}
     (env[SPECS_DIR_VAR] / f"{SPEC}.yaml").write_text(yaml.safe_dump(raw))
     with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
