@@ -326,3 +326,24 @@ def test_unusable_inputs_raise():
         evaluate_gate(y, a, b, policy(slices=("origin",)))
     with pytest.raises(ValueError, match="lacks"):
         evaluate_gate(y, a, b, policy(slices=("origin",)), pd.DataFrame({"carrier": ["AA"] * 500}))
+
+
+def test_a_floor_on_the_positive_rate_follows_the_base_rate():
+    """AP of a random ranking is the positive rate: with floor_basis positive_rate the same model clears a floor of
+    1.5 × the rate in a season of rare positives as in one of frequent ones, and a random score does not."""
+    rng = np.random.default_rng(3)
+    for rate in (0.01, 0.04):
+        n = 20_000
+        y = (rng.random(n) < rate).astype(int)
+        informative = np.clip(0.5 * y + rng.random(n), 0, 1) * 0.5
+        policy = GatePolicy(metric="average_precision", tolerance=0.0, floor=1.5, floor_basis="positive_rate",
+                            n_bootstrap=200)
+        good = evaluate_gate(y, informative, None, policy)
+        assert good.passed, good.reasons
+        noise = evaluate_gate(y, rng.random(n), None, policy)
+        assert not noise.passed and any("× positive rate" in r for r in noise.reasons), noise.reasons
+        absolute = evaluate_gate(y, informative, None, GatePolicy(metric="average_precision", tolerance=0.0,
+                                                                  floor=1.5, n_bootstrap=200))
+        assert not absolute.passed  # an absolute AP of 1.5 is unreachable
+    with pytest.raises(ValueError, match="floor_basis"):
+        GatePolicy(metric="average_precision", tolerance=0.0, floor=1.5, floor_basis="lift")

@@ -7,7 +7,9 @@ better).
 
 Decision rule (:func:`evaluate_gate`)
 -------------------------------------
-The *reference* is the champion when there is one, otherwise the spec's absolute ``floor`` (first model).
+The *reference* is the champion when there is one, otherwise the spec's ``floor`` (first model): a metric value,
+or with ``floor_basis: positive_rate`` that multiple of the test window's positive rate (held constant across
+resamples).
 
 1. **Overall**, both must hold:
 
@@ -84,6 +86,9 @@ class GatePolicy:
     confidence: float = 0.95
     min_slice_rows: int = 200
     seed: int = 0
+    floor_basis: str = "absolute"
+    """``absolute``: the floor is a metric value; ``positive_rate``: the floor is a multiple of the test window's
+    positive rate (what a random ranking scores in average precision), so it follows the season's base rate."""
 
     def __post_init__(self) -> None:
         _check_metric(self.metric)
@@ -96,6 +101,8 @@ class GatePolicy:
             raise ValueError(f"max_slice_degradation must be >= 0, got {self.max_slice_degradation}")
         if not math.isfinite(self.floor):
             raise ValueError(f"floor must be finite, got {self.floor}")
+        if self.floor_basis not in ("absolute", "positive_rate"):
+            raise ValueError(f"floor_basis must be 'absolute' or 'positive_rate', got {self.floor_basis!r}")
         if self.n_bootstrap < 1:
             raise ValueError(f"n_bootstrap must be >= 1, got {self.n_bootstrap}")
         if not 0 < self.confidence < 1:
@@ -108,7 +115,8 @@ class GatePolicy:
         """From a :class:`batch_platform.lib.specs.GateSpec` (or anything with its attributes); ``overrides``
         set the knobs the spec does not hold (``n_bootstrap``, ``confidence``, ``min_slice_rows``, ``seed``)."""
         values = {"metric": gate.metric, "tolerance": float(gate.tolerance), "floor": float(gate.floor),
-                  "slices": tuple(gate.slices), "max_slice_degradation": float(gate.max_slice_degradation)}
+                  "slices": tuple(gate.slices), "max_slice_degradation": float(gate.max_slice_degradation),
+                  "floor_basis": getattr(gate, "floor_basis", "absolute")}
         return cls(**{**values, **overrides})
 
     def to_dict(self) -> dict:
@@ -211,9 +219,12 @@ def evaluate_gate(y_true: Any, candidate_scores: Any, champion_scores: Any | Non
 
     champ_value = None if champ is None else metric_value(metric, y, champ)
     baseline = "floor" if champ_value is None else "champion"
-    reference = policy.floor if champ_value is None else champ_value
-    boot_reference: float | np.ndarray = policy.floor if champ is None else boot[:, 1]
-    ref_name = f"the floor {policy.floor:.4f}" if champ_value is None else f"the champion's {champ_value:.4f}"
+    floor = policy.floor * float(y.mean()) if policy.floor_basis == "positive_rate" else policy.floor
+    reference = floor if champ_value is None else champ_value
+    boot_reference: float | np.ndarray = floor if champ is None else boot[:, 1]
+    floor_name = (f"the floor {policy.floor:g} × positive rate {y.mean():.4f} = {floor:.4f}"
+                  if policy.floor_basis == "positive_rate" else f"the floor {floor:.4f}")
+    ref_name = floor_name if champ_value is None else f"the champion's {champ_value:.4f}"
     difference = sign * (cand_value - reference)
     ci_low, ci_high = _percentiles(sign * (boot[:, 0] - boot_reference), policy.confidence)
 

@@ -90,7 +90,11 @@ class WindowSpec(_Strict):
 class GateSpec(_Strict):
     metric: str = Field(description="roc_auc | average_precision | log_loss")
     tolerance: float = Field(ge=0, description="Largest accepted degradation of the candidate vs the champion.")
-    floor: float = Field(description="Absolute floor for the first model.")
+    floor: float = Field(description="Floor for the first model: a metric value, or see floor_basis.")
+    floor_basis: str = Field(
+        default="absolute",
+        description="'absolute' (floor is a metric value) or 'positive_rate' (floor × the test window's positive "
+        "rate: what a random ranking scores in average precision, so the floor follows the season).")
     slices: list[str] = Field(default_factory=list, description="Columns whose slices must not degrade.")
     max_slice_degradation: float = Field(default=0.05, ge=0)
 
@@ -99,6 +103,13 @@ class GateSpec(_Strict):
     def _metric(cls, v: str) -> str:
         if v not in ("roc_auc", "average_precision", "log_loss"):
             raise ValueError(f"unknown metric {v!r}")
+        return v
+
+    @field_validator("floor_basis")
+    @classmethod
+    def _floor_basis(cls, v: str) -> str:
+        if v not in ("absolute", "positive_rate"):
+            raise ValueError(f"floor_basis must be 'absolute' or 'positive_rate', not {v!r}")
         return v
 
 
