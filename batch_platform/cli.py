@@ -95,7 +95,8 @@ def cmd_land(args: argparse.Namespace) -> int:
     print(
         f"Landed {len(summary.days)} day(s) {clock.describe(args.start)} .. {clock.describe(args.end)} at scale "
         f"{args.scale} into {landing} ({len(summary.files_written)} of {len(summary.files)} files written, "
-        f"{time.perf_counter() - t0:.1f}s); schedules through {clock.describe(summary.schedule_days[-1]) if summary.schedule_days else '-'}"
+        f"{time.perf_counter() - t0:.1f}s); schedules through "
+        f"{clock.describe(summary.schedule_days[-1]) if summary.schedule_days else '-'}"
     )
     for table, rows in summary.rows.items():
         print(f"  {table:<10} {rows:>10,} rows")
@@ -132,8 +133,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.success]
     skipped = len(outcomes) - len(ran)
     print(
-        f"Ingest {clock.describe(args.start)} .. {clock.describe(args.end)}: {len(ran)} run(s), {skipped} unchanged and skipped, "
-        f"{len(failed)} failed ({time.perf_counter() - t0:.1f}s); runs recorded in {home}"
+        f"Ingest {clock.describe(args.start)} .. {clock.describe(args.end)}: {len(ran)} run(s), {skipped} "
+        f"unchanged and skipped, {len(failed)} failed ({time.perf_counter() - t0:.1f}s); runs recorded in {home}"
     )
     for o in failed:
         print(f"  FAILED {o.job} {o.partition or ''} run {o.run_id}: {'; '.join(o.errors)}")
@@ -371,8 +372,9 @@ def _print_prediction(answer) -> None:
     decision = "" if answer.decision is None else f"  decision {'YES' if answer.decision else 'no'}"
     fallback = f"  fallback ({answer.fallback_reason})" if answer.fallback_reason else ""
     print(f"  {answer.spec:<20} score {answer.score:.3f}{decision}  model v{answer.model_version} "
-          f"({answer.model_sha256[:12]})  day {settings.data_clock().describe(dt.date.fromisoformat(str(answer.partition_date)))}  scored {answer.age.total_seconds():.0f}s ago"
-          f"{fallback}")
+          f"({answer.model_sha256[:12]})  "
+          f"day {settings.data_clock().describe(dt.date.fromisoformat(str(answer.partition_date)))}  "
+          f"scored {answer.age.total_seconds():.0f}s ago{fallback}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
