@@ -103,6 +103,10 @@ def test_source_tail_number_fails_the_audit():
     tail = report.columns[0]
     assert (tail.rows_missing, tail.rate_missing) == (601, 1.0)
     assert tail.rate_present < 0.03 and tail.z > 50
+    # the frame the models get writes a missing tail as the placeholder 'UNKNOWN' (so it can still be joined):
+    # the placeholder is missingness too
+    frame["tailnum"] = frame["tailnum"].fillna("UNKNOWN")
+    assert missingness.audit(frame, label="label", columns=["tailnum"]).failed == ["tailnum"]
 
 
 def test_schedule_published_the_evening_before_passes_the_audit(tmp_path):

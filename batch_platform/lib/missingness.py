@@ -7,7 +7,8 @@ column while its missingness encodes the label: the model learns "missing -> pos
 reproduce the evening before. Value-based leakage checks do not see this; comparing label rates does.
 
 :func:`audit` splits the rows of each column into present / missing (None, NaN, NaT, pandas NA, or a string
-that is empty after stripping) and compares the label rates of the two groups. Rule (two-sided, per column):
+that is empty or a placeholder such as ``UNKNOWN`` after stripping, :data:`MISSING_TOKENS`) and compares the label
+rates of the two groups. Rule (two-sided, per column):
 
 - the column is **judged** only when both groups hold at least ``min_group_rows`` rows (default 30): smaller
   groups cannot show a rate difference reliably, and a column without missing values cannot leak this way;
@@ -132,9 +133,14 @@ def audit(
     return report
 
 
+MISSING_TOKENS = frozenset({"", "unknown", "na", "n/a", "null", "none", "nan"})
+"""Strings that stand for a missing value (compared stripped, case-insensitively): a pipeline that replaces a
+missing key by a placeholder (``'UNKNOWN'``, so the key can still be joined) must not hide the missingness."""
+
+
 def _missing(s: pd.Series) -> np.ndarray:
     missing = s.isna().to_numpy(dtype=bool)
     if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype)):
-        blank = s.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
-        missing |= blank
+        token = s.map(lambda v: isinstance(v, str) and v.strip().lower() in MISSING_TOKENS).to_numpy(dtype=bool)
+        missing |= token
     return missing
