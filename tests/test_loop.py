@@ -65,6 +65,8 @@ def _score(loop, day: dt.date) -> dg.ExecuteInProcessResult:
 def _drift(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     (ev,) = [e.asset_check_evaluation_data for e in result.all_events
              if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == "feature_drift"]
+    # the result names its partition (the UI shows it per day, not once "failed" without one)
+    assert ev.partition == result.dagster_run.tags["dagster/partition"]
     return ev
 
 

@@ -30,7 +30,7 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         partitions_def=daily_partitions,
         deps=[predictions_key(spec), get_asset_key_for_model([dbt_feature_models], spec.label.model)],
-        check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset=key, description=(
+        check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset=key, partitions_def=daily_partitions, description=(
             f"Production {spec.gate.metric} of each model version that scored the day is at most "
             f"{spec.monitoring.accuracy_tolerance} below its validation {spec.gate.metric}"))],
         description=f"`{spec.name}` predictions of the day joined with their outcomes once final ({spec.label.embargo_days} "

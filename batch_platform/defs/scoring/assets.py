@@ -47,12 +47,12 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
               feast_feature_definitions],
         pool=settings.WAREHOUSE_POOL,
         check_specs=[
-            dg.AssetCheckSpec(FALLBACK_CHECK, asset=key, description=(
+            dg.AssetCheckSpec(FALLBACK_CHECK, asset=key, partitions_def=daily_partitions, description=(
                 f"At most {fb.max_share:.0%} of the day's rows got the cold-start fallback (no features from "
                 f"{', '.join(fb.required_feature_views)})")),
-            dg.AssetCheckSpec(KEYS_CHECK, asset=key, description=(
+            dg.AssetCheckSpec(KEYS_CHECK, asset=key, partitions_def=daily_partitions, description=(
                 f"The stored partition has exactly one row per {spec.entity.key}, as many as were scored")),
-            dg.AssetCheckSpec(DRIFT_CHECK, asset=key, description=(
+            dg.AssetCheckSpec(DRIFT_CHECK, asset=key, partitions_def=daily_partitions, description=(
                 "Evidently drift of the day's scored features and score vs the reference frozen with the model "
                 f"version: normed Wasserstein per numeric feature (WARN {spec.monitoring.drift.wasserstein_warn}, "
                 f"ERROR {spec.monitoring.drift.wasserstein_error}), PSI per categorical feature and for the score "
