@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from batch_platform import settings
 from batch_platform.lib import source
 from batch_platform.lib.contracts import FLIGHT_SCHEDULE, FLIGHTS
 from batch_platform.lib.landing import (

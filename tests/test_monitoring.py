@@ -9,7 +9,6 @@ import duckdb
 import numpy as np
 import pytest
 
-from batch_platform import settings
 from batch_platform.lib import monitoring, scoring, warehouse
 from batch_platform.lib.monitoring import PartitionEvidence, retrain_decision
 from batch_platform.lib.specs import DEFAULT_SPECS_DIR, load_spec
