@@ -225,3 +225,16 @@ def test_cli_models_list_show_promote_rollback(platform, tmp_path, monkeypatch):
     with dg.DagsterInstance.get() as instance:
         runs = sorted((r.job_name, r.is_success) for r in instance.get_runs())
         assert runs == [("models_promote", False), ("models_promote", True), ("models_rollback", True)]
+
+
+def test_a_candidate_trains_only_on_the_training_set_of_its_own_run(platform):
+    """Materialized without its training set, the candidate refuses rather than picking up whatever training set
+    another run materialized last."""
+    from batch_platform.defs.training.models import candidate_key
+
+    spec = load_specs()["flight_delay"]
+    result = platform["defs"].resolve_job_def("train_gate_promote").execute_in_process(
+        instance=platform["instance"], raise_on_error=False, asset_selection=[candidate_key(spec)])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "training set built in the same run" in failure.step_failure_data.user_failure_data.description

@@ -99,7 +99,8 @@ class EntityFrameError(FeatureStoreError, ValueError):
 
 
 class RepoDefinitionError(FeatureStoreError):
-    """``feature_repo/`` holds something this platform does not support (see STYLE.md item 7)."""
+    """``feature_repo/`` holds something this platform does not support (only entities, file and push sources,
+    feature views and feature services)."""
 
 
 class FeatureStoreBusy(FeatureStoreError, TimeoutError):

@@ -5,7 +5,7 @@ import pandas as pd
 from pydantic import Field
 
 from batch_platform.defs.resources import ModelRegistryResource
-from batch_platform.defs.training.models import GATE_CHECK, candidate_key, latest_metadata
+from batch_platform.defs.training.models import GATE_CHECK, candidate_key, current_metadata
 from batch_platform.lib import model_ops
 from batch_platform.lib.specs import ModelSpec, load_specs
 
@@ -57,7 +57,7 @@ def build_champion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     )
     def _champion(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource):
         registry = model_registry.registry()
-        version = latest_metadata(context.instance, candidate_key(spec))["version"]
+        version = current_metadata(context.instance, context.run_id, candidate_key(spec))["version"]
         candidate = registry.get_version(spec.name, version)
         current = registry.get_alias(spec.name, model_ops.CHAMPION)
         if current is not None and current.version == version:

@@ -1,4 +1,4 @@
-"""Candidate models, one per spec: LightGBM trained on the spec's latest training-set snapshot, saved as
+"""Candidate models, one per spec: LightGBM trained on the training-set snapshot built in the same run, saved as
 LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check."""
 
 import base64
@@ -32,7 +32,24 @@ def candidate_key(spec: ModelSpec) -> dg.AssetKey:
     return dg.AssetKey([f"{spec.name}_candidate_model"])
 
 
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
+def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict | None:
+    """The metadata of ``key``'s materialization in run ``run_id`` (the newest, if several); ``None`` if the run
+    did not materialize it. Steps read what *this* run produced upstream, never "the latest materialization",
+    which another run may have replaced meanwhile."""
+    for record in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)):
+        mat = record.asset_materialization
+        if mat is not None and mat.asset_key == key:
+            return {k: v.value for k, v in mat.metadata.items()}
+    return None
+
+
+def current_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict:
+    """``key``'s materialization in this run if there is one; otherwise the asset as it stands (its newest
+    materialization), for steps that judge the current state of an asset: a check run on its own, the champion asset
+    materialized by automation after its candidate updated."""
+    md = run_metadata(instance, run_id, key)
+    if md is not None:
+        return md
     event = instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
         raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
@@ -63,12 +80,16 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"lightgbm"},
         deps=[training_set_key(spec)],
-        description=f"LightGBM candidate for `{spec.name}` trained on its latest training-set snapshot: "
+        description=f"LightGBM candidate for `{spec.name}` trained on the training-set snapshot built in the same run: "
         f"time-based windows, early stopping on the validation window, bounded seeded search; text format + "
         f"sha256, registered as a new version. Promotion needs the `{GATE_CHECK}` check to pass.",
     )
     def _candidate(context: dg.AssetExecutionContext, config: TrainingConfig, model_registry: ModelRegistryResource):
-        ts_md = latest_metadata(context.instance, training_set_key(spec))
+        ts_md = run_metadata(context.instance, context.run_id, training_set_key(spec))
+        if ts_md is None:
+            raise dg.Failure(f"{key.to_user_string()} trains on the training set built in the same run: select "
+                             f"{training_set_key(spec).to_user_string()} too (jobs train_gate_promote and "
+                             "train_and_gate do)")
         frame = pd.read_parquet(ts_md["snapshot"])
         trained = training.train(frame, spec, training.TrainConfig(
             n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed, num_threads=config.num_threads))
@@ -136,7 +157,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     f"{list(spec.gate.slices)} worse by over {spec.gate.max_slice_degradation}; first model: "
                     f"floor {spec.gate.floor}.")
     def _gate(context: dg.AssetCheckExecutionContext, model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
-        md = latest_metadata(context.instance, key)
+        md = current_metadata(context.instance, context.run.run_id, key)
         registry = model_registry.registry()
         candidate = registry.get_version(spec.name, md["version"])
         frame = pd.read_parquet(candidate.fingerprint["training_set_snapshot"])
