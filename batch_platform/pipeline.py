@@ -67,14 +67,14 @@ def _unchanged_batches(db_path: Path, partition: str, paths: dict[str, Path]) ->
         ).fetchall()[0][0]
         if not exists:
             return set()
+        columns = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
+            "AND table_name = '_batch_loads'").fetchall()}
+        if "published_at" not in columns:
+            return set()  # loaded before the time model: every batch needs its publication time recorded
         for table, path in paths.items():
             if not path.exists():
                 continue
-            columns = {r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
-                "AND table_name = '_batch_loads'").fetchall()}
-            if "published_at" not in columns:
-                return set()  # loaded before the time model: every batch needs its publication time recorded
             row = con.execute(
                 f"SELECT file_sha256, schema_version FROM {warehouse.LOADS_TABLE} WHERE table_name = ? "
                 "AND partition_key = ? AND published_at IS NOT NULL",

@@ -12,7 +12,6 @@ of landed days reads manifests, not data.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from batch_platform.lib.clock import DataClock
 from batch_platform.lib.contracts import TableContract
 from batch_platform.lib.landing import MANIFEST_SUFFIX, daily_batch_path, manifest_path, reference_batch_path
 from batch_platform.lib.time_model import TimeModel
-from batch_platform.lib.validation import file_sha256
+from batch_platform.lib.validation import BatchRejected, file_sha256, manifest_published_at, read_manifest
 
 ALL_PARTITIONS = "__all__"
 
@@ -53,20 +52,18 @@ class Skipped:
 
 def _manifest(path: Path) -> dict | None:
     try:
-        return json.loads(manifest_path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(path)
+    except BatchRejected:
         return None
 
 
-def _published_at(manifest: dict, table: str, day: dt.date, time_model: TimeModel) -> dt.datetime | None:
-    raw = manifest.get("published_at")
-    if raw is None:
-        return time_model.published_at(table, day)
+def _published_at(path: Path, manifest: dict, table: str, day: dt.date,
+                  time_model: TimeModel) -> dt.datetime | None:
+    """As ingest reads it: the manifest's ``published_at``, else the time model's schedule; ``None`` if unreadable."""
     try:
-        at = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
+        return manifest_published_at(path, manifest) or time_model.published_at(table, day)
+    except BatchRejected:
         return None
-    return at.astimezone(dt.UTC) if at.tzinfo else None
 
 
 def _candidates(landing: Path, daily: list[TableContract], reference: list[TableContract]):
@@ -105,8 +102,8 @@ def due_batches(landing: Path, *, daily: list[TableContract], reference: list[Ta
         sha = manifest.get("sha256")
         if sha and loaded.get((contract.table, key)) == sha:
             continue  # loaded with exactly these bytes
-        published = _published_at(manifest, contract.table, day if day is not None else clock.first_day,
-                                  time_model)
+        published = _published_at(path, manifest, contract.table,
+                                  day if day is not None else clock.first_day, time_model)
         if published is None:
             skipped.append(Skipped(contract.table, key, "manifest published_at is not an instant"))
             continue

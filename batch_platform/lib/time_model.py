@@ -68,11 +68,9 @@ class FeatureRule(_Strict):
         return v
 
 
-class LabelRule(_Strict):
-    feed: str
+class FeedRef(_Strict):
+    """A label model or a scored frame: the feed it is computed from."""
 
-
-class FrameRule(_Strict):
     feed: str
 
 
@@ -80,8 +78,8 @@ class TimeModelSpec(_Strict):
     timezone: str
     feeds: dict[str, FeedRule]
     features: dict[str, FeatureRule]
-    labels: dict[str, LabelRule] = Field(default_factory=dict)
-    frames: dict[str, FrameRule] = Field(default_factory=dict)
+    labels: dict[str, FeedRef] = Field(default_factory=dict)
+    frames: dict[str, FeedRef] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

@@ -184,7 +184,7 @@ def read_manifest(path: Path) -> dict | None:
         raise CorruptBatchError(path, f"unreadable manifest {mpath.name}: {e}") from e
 
 
-def _manifest_published_at(path: Path, manifest: dict | None) -> dt.datetime | None:
+def manifest_published_at(path: Path, manifest: dict | None) -> dt.datetime | None:
     """The manifest's ``published_at`` (ISO 8601 with an offset or ``Z``) as a UTC instant."""
     raw = (manifest or {}).get("published_at")
     if raw is None:
@@ -225,7 +225,7 @@ def validate_batch(
             "truncated or modified after export"
         )
 
-    published_at = _manifest_published_at(path, manifest)
+    published_at = manifest_published_at(path, manifest)
 
     header = _read_header(path)
     expected = contract.column_names
