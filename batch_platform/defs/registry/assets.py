@@ -57,7 +57,7 @@ def build_champion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     )
     def _champion(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource):
         registry = model_registry.registry()
-        version = current_metadata(context.instance, context.run_id, candidate_key(spec))["version"]
+        version = current_metadata(context.instance, context.run.run_id, candidate_key(spec))["version"]
         candidate = registry.get_version(spec.name, version)
         current = registry.get_alias(spec.name, model_ops.CHAMPION)
         if current is not None and current.version == version:
