@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test ui bench clean-data
+.PHONY: demo test system-deps ui ui-demo bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,25 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/batch-platform demo
 
-## install with the dev extras, then run the test suite (benchmarks excluded)
-test: $(VENV)/.installed-dev
+## Debian packages the tests drive for real: Chromium (the UI test's browser, used by Playwright from
+## /usr/bin/chromium, nothing downloaded at run time)
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
+
+## install with the dev extras (and the Debian packages above), then run the test suite (benchmarks excluded)
+test: $(VENV)/.installed-dev system-deps
 	$(BIN)/pytest
 
-## the Dagster UI (and daemon) on http://127.0.0.1:3000, over what the demo recorded
+## the daily cycle running by itself on live dates: UI and daemon on http://127.0.0.1:3000, reports on :3001
+## (data in .data/live; the upstream feed publishes each morning at 06:00 New York)
 ui: $(VENV)/.installed
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/batch-platform ui
+
+## the Dagster UI (and daemon) over what `make demo` recorded (2013 replay dates)
+ui-demo: $(VENV)/.installed
+	$(BIN)/batch-platform ui --replay
 
 ## benchmarks: tables of ratios against a baseline measured in the same run
 bench: $(VENV)/.installed-dev

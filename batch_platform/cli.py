@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import sys
 import time
+from pathlib import Path
 
 from batch_platform import settings
 
@@ -447,8 +448,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = cmd_score(args) or rc
     _print_lookups(day)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
-    print("Open the UI:  DAGSTER_HOME=dagster_home .venv/bin/dagster dev -w workspace.yaml   (then http://127.0.0.1:3000)")
+    print("Browse these runs:  make ui-demo   (http://127.0.0.1:3000); the daily cycle running by itself:  make ui")
     return rc
+
+
+LIVE_DATA_DIR = settings.REPO_ROOT / ".data" / "live"
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The Dagster UI and daemon (`dagster dev`) with the report server beside it. Live (default): its own data dir
+    and instance, on the live clock, with the upstream feed and every sensor of the daily cycle running."""
+    import os
+    import shutil
+    import subprocess
+
+    from batch_platform.lib import clock as clocks
+    from batch_platform.lib.time_model import load_time_model
+
+    if not args.replay:
+        os.environ.setdefault(settings.DATA_DIR_VAR, str(LIVE_DATA_DIR))
+        home = settings.data_dir() / "dagster_home"  # the live cycle's runs, apart from the demo's
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+        os.environ["DAGSTER_HOME"] = str(home)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            clock = clocks.record_clock(settings.clock_path(), clocks.live_clock_for(
+                load_time_model().last_published_day("flights", now)))
+        except clocks.ClockMismatch as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        from batch_platform.pipeline import ensure_dagster_home
+
+        ensure_dagster_home()
+        clock = settings.data_clock()
+    paths = settings.export_defaults()
+    os.environ[settings.REPORTS_URL_VAR] = f"http://127.0.0.1:{args.reports_port}"
+    artifacts = settings.artifacts_dir()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    print(f"Data: {paths[settings.DATA_DIR_VAR]} ({clock.label}); instance: {os.environ['DAGSTER_HOME']}")
+    print(f"UI: http://127.0.0.1:{args.port}   reports: {os.environ[settings.REPORTS_URL_VAR]}")
+    reports = subprocess.Popen([sys.executable, "-m", "batch_platform.lib.report_server", "--port",
+                                str(args.reports_port), "--directory", str(artifacts)])
+    dagster = str(Path(sys.executable).parent / "dagster")
+    try:
+        return subprocess.call([dagster, "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"),
+                                "-h", "127.0.0.1", "-p", str(args.port)])
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        reports.terminate()
+        reports.wait(timeout=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score one flight day with every spec's champion; push it online")
     p.add_argument("--day", type=_date, default=None, help="flight day (default: the day after the last loaded one)")
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("ui", help="the Dagster UI and daemon with the report server; live by default: the upstream "
+                       "feed publishes each morning and the daily cycle runs by itself")
+    p.add_argument("--replay", action="store_true",
+                   help="browse the default data dir (what `demo` recorded) instead of running the live cycle")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--reports-port", type=int, default=3001)
+    p.set_defaults(func=cmd_ui)
     p = sub.add_parser("predict", help="the served prediction of one flight, by key (e.g. 2013-03-01_UA_1545_EWR)")
     p.add_argument("key", help="the prediction key (flight_id: YYYY-MM-DD_CARRIER_FLIGHT_ORIGIN)")
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
@@ -504,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in preview.*")  # dagster: map_asset_specs
     warnings.filterwarnings("ignore", message=".*[Dd]eprecated.*")  # litestar (dagster-webserver), evidently
     args = build_parser().parse_args(argv)
-    settings.export_defaults()
+    if args.func is not cmd_ui:  # the UI chooses its data dir first
+        settings.export_defaults()
     return args.func(args)
 
 

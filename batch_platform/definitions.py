@@ -1,12 +1,12 @@
 """The only assembly point: everything under ``batch_platform/defs`` plus cross-cutting settings (freshness
-policies and automation conditions for every stage, see ``defs/monitoring/policies.py``)."""
+policies and automation conditions for every stage, see ``defs/monitoring/policies.py``; the run executor)."""
 
 from pathlib import Path
 
 import dagster as dg
 
 from batch_platform import settings
-from batch_platform.defs.monitoring.policies import with_policies
+from batch_platform.defs.monitoring.policies import policy_mapper
 
 
 @dg.definitions
@@ -17,8 +17,12 @@ def defs() -> dg.Definitions:
     # collected more than once; keep one of each before mapping, or the mapped copies would collide.
     unique = list({id(a): a for a in loaded.assets or []}.values())
     return dg.Definitions.merge(
-        dg.Definitions(assets=unique).map_asset_specs(func=with_policies),
+        dg.Definitions(assets=dg.map_asset_specs(policy_mapper(unique), unique)),
         dg.Definitions(jobs=loaded.jobs, schedules=loaded.schedules, sensors=loaded.sensors,
-                       resources=loaded.resources, asset_checks=loaded.asset_checks, executor=loaded.executor,
+                       resources=loaded.resources, asset_checks=loaded.asset_checks,
+                       # Steps of a run execute one after another in the run's process: every stage takes the one
+                       # warehouse pool slot anyway, and a step subprocess would load the code location again
+                       # (~5 s each, most of a daily run's time).
+                       executor=loaded.executor or dg.in_process_executor,
                        loggers=loaded.loggers, metadata=loaded.metadata),
     )

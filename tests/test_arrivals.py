@@ -68,29 +68,43 @@ def test_a_correction_is_due_again_a_partial_or_future_batch_is_not(landing):
     assert [a.table for a in _due(landing, loaded, now=NOW + dt.timedelta(hours=12))[0]] == ["flights"]
 
 
-def test_sensor_requests_each_arrival_once_and_runs_load_it(defs, platform_env):
-    from batch_platform.defs.ingest.sensors import ARRIVAL_SENSOR, TAG_BATCHES
+def test_sensor_catches_up_in_one_backfill_then_requests_each_arrival_once(defs, platform_env):
+    """A first start sees several days at once: one backfill (run per table over the range, the raw assets'
+    single-run policy), not a run per day; the cursor keeps it from being requested again while it loads. Later
+    arrivals are one run per day with a run key naming table, partition and sha256."""
+    from batch_platform.defs.ingest.sensors import ARRIVAL_SENSOR, TAG_CATCH_UP
     from batch_platform.defs.resources import build_resources
+    from tests.requests import execute_request
 
     sensor = defs.resolve_sensor_def(ARRIVAL_SENSOR)
     with dg.instance_for_test() as instance:
-        def tick():
-            return sensor.evaluate_tick(dg.build_sensor_context(
-                instance=instance, resources=build_resources(), repository_def=defs.get_repository_def()))
+        cursor = None
 
-        first = tick()
+        def tick(restart: bool = False):
+            nonlocal cursor
+            data = sensor.evaluate_tick(dg.build_sensor_context(
+                instance=instance, cursor=None if restart else cursor, resources=build_resources(),
+                repository_def=defs.get_repository_def()))
+            cursor = data.cursor
+            return data
+
+        (backfill,) = tick().run_requests
+        subset = backfill.asset_graph_subset
+        assert subset is not None and backfill.tags[TAG_CATCH_UP] == "true"
         days = (LAST_DAY - FIRST_DAY).days + 1
-        assert len(first.run_requests) == days + 2  # each day, the next day's schedule, the snapshots
-        assert len({r.run_key for r in first.run_requests}) == len(first.run_requests)
-        assert tick().run_requests == first.run_requests  # same arrivals, same keys: the daemon launches once
-        for request in first.run_requests:
-            job = defs.resolve_job_def(request.job_name)
-            result = job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                            asset_selection=request.asset_selection, tags=request.tags)
-            assert result.success
+        parts = {k.path[-1]: sorted(p.get_partition_keys()) for k, p in subset.partitions_subsets_by_asset_key.items()}
+        assert len(parts["flights"]) == len(parts["weather"]) == days  # and each day's schedule, and the next day's
+        assert parts["flight_schedule"][-1] == (LAST_DAY + dt.timedelta(days=1)).isoformat()
+        assert {k.path[-1] for k in subset.non_partitioned_asset_keys} == {"planes", "airports", "airlines"}
+        waiting = tick()  # the backfill is loading: not requested twice
+        assert not waiting.run_requests and "still loading" in waiting.skip_message
+        results = execute_request(defs, instance, backfill)
+        assert len(results) == 3 and all(r.success for r in results)  # snapshots; flights + weather; schedules
+        assert len(instance.get_materialized_partitions(dg.AssetKey(["raw", "flights"]))) == days
         nothing = tick()
         assert not nothing.run_requests and "nothing new" in nothing.skip_message
-        # one corrected file: one request, for its table and day only
+        assert not tick(restart=True).run_requests  # a restarted sensor reads the load log, not its cursor
+        # one corrected file: one run, for its table and day only, without the dbt source tests (feature build's)
         path = daily_batch_path(platform_env["landing"], "weather", FIRST_DAY)
         data = path.read_bytes()
         path.write_bytes(data)  # the same bytes re-landed: still nothing
@@ -100,5 +114,9 @@ def test_sensor_requests_each_arrival_once_and_runs_load_it(defs, platform_env):
         m = json.loads(manifest_path(path).read_text())
         manifest_path(path).write_text(json.dumps({**m, "sha256": file_sha256(path), "rows": m["rows"] - 1}))
         (again,) = tick().run_requests
-        assert again.partition_key == FIRST_DAY.isoformat() and again.tags[TAG_BATCHES] == "weather"
+        assert again.partition_key == FIRST_DAY.isoformat() and again.asset_check_keys == []
         assert again.asset_selection == [dg.AssetKey(["raw", "weather"])]
+        assert again.run_key == f"arrival:weather@{FIRST_DAY}={file_sha256(path)}"
+        (result,) = execute_request(defs, instance, again)
+        assert result.success and not result.get_asset_check_evaluations()
+        assert not tick().run_requests

@@ -35,7 +35,7 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     assert "Features (dbt build, feast apply, online store): ok" in out
     assert "flight_delay_training_set" in out and "passed" in out
     assert "gate flight_delay: PASSED" in out
-    assert "dagster dev -w workspace.yaml" in out
+    assert "make ui-demo" in out
     # ends by scoring the next day (its schedule is loaded) and looking a few flights up by key
     assert "Score flight day 2013-01-25" in out and "predictions.flight_delay" in out
     lookups = out.split("$ batch-platform predict ")[1:]

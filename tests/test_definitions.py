@@ -87,52 +87,89 @@ def test_scoring_and_monitoring_assets_checks_jobs_sensors(defs):
     assert scoring.partitions_def is not None
     assert {k.path[-1] for k in scoring.asset_layer.executable_asset_keys} == {
         "flight_delay_predictions", "flight_cancellation_predictions"}
-    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "rescore_after_promotion", "landing_arrivals"}
+    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation"}
     retrain = defs.resolve_sensor_def("retrain_on_drift")
     assert [j.name for j in retrain.jobs] == ["train_and_gate"]  # never a promotion job
-    daily = defs.resolve_schedule_def("raw_daily_ingest_schedule")
-    assert daily.job_name == "raw_daily_ingest" and daily.cron_schedule == "30 6 * * *"
-    assert daily.execution_timezone == "America/New_York"
+    # ingest is triggered by arrivals, not by the clock: no schedule is left
+    assert not list(defs.schedules or [])
+    # on the 2013 replay the daily cycle's sensors are off by default (nothing is due on replayed dates)
+    for sensor in defs.sensors:
+        assert sensor.default_status == dg.DefaultSensorStatus.STOPPED, sensor.name
+
+
+LIVE_POLICIES = r"""
+import json, sys
+import dagster as dg
+from batch_platform.definitions import defs
+d = defs()
+out = {"specs": {}, "sensors": {s.name: str(s.default_status) for s in d.sensors}}
+for s in d.resolve_all_asset_specs():
+    p = s.freshness_policy
+    out["specs"][s.key.to_user_string()] = {
+        "policy": type(p).__name__ if p else None,
+        "deadline_cron": getattr(p, "deadline_cron", None),
+        "lower_bound_h": p.lower_bound_delta.total_seconds() / 3600 if hasattr(p, "lower_bound_delta") else None,
+        "fail_days": p.fail_window.to_timedelta().days if hasattr(p, "fail_window") else None,
+        "text": s.metadata.get("freshness_policy"),
+        "condition": s.automation_condition.get_label() if s.automation_condition else None,
+    }
+print(json.dumps(out))
+"""
+
+
+def test_freshness_policies_and_automation_conditions_on_the_live_clock(platform_env):
+    """On the live clock every stage's freshness policy is attached, worded in the platform's terms and built from
+    the time model and the specs; the daily cycle's sensors run by default. (Partitions depend on the data dir's
+    clock at import, so the definitions load in a process of their own.)"""
+    import json
+    import subprocess
+    import sys
+
+    from batch_platform.lib import clock as clocks
+    from batch_platform.lib.time_model import load_time_model
+
+    now = dt.datetime.now(dt.UTC)
+    clocks.record_clock(settings.clock_path(), clocks.live_clock_for(load_time_model().last_published_day("flights", now)))
+    out = subprocess.run([sys.executable, "-c", LIVE_POLICIES], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    specs = got["specs"]
+    assert set(got["sensors"].values()) == {"DefaultSensorStatus.RUNNING"}, got["sensors"]
+    for table in ("flights", "weather", "flight_schedule"):  # published 06:00, loaded within 2 h
+        raw = specs[f"raw/{table}"]
+        assert (raw["policy"], raw["deadline_cron"], raw["lower_bound_h"]) == ("CronFreshnessPolicy", "0 8 * * *", 2)
+        assert "within 2 h of its publication (06:00" in raw["text"]
+    assert specs["raw/planes"]["policy"] is None  # a snapshot has no publication schedule
+    for key in ("marts/plane_daily_features", "marts/flight_schedule", "feast/feature_definitions"):
+        assert (specs[key]["policy"], specs[key]["deadline_cron"]) == ("CronFreshnessPolicy", "0 9 * * *"), key
+        assert "by 09:00" in specs[key]["text"]
+    # a snapshot's table is rebuilt each morning too: its validity comes from the load log, which every load writes
+    assert specs["marts/plane_attributes"]["policy"] == "CronFreshnessPolicy"
+    champion = specs["flight_delay_champion_model"]
+    assert (champion["policy"], champion["fail_days"]) == ("TimeWindowFreshnessPolicy", 45)
+    assert "younger than 45 days" in champion["text"]
+    predictions = specs["flight_delay_predictions"]
+    assert (predictions["policy"], predictions["deadline_cron"], predictions["lower_bound_h"]) == (
+        "CronFreshnessPolicy", "0 20 * * *", 2)
+    assert "in place by 20:00" in predictions["text"] and "18:00 cutoff" in predictions["text"]
+    assert predictions["condition"] == "predictions_due(flight_delay)"
 
 
 def test_freshness_policies_and_automation_conditions_are_on_the_assets(defs):
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    fresh = {k for k, s in specs.items() if s.freshness_policy is not None}
     auto = {k: s.automation_condition for k, s in specs.items() if s.automation_condition is not None}
-    # raw data, features, the champion model (maximum age) and predictions are monitored for freshness
-    for key in ("raw/flights", "raw/weather", "raw/flight_schedule", "raw/planes", "marts/plane_daily_features",
-                "marts/flight_schedule", "feast/feature_definitions", "flight_delay_champion_model",
-                "flight_delay_predictions"):
-        assert key in fresh, key
-    champion = specs["flight_delay_champion_model"].freshness_policy
-    assert type(champion).__name__ == "TimeWindowFreshnessPolicy"
-    assert champion.fail_window.to_timedelta().days == 45  # the spec's max_model_age_days
-    predictions = specs["flight_delay_predictions"].freshness_policy
-    assert type(predictions).__name__ == "CronFreshnessPolicy" and predictions.deadline_cron == "0 20 * * *"
-    # automation acts: features when upstream updates, champion when its candidate does, predictions on the
-    # spec's cron and when their freshness fails
-    assert auto["marts/plane_daily_features"].get_label() == "upstream_updated"
+    # wall-clock freshness is not attached to replayed 2013 dates; the policy is stated and says so
+    assert not [k for k, s in specs.items() if s.freshness_policy is not None]
+    assert "live clock only" in specs["flight_delay_predictions"].metadata["freshness_policy"]
+    # automation acts: features once the raw layer is in and then when an input updates, the first training set
+    # once, champion when its candidate does, predictions and accuracy on their due partition only
+    assert auto["marts/plane_daily_features"].get_label() == "built_from_inputs"
+    assert auto["flight_delay_training_set"].get_label() == "first_build"
     assert auto["flight_delay_champion_model"].get_label() == "upstream_updated"
-    labels = str(auto["flight_delay_predictions"])
-    assert auto["flight_delay_predictions"].get_label() == "daily_cycle_or_stale"
-    assert "freshness_failed" in labels and "on_cron" in labels
-    assert "flight_delay_training_set" not in auto  # retraining is the sensor's decision, ending at the gate
+    assert auto["flight_delay_predictions"].get_label() == "predictions_due(flight_delay)"
+    assert auto["flight_delay_production_accuracy"].get_label() == "accuracy_due(flight_delay)"
+    assert not any(k.startswith("raw/") for k in auto)  # raw batches load on arrival (the sensor)
+    for key in ("flight_delay_predictions", "flight_delay_production_accuracy"):
+        assert "freshness_failed" not in str(auto[key]) and "on_cron" not in str(auto[key])
 
 
-def test_daily_ingest_schedule_requests_yesterday_on_the_data_clock(defs):
-    """The 06:30 tick loads yesterday's flight day (New York); on the 2013 replay clock a tick after the data set's
-    end requests nothing and says why."""
-    from zoneinfo import ZoneInfo
-
-    schedule = defs.resolve_schedule_def("raw_daily_ingest_schedule")
-    ny = ZoneInfo("America/New_York")
-    tick = dt.datetime(2013, 3, 2, 6, 30, tzinfo=ny)
-    with dg.instance_for_test() as instance:
-        repo = defs.get_repository_def()
-        (request,) = schedule.evaluate_tick(dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests
-        assert request.partition_key == "2013-03-01"
-        late = schedule.evaluate_tick(dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 12, 1, 6, 30, tzinfo=ny),
-            repository_def=repo))
-        assert not late.run_requests and "2013 replay" in late.skip_message

@@ -3,11 +3,14 @@
 import dagster as dg
 
 from batch_platform.defs.features.assets import dbt_feature_models
+from batch_platform.defs.ingest.assets import raw_daily_assets, raw_reference_assets
 
 build_features_job = dg.define_asset_job(
     "build_features",
-    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.groups("feature_store"),
-    description="dbt build (feature models + their tests as checks), feast apply, online-store materialization.",
+    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.groups("feature_store")
+    | dg.AssetSelection.checks_for_assets(*raw_daily_assets, *raw_reference_assets),
+    description="dbt build (the raw sources' tests, then the feature models and their tests, all as checks), "
+    "feast apply, online-store materialization.",
 )
 
 train_and_gate_job = dg.define_asset_job(

@@ -612,13 +612,3 @@ def export_predictions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, path: Pa
                 f"ORDER BY {PARTITION}, {_q(spec.entity.key)}) TO {_sql_str(tmp)} (FORMAT parquet)")
     tmp.replace(path)
 
-
-def partitions_scored_by_other_versions(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: int, *,
-                                        after: dt.date | None) -> list[dt.date]:
-    """Days after ``after`` whose stored predictions come (partly) from a version other than ``version``."""
-    if not table_exists(con, SCHEMA, spec.name):
-        return []
-    where = f" AND {PARTITION} > DATE '{after}'" if after else ""
-    return [r[0] for r in con.execute(
-        f"SELECT DISTINCT {PARTITION} FROM {table_name(spec)} WHERE model_version <> ?{where} ORDER BY 1",
-        [version]).fetchall()]

@@ -137,6 +137,9 @@ class ScoringSpec(_Strict):
     chunk_rows: int = Field(default=50_000, gt=0, description="Rows scored per chunk (bounds memory).")
     online_ttl_hours: float = Field(
         default=36, gt=0, description="How long a served prediction stays valid (about 1.5 batch intervals).")
+    deadline_local_time: str = Field(
+        default="20:00", description="The predictions of a day are in place by this local time on the cutoff's "
+        "day (HH:MM, after the cutoff): the predictions' freshness policy.")
     fallback: FallbackSpec
 
 
@@ -188,7 +191,15 @@ class ModelSpec(_Strict):
     gate: GateSpec
     scoring: ScoringSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
-    schedule: str = Field(description="Cron schedule of the model's daily cycle.")
+
+    @model_validator(mode="after")
+    def _deadline_after_cutoff(self) -> ModelSpec:
+        cutoff = dt.time.fromisoformat(self.cutoff.local_time)
+        deadline = dt.time.fromisoformat(self.scoring.deadline_local_time)
+        if deadline <= cutoff:
+            raise ValueError(f"scoring.deadline_local_time {self.scoring.deadline_local_time} must be after the "
+                             f"cutoff {self.cutoff.local_time} (same day: predictions are made after the cutoff)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -206,6 +217,13 @@ class ModelSpec(_Strict):
         """The instant (UTC) up to which features may be valid when predicting ``day``."""
         local = dt.datetime.combine(day - dt.timedelta(days=self.cutoff.days_before),
                                     dt.time.fromisoformat(self.cutoff.local_time), ZoneInfo(self.cutoff.timezone))
+        return local.astimezone(dt.UTC)
+
+    def prediction_deadline(self, day: dt.date) -> dt.datetime:
+        """The instant (UTC) by which the predictions of ``day`` are in place."""
+        local = dt.datetime.combine(day - dt.timedelta(days=self.cutoff.days_before),
+                                    dt.time.fromisoformat(self.scoring.deadline_local_time),
+                                    ZoneInfo(self.cutoff.timezone))
         return local.astimezone(dt.UTC)
 
     def label_final_at(self, day: dt.date) -> dt.datetime:

@@ -74,12 +74,22 @@ class FeedRef(_Strict):
     feed: str
 
 
+class ServiceLevels(_Strict):
+    """What the freshness policies hold the platform to, counted from the publication times above."""
+
+    raw_loaded_within_hours: float = Field(default=2, gt=0, description="A published batch is in the "
+                                           "warehouse within this many hours of its publication time.")
+    features_built_within_hours: float = Field(default=1, gt=0, description="The feature tables are rebuilt "
+                                               "within this many hours of their raw inputs' deadline.")
+
+
 class TimeModelSpec(_Strict):
     timezone: str
     feeds: dict[str, FeedRule]
     features: dict[str, FeatureRule]
     labels: dict[str, FeedRef] = Field(default_factory=dict)
     frames: dict[str, FeedRef] = Field(default_factory=dict)
+    service_levels: ServiceLevels = Field(default_factory=ServiceLevels)
 
     @field_validator("timezone")
     @classmethod

@@ -1,8 +1,8 @@
 """dbt feature models as Dagster assets: staging → intermediate → marts, with dbt tests as asset checks.
 
-Sources attach to the raw assets by key (``["raw", <table>]``). dbt runs in a subprocess that opens the DuckDB
-warehouse itself, so the step claims the warehouse pool and holds the warehouse's exclusive file lock for the
-whole ``dbt build``.
+Sources attach to the raw assets by key (``["raw", <table>]``), and their dbt tests are asset checks of those raw
+assets. dbt runs in a subprocess that opens the DuckDB warehouse itself, so the step claims the warehouse pool and
+holds the warehouse's exclusive file lock for the whole ``dbt build``.
 """
 
 import contextlib
@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster_shared.record import replace
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project, ensure_manifest
+from batch_platform.defs.monitoring.conditions import source_test_due, with_its_asset
 from batch_platform.defs.resources import WarehouseResource
 from batch_platform.lib import warehouse as warehouse_lib
 
 LAYERS = ("staging", "intermediate", "marts")
+RAW_PREFIX = "raw"  # dbt sources attach to the raw assets by key: ["raw", <table>]
 
 
 class _Kept:
@@ -73,7 +76,26 @@ class FeatureDbtTranslator(DagsterDbtTranslator):
         )
 
 
-translator = FeatureDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+# Source tests become checks of the raw assets they test (keys ["raw", <table>], defined by the ingest stage): they
+# run in the feature build (automation, or the `build_features` job), whose `dbt build` runs them before the models
+# that read the sources; loads do not run them (one dbt invocation a day instead of one per batch).
+
+
+    def get_asset_check_spec(self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str,
+                             project) -> dg.AssetCheckSpec | None:
+        """Every dbt test says when automation runs it: a test of a source (a check of the raw asset) with the
+        feature build after that raw table updated — once, before the models that read it (a failing one stops
+        them), not with each load; a test of a model with its model."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        source = spec.asset_key.path[0] == RAW_PREFIX
+        return replace(spec, automation_condition=source_test_due() if source else with_its_asset())
+
+
+translator = FeatureDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_source_tests_as_checks=True)
+)
 
 
 @dbt_assets(

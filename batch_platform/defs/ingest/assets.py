@@ -10,7 +10,6 @@ transaction.
 
 import datetime as dt
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -51,6 +50,14 @@ def _definition_metadata(contract: TableContract) -> dict:
     }
 
 
+class Rejected(Exception):
+    """A batch of a ranged load was rejected; carries the Failure to raise once the other days are loaded."""
+
+    def __init__(self, failure: dg.Failure):
+        super().__init__(failure.description)
+        self.failure = failure
+
+
 def _load(
     context: dg.AssetExecutionContext,
     contract: TableContract,
@@ -58,7 +65,8 @@ def _load(
     day: dt.date | None,
     warehouse: WarehouseResource,
     landing_zone: LandingZoneResource,
-) -> dg.MaterializeResult:
+) -> dict:
+    """Validate and load one batch; return its materialization metadata (``Rejected`` when the batch is)."""
     try:
         result = ingest_batch(
             warehouse.db_path,
@@ -66,14 +74,14 @@ def _load(
             path,
             day,
             quarantine_dir=Path(landing_zone.quarantine_dir),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             require_manifest=landing_zone.require_manifest,
             lock_timeout_s=warehouse.lock_timeout_s,
             clock=settings.data_clock(),
         )
     except BatchRejected as e:
-        raise dg.Failure(
-            description=str(e),
+        raise Rejected(dg.Failure(
+            description=f"{contract.qualified_name} {day or 'snapshot'}: {e}",
             metadata={
                 "error": type(e).__name__,
                 "rule": e.rule,
@@ -82,27 +90,37 @@ def _load(
                 "quarantined_to": str(e.quarantined_to or ""),
             },
             allow_retries=False,
-        ) from e
+        )) from e
     load, batch = result.load, result.batch
     context.log.info(
         f"{contract.qualified_name} partition {load.partition_key}: {load.rows} rows loaded "
         f"(replaced {load.rows_replaced}), checksum {load.checksum[:12]}"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": load.rows,
-            "rows_replaced": load.rows_replaced,
-            "checksum": load.checksum,
-            "source_file": dg.MetadataValue.path(str(path)),
-            "file_sha256": batch.file_sha256,
-            "schema_version": contract.schema_version,
-            "published_at": load.published_at.isoformat() if load.published_at else "",
-            "final_at": load.final_at.isoformat() if load.final_at else "",
-            "data_clock": settings.data_clock().label,
-            "nulled_out_of_range": dg.MetadataValue.json(batch.nulled_out_of_range),
-            "warehouse": dg.MetadataValue.path(str(warehouse.db_path)),
-        }
-    )
+    return {
+        "dagster/row_count": load.rows,
+        "rows_replaced": load.rows_replaced,
+        "checksum": load.checksum,
+        "source_file": dg.MetadataValue.path(str(path)),
+        "file_sha256": batch.file_sha256,
+        "schema_version": contract.schema_version,
+        "published_at": load.published_at.isoformat() if load.published_at else "",
+        "final_at": load.final_at.isoformat() if load.final_at else "",
+        "data_clock": settings.data_clock().label,
+        "nulled_out_of_range": dg.MetadataValue.json(batch.nulled_out_of_range),
+        "warehouse": dg.MetadataValue.path(str(warehouse.db_path)),
+    }
+
+
+def _range_metadata(loaded: dict[str, dict]) -> dict:
+    """One run over several days (a catch-up backfill): the totals, and each day's load under ``days``."""
+    if len(loaded) == 1:
+        return next(iter(loaded.values()))
+    plain = {day: {k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in md.items()
+                   if k in ("dagster/row_count", "rows_replaced", "checksum", "file_sha256", "published_at")}
+             for day, md in loaded.items()}
+    return {"dagster/row_count": sum(md["dagster/row_count"] for md in loaded.values()),
+            "partitions_loaded": len(loaded), "days": dg.MetadataValue.json(plain),
+            "data_clock": settings.data_clock().label}
 
 
 def build_daily_raw_asset(contract: TableContract) -> dg.AssetsDefinition:
@@ -116,13 +134,22 @@ def build_daily_raw_asset(contract: TableContract) -> dg.AssetsDefinition:
         code_version=contract.fingerprint[:16],
         description=f"{contract.description} Validated against contract {contract.schema_version}.",
         metadata=_definition_metadata(contract),
+        # a catch-up over many days (first start, after an outage) is one run, loading day after day
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
-    def _raw_daily(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
-    ) -> dg.MaterializeResult:
-        day = dt.date.fromisoformat(context.partition_key)
-        path = daily_batch_path(Path(landing.landing_dir), contract.table, day)
-        return _load(context, contract, path, day, warehouse, landing)
+    def _raw_daily(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
+        loaded: dict[str, dict] = {}
+        for key in context.partition_keys:
+            day = dt.date.fromisoformat(key)
+            path = daily_batch_path(Path(landing.landing_dir), contract.table, day)
+            try:
+                loaded[key] = _load(context, contract, path, day, warehouse, landing)
+            except Rejected as e:
+                # the days loaded so far stay loaded, and recorded as such; the run fails on the rejected one
+                for done, metadata in loaded.items():
+                    yield dg.AssetMaterialization(asset_key=context.asset_key, partition=done, metadata=metadata)
+                raise e.failure from e
+        yield dg.MaterializeResult(metadata=_range_metadata(loaded))
 
     return _raw_daily
 
@@ -142,7 +169,10 @@ def build_reference_raw_asset(contract: TableContract) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
     ) -> dg.MaterializeResult:
         path = reference_batch_path(Path(landing.landing_dir), contract.table)
-        return _load(context, contract, path, None, warehouse, landing)
+        try:
+            return dg.MaterializeResult(metadata=_load(context, contract, path, None, warehouse, landing))
+        except Rejected as e:
+            raise e.failure from e
 
     return _raw_reference
 
@@ -152,44 +182,14 @@ raw_reference_assets = [build_reference_raw_asset(c) for c in REFERENCE_CONTRACT
 
 raw_daily_ingest_job = dg.define_asset_job(
     "raw_daily_ingest",
-    selection=dg.AssetSelection.assets(*raw_daily_assets),
+    # these tables' dbt tests run once in the feature build (build_features), not with each day's load
+    selection=dg.AssetSelection.assets(*raw_daily_assets).without_checks(),
     partitions_def=daily_partitions,
     description="Load one flight day's landed batches (flights, weather, flight schedule) into the warehouse. "
     "The schedule of a day lands the day before its flights: a run for that day may select it alone.",
 )
 raw_reference_refresh_job = dg.define_asset_job(
     "raw_reference_refresh",
-    selection=dg.AssetSelection.assets(*raw_reference_assets),
+    selection=dg.AssetSelection.assets(*raw_reference_assets).without_checks(),
     description="Load the reference snapshots (planes, airports, airlines) into the warehouse.",
-)
-
-# The daily cycle starts here: yesterday's flights and weather land at 06:00 New York time (the time model); at
-# 06:30 this schedule loads yesterday's flight day. The partitions reach tomorrow on the live clock, so the schedule
-# names its partition itself rather than taking the newest one. (The schedule of a day lands a day earlier than its
-# flights, so that day's run finds the schedule already loaded.)
-@dg.schedule(
-    name="raw_daily_ingest_schedule",
-    job=raw_daily_ingest_job,
-    cron_schedule="30 6 * * *",
-    execution_timezone=daily_partitions.timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Every day at 06:30 New York: load yesterday's flight day (flights, weather, schedule).",
-)
-def raw_daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
-    tick = context.scheduled_execution_time
-    day = (tick.astimezone(ZoneInfo(daily_partitions.timezone)) - dt.timedelta(days=1)).date()
-    key = day.isoformat()
-    if not daily_partitions.has_partition_key(key):
-        return dg.SkipReason(f"no partition {key}: the data is on {settings.data_clock().label}, which ends "
-                             f"{daily_partitions.get_last_partition_key()}")
-    return dg.RunRequest(run_key=key, partition_key=key)
-
-
-raw_reference_refresh_schedule = dg.ScheduleDefinition(
-    name="raw_reference_refresh_schedule",
-    job=raw_reference_refresh_job,
-    cron_schedule="15 6 * * 1",
-    execution_timezone=daily_partitions.timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Mondays at 06:15 New York: reload the reference snapshots (planes, airports, airlines).",
 )

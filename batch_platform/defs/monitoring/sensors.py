@@ -1,5 +1,5 @@
-"""Sensors that close the loop: retrain on drift / accuracy loss / model age (ending at the gate), re-score after a
-promotion. Every decision is logged and visible: requests carry tags saying why; suppressed or declined decisions
+"""The sensor that closes the loop: retrain on drift / accuracy loss / model age (ending at the gate; re-scoring
+the due day after a promotion is the predictions' automation condition). Every decision is logged and visible: requests carry tags saying why; suppressed or declined decisions
 are the tick's skip reason (sensor history in the UI)."""
 
 from __future__ import annotations
@@ -8,19 +8,20 @@ import datetime as dt
 
 import dagster as dg
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._time import get_current_datetime
 
 from batch_platform.defs.jobs import train_and_gate_job
+from batch_platform.defs.monitoring.automation import default_status
 from batch_platform.defs.monitoring.history import check_evaluations
 from batch_platform.defs.monitoring.assets import ACCURACY_CHECK, accuracy_key
-from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
-from batch_platform.defs.scoring.assets import DRIFT_CHECK, batch_scoring_job, predictions_key
+from batch_platform.defs.resources import ModelRegistryResource
+from batch_platform.defs.scoring.assets import DRIFT_CHECK, predictions_key
 from batch_platform.defs.training.assets import training_set_key
 from batch_platform.defs.training.models import candidate_key
-from batch_platform.lib import drift, model_ops, monitoring, scoring
+from batch_platform.lib import drift, model_ops, monitoring
 from batch_platform.lib.specs import ModelSpec, load_specs
 
 RETRAIN_SENSOR = "retrain_on_drift"
-RESCORE_SENSOR = "rescore_after_promotion"
 TAG_SPEC = "batch_platform/retrain_spec"
 TAG_CHAMPION = "batch_platform/retrain_champion"
 TAG_RULE = "batch_platform/retrain_rule"
@@ -70,7 +71,7 @@ def decide(instance: dg.DagsterInstance, registry, spec: ModelSpec, now: dt.date
     name=RETRAIN_SENSOR,
     jobs=[train_and_gate_job],
     minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=default_status(),
     description="Per spec: reads the drift checks of the prediction assets and the production-accuracy checks of "
     "the current champion and requests `train_and_gate` (training set → candidate → gate; never a promotion) when "
     "the spec's monitoring.retrain rule holds or the champion is too old. One run key per episode "
@@ -78,7 +79,7 @@ def decide(instance: dg.DagsterInstance, registry, spec: ModelSpec, now: dt.date
 )
 def retrain_on_drift(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource):
     registry = model_registry.registry()
-    now = dt.datetime.now(dt.UTC)
+    now = get_current_datetime()
     requests, notes = [], []
     for spec in load_specs().values():
         d = decide(context.instance, registry, spec, now)
@@ -99,50 +100,6 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, model_registry: ModelR
     return dg.SensorResult(run_requests=requests)
 
 
-@dg.sensor(
-    name=RESCORE_SENSOR,
-    jobs=[batch_scoring_job],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="After the champion of a spec moves (promotion or rollback, from the registry's alias log), "
-    "re-score the partitions it had already scored for flight days that have not happened yet (after the newest "
-    "loaded flight day), so served predictions come from the new champion. Cursor: the last alias-log id seen.",
-)
-def rescore_after_promotion(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource,
-                            warehouse: WarehouseResource):
-    registry = model_registry.registry()
-    specs = load_specs()
-    events = [e for name in specs for e in registry.alias_history(name, model_ops.CHAMPION)]
-    last_seen = int(context.cursor) if context.cursor else None
-    newest = max((e.id for e in events), default=0)
-    if last_seen is None:  # first tick: start from now, do not re-score history
-        return dg.SensorResult(skip_reason=f"started at alias-log id {newest}", cursor=str(newest))
-    fresh = sorted((e for e in events if e.id > last_seen and e.to_version is not None), key=lambda e: e.id)
-    if not fresh:
-        return dg.SensorResult(skip_reason="no champion change since the last tick", cursor=str(newest))
-    requests = []
-    with warehouse.connect(read_only=True) as con:
-        clock_day = con.execute("SELECT max(_partition_date) FROM raw.flights").fetchall()[0][0]
-        latest = {e.spec: e for e in fresh}  # several moves since the last tick: the last one counts
-        for e in latest.values():
-            spec = specs[e.spec]
-            for day in scoring.partitions_scored_by_other_versions(con, spec, e.to_version, after=clock_day):
-                requests.append(dg.RunRequest(
-                    run_key=f"rescore:{e.spec}:{e.id}:{day}",
-                    job_name=batch_scoring_job.name,
-                    partition_key=day.isoformat(),
-                    asset_selection=[predictions_key(spec)],
-                    tags={TAG_TRIGGER: RESCORE_SENSOR, "batch_platform/alias_event": str(e.id),
-                          "batch_platform/champion_from": str(e.from_version),
-                          "batch_platform/champion_to": str(e.to_version)},
-                ))
-    if not requests:
-        moved = ", ".join(f"{e.spec} v{e.from_version}->v{e.to_version}" for e in fresh)
-        return dg.SensorResult(skip_reason=f"champion moved ({moved}) but no future partition was scored by "
-                               "another version", cursor=str(newest))
-    return dg.SensorResult(run_requests=requests, cursor=str(newest))
-
-
 @dg.definitions
 def sensors() -> dg.Definitions:
-    return dg.Definitions(sensors=[retrain_on_drift, rescore_after_promotion])
+    return dg.Definitions(sensors=[retrain_on_drift])

@@ -16,6 +16,7 @@ from batch_platform.defs.registry.assets import champion_key
 from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
 from batch_platform.lib import drift, scoring, serving
 from batch_platform.lib.specs import ModelSpec, load_specs
+from batch_platform.lib.time_model import load_time_model
 
 GROUP = "scoring"
 FALLBACK_CHECK = "fallback_share_within_limit"
@@ -28,6 +29,11 @@ SCORING_JOB = "batch_scoring"
 class ScoringConfig(dg.Config):
     chunk_rows: int | None = Field(default=None, description="Rows per scoring chunk (default: the spec's).")
     push_online: bool = Field(default=True, description="Push the stored predictions to the online store.")
+
+
+def frame_batch_key(spec: ModelSpec) -> dg.AssetKey:
+    """The raw daily table the scoring frame of a day is built from (the time model's frame feed)."""
+    return dg.AssetKey(["raw", load_time_model().spec.frames[spec.scoring.model].feed])
 
 
 def predictions_key(spec: ModelSpec) -> dg.AssetKey:
@@ -43,8 +49,10 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"lightgbm", "duckdb", "feast"},
         partitions_def=daily_partitions,
+        # the day's frame batch (the flight schedule of D, published the day before) is a partition dependency of
+        # its own, so "D's schedule is loaded" is visible to automation and lineage (the dbt frame has no partitions)
         deps=[champion_key(spec), get_asset_key_for_model([dbt_feature_models], spec.scoring.model),
-              feast_feature_definitions],
+              feast_feature_definitions, dg.AssetDep(frame_batch_key(spec))],
         pool=settings.WAREHOUSE_POOL,
         check_specs=[
             dg.AssetCheckSpec(FALLBACK_CHECK, asset=key, partitions_def=daily_partitions, description=(
@@ -198,7 +206,7 @@ def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.Scoring
             "column_values": dg.MetadataValue.json({f"{c.column}:{c.method}": round(c.value, 5)
                                                     for c in report.columns}),
             "html_report": dg.MetadataValue.path(str(html)),
-            "html_report_url": dg.MetadataValue.url(html.as_uri()),
+            "html_report_url": dg.MetadataValue.url(settings.report_url(html)),
             "reference": dg.MetadataValue.path(str(ref_path)),
         },
     )

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project
+from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
 from batch_platform.lib import artifacts, drift, evaluation, model_ops, training
@@ -72,6 +73,26 @@ def _image_markdown(paths: dict) -> str:
     return "\n".join(parts)
 
 
+def _metric_entries(metrics: dict[str, dict]) -> dict[str, float | int]:
+    """Each window's scalar metrics as top-level numeric entries (``test_roc_auc``, ``validation_positive_rate``,
+    ``test_rows``, ...): the asset's Plots tab charts numeric metadata across materializations."""
+    return {f"{window}_{name}": value for window in ("validation", "test")
+            for name, value in metrics[window].items() if isinstance(value, int | float)}
+
+
+def _plot_entries(paths: dict[str, Path]) -> dict[str, dg.MetadataValue]:
+    """A URL entry per plot (``plot_<name>_url``) served by ``batch_platform.lib.report_server``, and one short
+    markdown entry showing them as images, which the UI renders inline (a data-URL image is too long for that and
+    sits behind "Show Markdown"). Nothing when the plots are outside the served artifacts dir."""
+    try:
+        urls = {name: settings.report_url(path) for name, path in paths.items()}
+    except ValueError:
+        return {}
+    images = "\n\n".join(f"![{name}]({url})" for name, url in urls.items())
+    return {f"plot_{name}_url": dg.MetadataValue.url(url) for name, url in urls.items()} | {
+        "plot_images": dg.MetadataValue.md(images)}
+
+
 def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     key = candidate_key(spec)
 
@@ -85,7 +106,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         f"sha256, registered as a new version. Promotion needs the `{GATE_CHECK}` check to pass.",
     )
     def _candidate(context: dg.AssetExecutionContext, config: TrainingConfig, model_registry: ModelRegistryResource):
-        ts_md = run_metadata(context.instance, context.run_id, training_set_key(spec))
+        ts_md = run_metadata(context.instance, context.run.run_id, training_set_key(spec))
         if ts_md is None:
             raise dg.Failure(f"{key.to_user_string()} trains on the training set built in the same run: select "
                              f"{training_set_key(spec).to_user_string()} too (jobs train_gate_promote and "
@@ -140,6 +161,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "new_version": not existing,
                 "sha256": sha,
                 "artifact": dg.MetadataValue.path(str(path)),
+                **_metric_entries(metrics),
                 f"test_{spec.gate.metric}": metrics["test"].get(spec.gate.metric, float("nan")),
                 f"validation_{spec.gate.metric}": trained.validation_metric,
                 "test_metrics": dg.MetadataValue.json(metrics["test"]),
@@ -148,10 +170,11 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "fingerprint": dg.MetadataValue.json(fingerprint),
                 "plots": dg.MetadataValue.md(_image_markdown(plots)),
                 "plot_files": dg.MetadataValue.json({k: str(v) for k, v in plots.items()}),
+                **_plot_entries(plots),
             }
         )
 
-    @dg.asset_check(asset=key, name=GATE_CHECK, blocking=True,
+    @dg.asset_check(asset=key, name=GATE_CHECK, blocking=True, automation_condition=with_its_asset(),
                     description=f"Candidate vs champion on the same most-recent test window: {spec.gate.metric} "
                     f"better with a paired-bootstrap CI excluding a loss over {spec.gate.tolerance}; no slice of "
                     f"{list(spec.gate.slices)} worse by over {spec.gate.max_slice_degradation}; first model: "
