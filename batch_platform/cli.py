@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--landing-dir", default=None, help="default: $BATCH_PLATFORM_LANDING_DIR")
     p.add_argument("--live", action="store_true",
-                   help="re-date the 2013 data by whole weeks so its last published day is yesterday (recorded in "
+                   help="re-date the 2013 data by whole weeks onto live dates, yesterday half a year before its end (recorded in "
                    "the data dir: later commands stay on that clock)")
     p.set_defaults(func=cmd_land)
 

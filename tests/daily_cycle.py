@@ -74,6 +74,8 @@ class Cycle:
         self.last_automation = None
         self.timings: Counter = Counter()
         self.skew_checks: list = []
+        self.shifted: set[dt.date] = set()
+        self.originals: dict[dt.date, bytes] = {}
 
     # -- time -----------------------------------------------------------------------------------------------
     def at(self, day: dt.date, hhmm: str) -> dt.datetime:
@@ -92,6 +94,9 @@ class Cycle:
     def publish(self, first: dt.date, last: dt.date, *, schedule_through: dt.date, tables=None) -> None:
         replay(self.landing, first, last, clock=self.clock, schedule_through=schedule_through,
                published_by=self.now, tables=tables)
+        for day in self.shifted:  # the replay re-lands recent schedules as the source has them: keep upstream's
+            if first <= day <= schedule_through:  # shifted version (same bytes: not a correction)
+                self.shift_distances(day)
 
     def withdraw(self, table: str, day: dt.date) -> None:
         path = daily_batch_path(self.landing, table, day)
@@ -100,8 +105,10 @@ class Cycle:
 
     def shift_distances(self, day: dt.date, miles: int = 3000) -> None:
         """Upstream starts reporting distances ``miles`` longer in the schedule of ``day`` (a broken unit)."""
+        self.shifted.add(day)
         path = daily_batch_path(self.landing, "flight_schedule", day)
-        lines = path.read_text().splitlines()
+        original = self.originals.setdefault(day, path.read_bytes())
+        lines = original.decode().splitlines()
         header = lines[0].split(",")
         col = header.index("distance")
         out = [lines[0]]

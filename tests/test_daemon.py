@@ -166,6 +166,8 @@ def live(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in li.env}
     os.environ.update({k: v for k, v in li.env.items() if k != "PYTHONPATH"})
     li.policies = policy_keys()
+    with li.instance() as instance:  # create the instance's storage before two processes race to
+        instance.get_run_records(limit=1)
     li.start_daemon(start)
     try:
         yield li
@@ -279,35 +281,54 @@ def test_the_ui_in_a_real_browser(live, webserver):
             browser.close()
 
 
+def dismiss_welcome(page) -> None:
+    """A fresh instance greets the first visitor with a community dialog; close it."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
+        page.wait_for_timeout(500)
+
+
+GROUPS = ("raw", "features_staging", "features_intermediate", "features_marts", "feature_store", "training",
+          "models", "registry", "scoring", "monitoring")
+
+
 def check_lineage(page, base: str) -> None:
-    """The global lineage shows a node of every stage, joined by edges."""
+    """The global lineage shows every stage's group (raw, the dbt layers, Feast, training sets, models, registry,
+    predictions, monitoring) as nodes joined by edges."""
     page.goto(f"{base}/asset-groups", wait_until="networkidle")
-    page.wait_for_timeout(3000)
+    page.wait_for_timeout(2000)
+    dismiss_welcome(page)
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(SCREENSHOTS / "lineage.png"), full_page=True)
     text = page.inner_text("body")
-    for node in ("flights", "stg_flights", "plane_daily_features", "feature_definitions",
-                 "flight_delay_training_set", "flight_delay_candidate_model", "flight_delay_champion_model",
-                 "flight_delay_predictions", "flight_delay_production_accuracy"):
-        assert node in text, f"lineage: no node {node}"
+    assert "Global asset lineage" in text
+    for group in GROUPS:
+        assert group in text, f"lineage: no node {group}"
     edges = page.locator("svg path").count()
-    assert edges > 30, f"lineage: {edges} edges drawn"
+    assert edges >= len(GROUPS) - 1, f"lineage: {edges} edges drawn"
 
 
 def check_predictions_page(page, base: str, partition: str) -> None:
+    """A predictions asset: freshness passing; the drift check's evaluation for the scored partition, with its
+    status; its Evidently report link loads in the browser."""
     page.goto(f"{base}/assets/flight_delay_predictions", wait_until="networkidle")
     page.wait_for_timeout(2000)
+    dismiss_welcome(page)
     page.screenshot(path=str(SCREENSHOTS / "predictions_overview.png"), full_page=True)
     body = page.inner_text("body")
-    assert "Freshness" in body and "Pass" in body, "predictions: freshness not shown passing"
+    i = body.find("Freshness policy")
+    assert i >= 0 and "Passing" in body[i:i + 200], "predictions: freshness not shown passing"
     page.goto(f"{base}/assets/flight_delay_predictions?view=checks", wait_until="networkidle")
     page.wait_for_timeout(2000)
     page.get_by_text("feature_drift").first.click()
     page.wait_for_timeout(2000)
     page.screenshot(path=str(SCREENSHOTS / "drift_check.png"), full_page=True)
     body = page.inner_text("body")
-    assert partition in body, f"drift check: no evaluation for partition {partition}"
-    link = page.locator("a[href*='drift_reports']").first
-    href = link.get_attribute("href")
+    latest = body[body.find("Latest execution"):]
+    assert f"Partition\n{partition}" in latest, f"drift check: no evaluation for partition {partition}"
+    assert "Evaluation result\nPassed" in latest or "Evaluation result\nFailed" in latest, latest[:300]
+    href = page.locator("a[href*='drift_reports']").first.get_attribute("href")
     assert href and href.startswith("http://127.0.0.1:"), href
     report = page.context.new_page()
     response = report.goto(href)

@@ -573,7 +573,7 @@ def test_live_replay_redates_by_whole_weeks(tmp_path):
     from batch_platform.lib.clock import live_clock_for
     from batch_platform.lib.time_model import load_time_model
 
-    clock = live_clock_for(dt.date(2026, 11, 29))
+    clock = live_clock_for(dt.date(2026, 11, 29), days_ahead=0)  # the source's end on 2026-11-29 .. 12-05
     # 2013-11-01..04 spans 2013's fall-back night (11-03); the new dates fall back on another night
     src = [dt.date(2013, 11, 1) + dt.timedelta(days=i) for i in range(4)]
     days = [clock.shifted(d) for d in src]

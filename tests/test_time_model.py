@@ -66,11 +66,13 @@ def test_time_model_errors_are_named(tmp_path):
         load_time_model(tmp_path / "missing.yaml")
 
 
-def test_live_clock_redates_by_whole_weeks_to_cover_yesterday():
+def test_live_clock_redates_by_whole_weeks_to_cover_yesterday_and_half_a_year_ahead():
     yesterday = dt.date(2026, 11, 29)
     c = clocks.live_clock_for(yesterday)
     assert c.shift_days % 7 == 0
-    assert yesterday <= c.last_source_day < yesterday + dt.timedelta(days=7)
+    ahead = dt.timedelta(days=clocks.LIVE_DAYS_AHEAD)
+    assert yesterday + ahead <= c.last_source_day < yesterday + ahead + dt.timedelta(days=7)
+    assert c.first_day < yesterday - dt.timedelta(days=150)  # and half a year of history behind
     assert c.first_day.isoweekday() == dt.date(2013, 1, 1).isoweekday()  # weekdays keep their meaning
     assert c.source_day(c.first_day) == dt.date(2013, 1, 1)
     assert "live" in c.describe(yesterday) and str(c.source_day(yesterday)) in c.describe(yesterday)
@@ -133,4 +135,5 @@ def test_definitions_partitions_follow_the_data_clock(tmp_path):
     assert live_keys["last"] in {(today_ny + dt.timedelta(days=1)).isoformat(),
                                  (dt.datetime.now(UTC).astimezone(tm.tz).date() + dt.timedelta(days=1)).isoformat()}
     assert live_keys["score_last"] == live_keys["last"]
-    assert live.first_day <= dt.date.fromisoformat(live_keys["last"]) - dt.timedelta(days=300)
+    # half a year of history behind (the other half is published day by day, see clocks.LIVE_DAYS_AHEAD)
+    assert live.first_day <= dt.date.fromisoformat(live_keys["last"]) - dt.timedelta(days=150)

@@ -2,8 +2,8 @@
 
 The shipped source covers flight days 2013-01-01 .. 2013-12-31. The landing replay either keeps those dates (the
 **2013 replay** clock: reproducible, used by most tests) or re-dates every row by a whole number of weeks (weekdays
-keep their meaning) so that the newest flight day whose batch is already published is yesterday in real time (the
-**live** clock). The shift is chosen once, when the first live replay lands into a data dir, and recorded in
+keep their meaning) so that yesterday in real time falls half a year before the source's end: about six months of
+history are published already, and the rest is published one day a morning for half a year (the **live** clock). The shift is chosen once, when the first live replay lands into a data dir, and recorded in
 ``<data dir>/clock.json``; every later replay into that data dir, the partition definitions and every date the
 platform shows read it from there, so the dates of one data dir never move.
 
@@ -90,10 +90,16 @@ class DataClock:
 REPLAY_CLOCK = DataClock(REPLAY, 0)
 
 
-def live_clock_for(last_published_day: dt.date) -> DataClock:
-    """The live clock whose re-dated source covers ``last_published_day`` with the fewest whole weeks of shift: the
-    source's last day lands on ``last_published_day`` .. ``+6 days`` (those later days land once published)."""
-    weeks = math.ceil((last_published_day - SOURCE_LAST_DAY).days / 7)
+LIVE_DAYS_AHEAD = 182
+"""On the live clock, the source holds this many days (and up to 6 more) after the last published day: tomorrow's
+schedule can be published, and a live replay keeps publishing a new day every morning for half a year."""
+
+
+def live_clock_for(last_published_day: dt.date, days_ahead: int = LIVE_DAYS_AHEAD) -> DataClock:
+    """The live clock whose re-dated source covers ``last_published_day`` and at least ``days_ahead`` days after it,
+    with the fewest whole weeks of shift: the source's last day lands on ``last_published_day + days_ahead`` ..
+    ``+6 days`` (those later days land once published)."""
+    weeks = math.ceil((last_published_day + dt.timedelta(days=days_ahead) - SOURCE_LAST_DAY).days / 7)
     if weeks <= 0:
         raise ValueError(f"{last_published_day} is inside the 2013 source: a live clock needs a later date")
     return DataClock(LIVE, 7 * weeks)
@@ -132,5 +138,5 @@ def record_clock(path: Path, clock: DataClock) -> DataClock:
     return clock
 
 
-__all__ = ["ClockMismatch", "DataClock", "LIVE", "REPLAY", "REPLAY_CLOCK", "current_clock", "live_clock_for",
-           "read_clock", "record_clock"]
+__all__ = ["ClockMismatch", "DataClock", "LIVE", "LIVE_DAYS_AHEAD", "REPLAY", "REPLAY_CLOCK", "current_clock",
+           "live_clock_for", "read_clock", "record_clock"]
