@@ -127,3 +127,17 @@ def test_data_clock_is_when_the_newest_batch_was_published():
     _published(con, at, partition="2013-03-02")
     _published(con, at - dt.timedelta(days=2), table="raw.flight_schedule", partition="2013-03-03")
     assert monitoring.data_clock(con) == at
+
+
+def test_a_failed_retrain_is_not_requested_again_on_the_same_evidence():
+    """One request per episode: after the cooldown, the days an earlier request was based on do not count again
+    (the retrain may have failed its gate, and the champion with its evidence stayed); new ERROR days do."""
+    days = _days([False, True, True, False, True])
+    earlier = [NOW - dt.timedelta(hours=SPEC.monitoring.retrain.cooldown_hours + 1)]
+    same = retrain_decision(SPEC, 1, CREATED, days, previous_retrains=earlier, retrain_in_progress=False, now=NOW,
+                            evidence_after="2013-07-05")
+    assert not same.request and same.suppressed and "no new evidence" in same.reason
+    later = days + [PartitionEvidence(f"2013-07-{d:02d}", 1, drift_error=True) for d in (6, 7, 8)]
+    new = retrain_decision(SPEC, 1, CREATED, later, previous_retrains=earlier, retrain_in_progress=False, now=NOW,
+                           evidence_after="2013-07-05")
+    assert new.request and new.run_key == f"retrain:{SPEC.name}:v1:2"

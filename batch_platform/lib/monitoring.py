@@ -189,8 +189,11 @@ class RetrainDecision:
 
 def retrain_decision(spec: ModelSpec, champion_version: int | None, champion_created_at: dt.datetime | None,
                      evidence: list[PartitionEvidence], *, previous_retrains: list[dt.datetime],
-                     retrain_in_progress: bool, now: dt.datetime) -> RetrainDecision:
-    """Apply the spec's rule to the latest evidence of the current champion (see the module docstring)."""
+                     retrain_in_progress: bool, now: dt.datetime,
+                     evidence_after: str | None = None) -> RetrainDecision:
+    """Apply the spec's rule to the latest evidence of the current champion (see the module docstring).
+    ``evidence_after``: the newest day an earlier retrain request of this champion was based on; a new request
+    needs the rule to hold on later days (one request per episode, also when that retrain failed its gate)."""
     r = spec.monitoring.retrain
     if champion_version is None:
         return RetrainDecision(spec.name, False, "no champion yet", None, None, None)
@@ -222,5 +225,12 @@ def retrain_decision(spec: ModelSpec, champion_version: int | None, champion_cre
         return RetrainDecision(spec.name, False, f"suppressed: cooldown, last retrain requested "
                                f"{max(previous_retrains).isoformat()} ({why})", rule, None, champion_version,
                                partitions, suppressed=True)
+    if evidence_after is not None and rule in ("drift", "accuracy"):
+        days, needed = ((drift_errors, r.drift_error_partitions) if rule == "drift"
+                        else (accuracy_failures, r.accuracy_failures))
+        if len([d for d in days if d > evidence_after]) < needed:
+            return RetrainDecision(spec.name, False, f"suppressed: no new evidence since the last retrain request "
+                                   f"(based on days through {evidence_after}; {why})", rule, None, champion_version,
+                                   partitions, suppressed=True)
     run_key = f"retrain:{spec.name}:v{champion_version}:{len(previous_retrains) + 1}"
     return RetrainDecision(spec.name, True, why, rule, run_key, champion_version, partitions)

@@ -27,6 +27,7 @@ TAG_CHAMPION = "batch_platform/retrain_champion"
 TAG_RULE = "batch_platform/retrain_rule"
 TAG_REASON = "batch_platform/retrain_reason"
 TAG_TRIGGER = "batch_platform/trigger"
+TAG_EVIDENCE = "batch_platform/evidence_partitions"
 HISTORY = 200  # check evaluations read per spec and check
 
 
@@ -62,9 +63,11 @@ def decide(instance: dg.DagsterInstance, registry, spec: ModelSpec, now: dt.date
     previous = retrain_runs(instance, spec.name, version) if champion else []
     in_progress = any(r.dagster_run.status in IN_PROGRESS_RUN_STATUSES for r in retrain_runs(instance, spec.name))
     created = dt.datetime.fromisoformat(champion.created_at) if champion else None
+    used = [p for r in previous for p in r.dagster_run.tags.get(TAG_EVIDENCE, "").split(",") if p]
     return monitoring.retrain_decision(
         spec, version, created, evidence(instance, spec),
-        previous_retrains=[r.create_timestamp for r in previous], retrain_in_progress=in_progress, now=now)
+        previous_retrains=[r.create_timestamp for r in previous], retrain_in_progress=in_progress, now=now,
+        evidence_after=max(used) if used else None)
 
 
 @dg.sensor(
@@ -93,7 +96,7 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, model_registry: ModelR
             asset_selection=[training_set_key(spec), candidate_key(spec)],
             tags={TAG_TRIGGER: RETRAIN_SENSOR, TAG_SPEC: spec.name, TAG_CHAMPION: str(d.champion_version),
                   TAG_RULE: d.rule, TAG_REASON: d.reason[:1000],
-                  "batch_platform/evidence_partitions": ",".join(d.partitions)},
+                  TAG_EVIDENCE: ",".join(d.partitions)},
         ))
     if not requests:
         return dg.SkipReason("; ".join(notes) or "no specs")
