@@ -1,10 +1,14 @@
-"""Automation conditions of the daily cycle, built from Dagster's own operands plus one of ours:
-:class:`PartitionDue`, the single partition a time-driven stage works on at the tick's evaluation time, by the time
-model and the spec (:mod:`batch_platform.lib.cycle`). Everything time-partitioned is gated on it, so automation never
-targets history: a stale asset re-runs its due partition, not the 365 before it.
+"""Automation conditions of the daily cycle, built from Dagster's own operands plus two of ours:
 
-Our condition runs Python, so the automation sensor that evaluates the conditions runs in the code location
-(``use_user_code_server=True``), like any other sensor of ours.
+- :class:`PartitionDue`: the single partition a time-driven stage works on at the tick's evaluation time, by the
+  time model and the spec (:mod:`batch_platform.lib.cycle`). Everything time-partitioned is gated on it, so
+  automation never targets history: a stale asset re-runs its due partition, not the 365 before it.
+- :class:`RawLayerLoaded`: the feature project is first built once every raw table has been loaded.
+
+They run Python, so the automation sensor that evaluates the conditions runs in the code location
+(``use_user_code_server=True``), like any other sensor of ours. Every check has a condition too (a dbt test with
+its model, a source's tests with the feature build, the gate with its candidate): once one check of a run is
+requested explicitly, Dagster leaves out the checks that have none.
 """
 
 from __future__ import annotations
