@@ -98,11 +98,7 @@ class RawLayerLoaded(dg.AutomationCondition):
 
 def source_test_due() -> dg.AutomationCondition:
     """A dbt test of a raw source: once after its raw table updated, with the feature build that reads it."""
-    return (
-        dg.AutomationCondition.any_deps_updated().since_last_handled()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label("source_test_due")
+    return upstream_updated().with_label("source_test_due")
 
 
 def with_its_asset() -> dg.AutomationCondition:
