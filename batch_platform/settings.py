@@ -113,6 +113,12 @@ def report_url(path: Path | str) -> str:
     return f"{reports_base_url()}/{urllib.parse.quote(target.relative_to(root).as_posix())}"
 
 
+def dbt_runs_dir() -> Path:
+    """The dbt invocations' target folders of this data dir (logs, run results, the reusable parse state): beside
+    the warehouse they were run against, never in the shared project folder."""
+    return data_dir() / "dbt_runs"
+
+
 def clock_path() -> Path:
     return data_dir() / CLOCK_FILE
 

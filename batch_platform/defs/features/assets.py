@@ -20,6 +20,7 @@ from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project, ensure_manifest
 from batch_platform.defs.monitoring.conditions import source_test_due, with_its_asset
 from batch_platform.defs.resources import WarehouseResource
+from batch_platform.lib import dbt_runs
 from batch_platform.lib import warehouse as warehouse_lib
 
 LAYERS = ("staging", "intermediate", "marts")
@@ -115,8 +116,13 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
     # A test runs when all the models it reads are in the build (dbt's default "eager" also runs a relationships
     # test whose other model is not built yet, when only one side is selected)
     os.environ.setdefault("DBT_INDIRECT_SELECTION", "cautious")
+    runs = settings.dbt_runs_dir()  # this data dir's invocations: dbt's parse state is reused across them
+    target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path)
     with warehouse_lib.warehouse_lock(warehouse.db_path, exclusive=True, timeout_s=warehouse.lock_timeout_s):
-        with last_good_files(features, "*.parquet") as kept:
-            yield from dbt.cli(["build"], context=context).stream()
+        try:
+            with last_good_files(features, "*.parquet") as kept:
+                yield from dbt.cli(["build"], context=context, target_path=target).stream()
+        finally:
+            dbt_runs.keep_parse_state(runs, target, warehouse.db_path)
         if kept.restored:
             context.log.warning(f"dbt build failed: restored the last good feature files {kept.restored}")

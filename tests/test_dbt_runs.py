@@ -1,0 +1,47 @@
+"""dbt's parse state is carried from one invocation to the next, per warehouse (lib/dbt_runs.py)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+from batch_platform import settings
+from batch_platform.defs.features.project import dbt_executable
+from batch_platform.lib import dbt_runs
+
+
+def test_an_invocation_starts_from_the_state_kept_for_its_own_warehouse(tmp_path):
+    root = tmp_path / "runs"
+    first = dbt_runs.new_invocation(root, "run1", tmp_path / "a.duckdb")
+    assert not (first / dbt_runs.PARSE_STATE).exists()  # nothing kept yet: dbt parses in full
+    (first / dbt_runs.PARSE_STATE).write_bytes(b"parsed against a")
+    dbt_runs.keep_parse_state(root, first, tmp_path / "a.duckdb")
+
+    again = dbt_runs.new_invocation(root, "run2", tmp_path / "a.duckdb")
+    assert (again / dbt_runs.PARSE_STATE).read_bytes() == b"parsed against a"
+    other = dbt_runs.new_invocation(root, "run3", tmp_path / "b.duckdb")
+    assert not (other / dbt_runs.PARSE_STATE).exists()  # another profile: a state of a's would be rejected anyway
+
+
+def test_only_the_newest_invocation_folders_are_kept(tmp_path):
+    root = tmp_path / "runs"
+    folders = []
+    for i in range(5):
+        folders.append(dbt_runs.new_invocation(root, f"run{i}", tmp_path / "w.duckdb"))
+        os.utime(folders[-1], (1_000_000 + i, 1_000_000 + i))
+    dbt_runs.keep_parse_state(root, folders[-1], tmp_path / "w.duckdb", keep=2)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(f.name for f in folders[-2:])
+
+
+def test_the_next_dbt_invocation_parses_partially(platform, tmp_path):
+    """The session's feature build kept its parse state in the data dir; dbt started from it does not re-parse."""
+    root = Path(platform["data"]) / "dbt_runs"  # settings.dbt_runs_dir() of the session platform
+    warehouse = Path(platform["env"][settings.WAREHOUSE_VAR])
+    target = dbt_runs.new_invocation(root, "test", warehouse)
+    assert (target / dbt_runs.PARSE_STATE).exists()
+    env = {**os.environ, "DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(target),
+           settings.WAREHOUSE_VAR: str(warehouse)}
+    out = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(settings.DBT_PROJECT_DIR)],
+                         cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
+    log = (target / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log, [ln for ln in log.splitlines() if "partial" in ln.lower()]
