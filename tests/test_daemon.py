@@ -2,8 +2,8 @@
 an empty instance and data folder, the live replay's upstream (a sensor in the second code location) publishing.
 
 The daemon process tree (daemon, code servers, run workers, dbt) runs on a clock shifted forward
-(``tests/clock_shift``: time-machine in every Python process) so the test starts at 17:55 New York — the history is published, the 18:00
-prediction cutoff is minutes away. Within a bounded time the daemon alone lands and loads the history (one catch-up
+(``tests/clock_shift``: time-machine in every Python process) so the test starts at 17:57 New York — the history is published, the 18:00
+prediction cutoff is three minutes away. Within a bounded time the daemon alone lands and loads the history (one catch-up
 backfill), builds the features, trains and gates the first champions, scores tomorrow after the cutoff and runs its
 checks; every freshness policy reads PASS; no run fails. Then the clock moves to the next morning (a restart of the
 daemon on a new shift) and the daemon loads the newly published day and rebuilds the features.
@@ -37,7 +37,7 @@ SHIFT_VAR = "BATCH_PLATFORM_TEST_CLOCK_SHIFT_S"
 SPECS = ("flight_delay", "flight_cancellation")
 HISTORY_DAYS = 40
 BOUND_S = 600  # the bound for the first cycle, on 2 cores
-START = "17:55"  # New York: the catch-up, features and first champions take a few minutes, then the 18:00 cutoff
+START = "17:57"  # New York: the catch-up, features and first champions take ~2 minutes here, then the 18:00 cutoff
 
 
 def free_port() -> int:

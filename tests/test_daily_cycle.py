@@ -1,4 +1,4 @@
-"""The daily cycle runs itself: 22 live days driven by Dagster's evaluation APIs at explicit times (see
+"""The daily cycle runs itself: 21 live days driven by Dagster's evaluation APIs at explicit times (see
 ``tests/daily_cycle.py``, run in a process of its own because partitions follow the data dir's clock at import)."""
 
 import datetime as dt

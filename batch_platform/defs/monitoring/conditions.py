@@ -18,7 +18,7 @@ import warnings
 import dagster as dg
 
 from batch_platform.lib import cycle
-from batch_platform.lib.specs import load_specs
+from batch_platform.lib.specs import ModelSpec
 
 PREDICTIONS = "predictions"
 ACCURACY = "production_accuracy"
@@ -28,18 +28,18 @@ class PartitionDue(dg.AutomationCondition):
     """True for the partition of ``stage`` that is due at the evaluation time (predictions: the flight day whose
     cutoff has passed and which has not begun; production accuracy: the newest day with final labels)."""
 
-    def __init__(self, stage: str, spec_name: str):
+    def __init__(self, stage: str, spec: ModelSpec):
         if stage not in (PREDICTIONS, ACCURACY):
             raise ValueError(f"unknown stage {stage!r}")
-        self.stage, self.spec_name = stage, spec_name
+        self.stage, self.spec = stage, spec
 
     @property
     def name(self) -> str:
-        return f"{self.stage}_due({self.spec_name})"
+        return f"{self.stage}_due({self.spec.name})"
 
     @property
     def description(self) -> str:
-        spec = load_specs()[self.spec_name]
+        spec = self.spec
         if self.stage == PREDICTIONS:
             return (f"the flight day whose prediction cutoff ({spec.cutoff.days_before} day(s) before, "
                     f"{spec.cutoff.local_time}) has passed and which has not begun")
@@ -47,10 +47,9 @@ class PartitionDue(dg.AutomationCondition):
                 f"{spec.label.final_local_time})")
 
     def due_day(self, now):
-        spec = load_specs()[self.spec_name]
         if self.stage == PREDICTIONS:
-            return cycle.prediction_due_day(spec, now)
-        return cycle.accuracy_due_day(spec, now)
+            return cycle.prediction_due_day(self.spec, now)
+        return cycle.accuracy_due_day(self.spec, now)
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         day = self.due_day(context.evaluation_time)
@@ -88,10 +87,14 @@ class RawLayerLoaded(dg.AutomationCondition):
         return f"every asset of group {self.raw_group!r} has been loaded at least once"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        graph, instance = context.asset_graph, context.asset_graph_view.instance
+        if context.candidate_subset.is_empty:  # evaluated last in its AND: most ticks ask nothing of the storage
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        graph = context.asset_graph
         raw = [k for k in graph.get_all_asset_keys()
                if graph.get(k).is_materializable and graph.get(k).group_name == self.raw_group]
-        loaded = bool(raw) and all(instance.get_latest_materialization_event(k) is not None for k in raw)
+        records = context.asset_graph_view.instance.get_asset_records(raw)  # one query for the whole layer
+        loaded = bool(raw) and len(records) == len(raw) and all(
+            r.asset_entry.last_materialization_record is not None for r in records)
         return dg.AutomationResult(context, true_subset=context.candidate_subset if loaded
                                    else context.get_empty_subset())
 
@@ -129,9 +132,9 @@ def built_from_inputs(raw_group: str) -> dg.AutomationCondition:
     return (
         (dg.AutomationCondition.any_deps_updated().since_last_handled() | never_built())
         & ~dg.AutomationCondition.any_deps_missing().ignore(raw_and_sources)
-        & RawLayerLoaded(raw_group)
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
+        & RawLayerLoaded(raw_group)
     ).with_label("built_from_inputs")
 
 
@@ -155,33 +158,32 @@ def first_build() -> dg.AutomationCondition:
     ).with_label("first_build")
 
 
-def predictions_due(spec_name: str, *, features: dg.AssetKey, publication_cron: str,
+def _due_partition(due: PartitionDue, *, rebuilt: dg.AssetKey, rebuilt_label: str, since_cron: str, timezone: str,
+                   label: str) -> dg.AutomationCondition:
+    """The due partition once its inputs are settled and ``rebuilt`` was updated after the latest ``since_cron``
+    tick; again within the window when an input changes."""
+    return (
+        due
+        & inputs_settled()
+        & dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.newly_updated().since(dg.AutomationCondition.cron_tick_passed(since_cron, timezone))
+        ).allow(dg.AssetSelection.assets(rebuilt)).with_label(rebuilt_label)
+        & (due.newly_true() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    ).with_label(label)
+
+
+def predictions_due(spec: ModelSpec, *, features: dg.AssetKey, publication_cron: str,
                     timezone: str) -> dg.AutomationCondition:
     """The due flight day is scored once its inputs are in — the day's schedule batch, a champion, and the features
     rebuilt since this morning's publication — and scored again within its window when one of them changes (a
     promotion, a late batch). The champion is not required to have changed."""
-    due = PartitionDue(PREDICTIONS, spec_name)
-    return (
-        due
-        & inputs_settled()
-        & dg.AutomationCondition.any_deps_match(
-            dg.AutomationCondition.newly_updated().since(
-                dg.AutomationCondition.cron_tick_passed(publication_cron, timezone))
-        ).allow(dg.AssetSelection.assets(features)).with_label("features_rebuilt_since_publication")
-        & (due.newly_true() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-    ).with_label(f"predictions_due({spec_name})")
+    return _due_partition(PartitionDue(PREDICTIONS, spec), rebuilt=features,
+                          rebuilt_label="features_rebuilt_since_publication", since_cron=publication_cron,
+                          timezone=timezone, label=f"predictions_due({spec.name})")
 
 
-def accuracy_due(spec_name: str, *, labels: dg.AssetKey, final_cron: str, timezone: str) -> dg.AutomationCondition:
+def accuracy_due(spec: ModelSpec, *, labels: dg.AssetKey, final_cron: str, timezone: str) -> dg.AutomationCondition:
     """The newest day with final labels, once its predictions exist and the label table was rebuilt after the
     labels became final."""
-    due = PartitionDue(ACCURACY, spec_name)
-    return (
-        due
-        & inputs_settled()
-        & dg.AutomationCondition.any_deps_match(
-            dg.AutomationCondition.newly_updated().since(
-                dg.AutomationCondition.cron_tick_passed(final_cron, timezone))
-        ).allow(dg.AssetSelection.assets(labels)).with_label("labels_rebuilt_since_final")
-        & (due.newly_true() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-    ).with_label(f"accuracy_due({spec_name})")
+    return _due_partition(PartitionDue(ACCURACY, spec), rebuilt=labels, rebuilt_label="labels_rebuilt_since_final",
+                          since_cron=final_cron, timezone=timezone, label=f"accuracy_due({spec.name})")

@@ -162,11 +162,11 @@ def policy_mapper(assets: list[dg.AssetsDefinition]):
                 freshness, text = rules.champion(s)
             elif kind == "predictions":
                 freshness, text = rules.predictions(s)
-                condition = predictions_due(s.name, features=features_key,
+                condition = predictions_due(s, features=features_key,
                                             publication_cron=rules.frame_publication_cron(s), timezone=rules.tz)
             elif kind == "production_accuracy":
                 labels = get_asset_key_for_model([dbt_feature_models], s.label.model)
-                condition = accuracy_due(s.name, labels=labels, final_cron=cron_at(s.label.final_local_time),
+                condition = accuracy_due(s, labels=labels, final_cron=cron_at(s.label.final_local_time),
                                          timezone=s.cutoff.timezone)
         attrs: dict = {}
         if condition is not None:
