@@ -116,6 +116,50 @@ def missing_manifest(path: Path) -> None:
     Path(str(path) + ".manifest.json").unlink()
 
 
+def _edit_manifest(path: Path, **fields) -> None:
+    mpath = Path(str(path) + ".manifest.json")
+    manifest = json.loads(mpath.read_text())
+    manifest.update(fields)
+    mpath.write_text(json.dumps({k: v for k, v in manifest.items() if v is not ...}))
+
+
+def manifest_empty(path: Path) -> None:
+    """``{}``: it vouches for nothing (it used to skip the integrity check: a file short of rows loaded)."""
+    truncate_rows(path)
+    Path(str(path) + ".manifest.json").write_text("{}")
+
+
+def manifest_sha256_null(path: Path) -> None:
+    truncate_rows(path)
+    _edit_manifest(path, sha256=None)
+
+
+def manifest_rows_missing(path: Path) -> None:
+    _edit_manifest(path, rows=...)
+
+
+def manifest_of_another_day(path: Path) -> None:
+    _edit_manifest(path, partition="2013-01-03")
+
+
+def manifest_of_another_table(path: Path) -> None:
+    _edit_manifest(path, table="weather")
+
+
+def truncate_rows(path: Path) -> None:
+    """The file loses its last 100 rows after the manifest was written (lines dropped, so it still parses)."""
+    data = path.read_bytes().splitlines(keepends=True)
+    write(path, b"".join(data[:-100]), update_manifest=False)
+
+
+def fraction_in_integer_column(path: Path) -> None:
+    set_value(path, "dep_delay", "4000.7", row=2)  # DuckDB's cast would store 4001
+
+
+def utf8_bom(path: Path) -> None:
+    write(path, b"\xef\xbb\xbf" + path.read_bytes())
+
+
 # (mutator, the named error it must raise) for a flights batch
 FLIGHTS_FAULTS = {
     "missing_column": (missing_column, v.MissingColumnError),
@@ -128,8 +172,16 @@ FLIGHTS_FAULTS = {
     "header_only": (header_only, v.EmptyBatchError),
     "truncated_in_transit": (truncated_in_transit, v.ChecksumMismatchError),
     "truncated_mid_row": (truncated_mid_row, v.CorruptBatchError),
-    "binary_garbage": (binary_garbage, v.CorruptBatchError),
+    "binary_garbage": (binary_garbage, v.EncodingError),
     "impossible_value": (impossible_value, v.ImpossibleValueError),
     "broken_row_rule": (broken_row_rule, v.RowRuleViolation),
-    "missing_manifest": (missing_manifest, v.CorruptBatchError),
+    "missing_manifest": (missing_manifest, v.ExportNotFinishedError),
+    "manifest_empty": (manifest_empty, v.ManifestError),
+    "manifest_sha256_null": (manifest_sha256_null, v.ManifestError),
+    "manifest_rows_missing": (manifest_rows_missing, v.ManifestError),
+    "manifest_of_another_day": (manifest_of_another_day, v.ManifestError),
+    "manifest_of_another_table": (manifest_of_another_table, v.ManifestError),
+    "rows_dropped_after_export": (truncate_rows, v.ChecksumMismatchError),
+    "fraction_in_integer_column": (fraction_in_integer_column, v.ColumnTypeError),
+    "utf8_bom": (utf8_bom, v.EncodingError),
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -17,6 +18,7 @@ from batch_platform.defs.resources import build_resources
 from batch_platform.lib import warehouse
 from batch_platform.lib import validation as v
 from batch_platform.lib.contracts import ALL_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS, SCHEDULE_COLUMNS
+from batch_platform.lib.ingest import NOT_QUARANTINED
 from batch_platform.lib.landing import daily_batch_path
 from tests.bad_batches import FLIGHTS_FAULTS, read_rows, set_value, write_rows
 from tests.conftest import FIRST_DAY as FIRST
@@ -129,7 +131,8 @@ def test_a_changed_batch_replaces_only_its_partition(loaded, instance):
         assert warehouse.content_checksum(con, FLIGHTS, D1) == d1_before
 
 
-@pytest.mark.parametrize("fault", sorted(FLIGHTS_FAULTS))
+@pytest.mark.parametrize("fault", sorted(f for f, (_, error) in FLIGHTS_FAULTS.items()
+                                   if not issubclass(error, NOT_QUARANTINED)))
 def test_bad_batch_fails_named_is_quarantined_and_loses_nothing(loaded, instance, fault):
     """D2 was loaded good; upstream re-delivers a bad D2: the run fails with the named error, the file moves
     to quarantine with the reason, and every loaded partition is unchanged."""
@@ -165,6 +168,22 @@ def test_bad_new_day_loads_nothing_of_that_table(loaded, instance):
     assert snapshot(loaded["warehouse"])["raw.flights"] == flights_before
     assert snapshot(loaded["warehouse"], days=(D1, D2)) == before
     assert snapshot(loaded["warehouse"], days=(D3,))["raw.weather/2013-01-03"][0] == 72
+
+
+def test_an_export_in_progress_is_not_ready_rather_than_bad(loaded, instance):
+    """The file is there, its manifest (written after it) not yet: the run fails as *not ready*, nothing is
+    quarantined, and the same file loads once the manifest arrives."""
+    path = daily_batch_path(loaded["landing"], "flights", D3)
+    mpath = Path(str(path) + ".manifest.json")
+    manifest = mpath.read_bytes()
+    mpath.unlink()
+    result = materialize_day(D3, instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "ExportNotFinishedError" in failure.step_failure_data.user_failure_data.description
+    assert path.exists() and not loaded["quarantine"].exists()
+    mpath.write_bytes(manifest)
+    assert materialize_day(D3, instance).success
 
 
 def test_missing_batch_fails_without_quarantine(platform_env, instance):

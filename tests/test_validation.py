@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from batch_platform.lib import validation as v
 from batch_platform.lib.contracts import CONTRACTS, FLIGHTS, WEATHER
 from batch_platform.lib.landing import daily_batch_path, reference_batch_path
-from tests.bad_batches import FLIGHTS_FAULTS, set_value
+from tests.bad_batches import FLIGHTS_FAULTS, read_rows, set_value, write_rows
 
 DAY = dt.date(2013, 1, 2)
 
@@ -58,9 +59,33 @@ def test_errors_carry_row_counts_and_example_keys(landing):
 
 def test_wrong_partition_is_rejected(landing):
     path = daily_batch_path(landing, "flights", DAY)
-    with pytest.raises(v.OutsidePartitionError) as info:
+    rows = v.validate_batch(path, FLIGHTS, DAY).row_count
+    with pytest.raises(v.ManifestError, match="describes partition '2013-01-02', not '2013-01-03'"):
         v.validate_batch(path, FLIGHTS, DAY + dt.timedelta(days=1))
-    assert info.value.rows == v.validate_batch(path, FLIGHTS, DAY).row_count
+    # without a manifest (loads that do not require one) the rows' own dates are checked
+    Path(str(path) + ".manifest.json").unlink()
+    with pytest.raises(v.OutsidePartitionError) as info:
+        v.validate_batch(path, FLIGHTS, DAY + dt.timedelta(days=1), require_manifest=False)
+    assert info.value.rows == rows
+
+
+def test_what_is_loaded_is_the_bytes_that_were_hashed(landing, monkeypatch):
+    """The file is read once: replaced by another version right after that read, the batch is still the version
+    that was hashed (its rows and its sha256), never a mix of both."""
+    path = daily_batch_path(landing, "flights", DAY)
+    original = v.validate_batch(path, FLIGHTS, DAY)
+    copy = v._private_copy
+
+    def then_replaced(src, folder):
+        out = copy(src, folder)
+        header, rows = read_rows(path)
+        write_rows(path, header, rows[:-50])  # upstream re-exports a shorter version, manifest included
+        return out
+
+    monkeypatch.setattr(v, "_private_copy", then_replaced)
+    batch = v.validate_batch(path, FLIGHTS, DAY)
+    assert batch.file_sha256 == original.file_sha256 and batch.row_count == original.row_count
+    assert v.file_sha256(path) != original.file_sha256
 
 
 def test_sensor_glitches_are_nulled_and_counted_not_rejected(landing):

@@ -16,14 +16,16 @@ from batch_platform.lib.landing import schedule_days
 from batch_platform.lib.time_model import TimeModel, load_time_model
 from batch_platform.lib.validation import (
     BatchRejected,
+    ExportNotFinishedError,
     MissingBatchError,
     NotYetPublishedError,
     ValidatedBatch,
     validate_batch,
 )
 
-NOT_QUARANTINED = (MissingBatchError, NotYetPublishedError)
-"""Rejections that are no fault of the file: nothing landed yet, or landed ahead of its publication time."""
+NOT_QUARANTINED = (MissingBatchError, ExportNotFinishedError, NotYetPublishedError)
+"""Rejections that are no fault of the file: nothing landed yet, an export still being written (no manifest yet),
+or landed ahead of its publication time. The file stays landed for a later attempt."""
 
 
 @dataclass(frozen=True)

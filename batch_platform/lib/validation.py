@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,13 @@ class MissingBatchError(BatchRejected):
     rule = "batch_present"
 
 
+class ExportNotFinishedError(BatchRejected):
+    """The file is there but its manifest (written after the file) is not: upstream is still exporting. Not bad,
+    not ready: it stays landed (not quarantined) and loads once the manifest arrives."""
+
+    rule = "export_finished"
+
+
 class NotYetPublishedError(BatchRejected):
     """The manifest says the batch is published later than now: not loaded (and not quarantined) until then."""
 
@@ -69,6 +77,19 @@ class CorruptBatchError(BatchRejected):
 
 class ChecksumMismatchError(CorruptBatchError):
     rule = "manifest_matches"
+
+
+class ManifestError(CorruptBatchError):
+    """The manifest beside the file does not vouch for it: a required field is missing or malformed, or it
+    describes another table or partition."""
+
+    rule = "manifest_valid"
+
+
+class EncodingError(CorruptBatchError):
+    """Not plain UTF-8 text as the landing format requires (a byte-order mark, another encoding)."""
+
+    rule = "utf8_text"
 
 
 class MissingColumnError(BatchRejected):
@@ -153,6 +174,19 @@ class _Checker:
             raise exc(self.path, detail, rows=count, examples=examples)
 
 
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT"}
+
+
+def _uncastable(column: str, sql_type: str) -> str:
+    """SQL true when a text value does not hold a value of ``sql_type``: DuckDB's cast also rounds a fraction to an
+    integer (``4000.7`` → 4001), so an integer column takes digits only."""
+    cast_fails = f"TRY_CAST({_q(column)} AS {sql_type}) IS NULL"
+    if sql_type.upper() in INTEGER_TYPES:
+        return f"{cast_fails} OR NOT regexp_full_match(trim({_q(column)}), '[+-]?[0-9]+')"
+    return cast_fails
+
+
 def _counts(con: duckdb.DuckDBPyConnection, table: str, predicates: dict[str, str]) -> dict[str, int]:
     """Rows satisfying each predicate, all counted in one scan of ``table``."""
     if not predicates:
@@ -161,17 +195,59 @@ def _counts(con: duckdb.DuckDBPyConnection, table: str, predicates: dict[str, st
     return dict(zip(predicates, con.execute(f"SELECT {exprs} FROM {table}").fetchall()[0]))
 
 
-def _read_header(path: Path) -> list[str]:
+def _read_header(path: Path, shown: Path) -> list[str]:
+    """The CSV header of ``path`` (errors name ``shown``, the landed file ``path`` is a copy of)."""
+    with open(path, "rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":
+            raise EncodingError(shown, "the file starts with a UTF-8 byte-order mark (BOM): export UTF-8 without one")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             header = next(csv.reader(f), None)
     except UnicodeDecodeError as e:
-        raise CorruptBatchError(path, f"not UTF-8 text: {e}") from e
+        raise EncodingError(shown, f"not UTF-8 text: {e}") from e
     except csv.Error as e:
         raise CorruptBatchError(path, f"unreadable CSV header: {e}") from e
     if not header:
-        raise EmptyBatchError(path, "no header line")
+        raise EmptyBatchError(shown, "no header line")
     return [h.strip() for h in header]
+
+
+def _private_copy(path: Path, folder: Path) -> tuple[Path, str]:
+    """Copy ``path`` into ``folder`` in bounded chunks, hashing the bytes as they are copied: what is validated,
+    loaded and recorded is one read of the file, even if upstream replaces it meanwhile."""
+    copy = folder / "batch.csv"
+    h = hashlib.sha256()
+    with open(path, "rb") as src, open(copy, "wb") as dst:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            dst.write(chunk)
+    return copy, h.hexdigest()
+
+
+def check_manifest(path: Path, manifest: dict, contract: TableContract, partition: dt.date | None,
+                   sha: str) -> None:
+    """The manifest must vouch for these bytes: ``sha256`` (64 hex digits) equal to theirs, ``rows`` a
+    non-negative integer, ``table`` this contract's and ``partition`` this partition (``null`` for a snapshot)."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(path, f"manifest is not a JSON object: {manifest!r}"[:300])
+    missing = [k for k in ("table", "partition", "rows", "sha256") if k not in manifest]
+    if missing:
+        raise ManifestError(path, f"manifest lacks required field(s) {missing}")
+    digest = manifest["sha256"]
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest.lower())):
+        raise ManifestError(path, f"manifest sha256 {digest!r} is not a sha256 hex digest")
+    rows = manifest["rows"]
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ManifestError(path, f"manifest rows {rows!r} is not a non-negative integer")
+    if manifest["table"] != contract.table:
+        raise ManifestError(path, f"manifest describes table {manifest['table']!r}, not {contract.table!r}")
+    expected = partition.isoformat() if partition is not None else None
+    if manifest["partition"] != expected:
+        raise ManifestError(path, f"manifest describes partition {manifest['partition']!r}, not {expected!r}")
+    if digest.lower() != sha:
+        raise ChecksumMismatchError(
+            path, f"file sha256 {sha[:12]}… differs from the manifest's {digest[:12]}…: truncated or modified "
+            "after export")
 
 
 def read_manifest(path: Path) -> dict | None:
@@ -215,19 +291,24 @@ def validate_batch(
     if contract.partitioning is not None and partition is None:
         raise ValueError(f"{contract.qualified_name} is daily-partitioned: pass the partition date")
 
-    sha = file_sha256(path)
     manifest = read_manifest(path)
     if manifest is None and require_manifest:
-        raise CorruptBatchError(path, "no manifest beside the file: the export did not finish")
-    if manifest is not None and manifest.get("sha256") not in (None, sha):
-        raise ChecksumMismatchError(
-            path, f"file sha256 {sha[:12]}… differs from the manifest's {str(manifest['sha256'])[:12]}…: "
-            "truncated or modified after export"
-        )
+        raise ExportNotFinishedError(path, "no manifest beside the file yet: the export has not finished; it loads "
+                                     "once the manifest is written")
+    with tempfile.TemporaryDirectory(prefix="batch-") as tmp:
+        copy, sha = _private_copy(path, Path(tmp))
+        if manifest is not None:
+            check_manifest(path, manifest, contract, partition, sha)
+        published_at = manifest_published_at(path, manifest)
+        data, nulled = _validate_rows(copy, path, contract, partition, manifest)
+    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled,
+                          published_at=published_at)
 
-    published_at = manifest_published_at(path, manifest)
 
-    header = _read_header(path)
+def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: dt.date | None,
+                   manifest: dict | None) -> tuple[pa.Table, dict[str, int]]:
+    """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``)."""
+    header = _read_header(copy, path)
     expected = contract.column_names
     missing = [c for c in expected if c not in header]
     if missing:
@@ -244,7 +325,7 @@ def validate_batch(
         columns = "{" + ", ".join(f"{_lit(Path(h))}: 'VARCHAR'" for h in header) + "}"
         try:
             con.execute(
-                f"CREATE TEMP TABLE text_rows AS SELECT * FROM read_csv({_lit(path)}, header = true, "
+                f"CREATE TEMP TABLE text_rows AS SELECT * FROM read_csv({_lit(copy)}, header = true, "
                 f"columns = {columns}, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
                 "strict_mode = true, null_padding = false, nullstr = ['', 'NA'])"
             )
@@ -260,7 +341,7 @@ def validate_batch(
         # Types: every non-null text value must cast to the declared type. One scan counts every column's
         # failures; the detail queries run only for a column that has some (the first one raises).
         text = _Checker(con, contract, path, "text_rows")
-        uncastable_by_col = {col.name: f"{_q(col.name)} IS NOT NULL AND TRY_CAST({_q(col.name)} AS {col.type}) IS NULL"
+        uncastable_by_col = {col.name: f"{_q(col.name)} IS NOT NULL AND ({_uncastable(col.name, col.type)})"
                              for col in contract.columns}
         failing = _counts(con, "text_rows", uncastable_by_col)
         for col in contract.columns:
@@ -338,5 +419,4 @@ def validate_batch(
         data = con.sql(f"SELECT * FROM typed ORDER BY {order}").to_arrow_table()
     finally:
         con.close()
-    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled,
-                          published_at=published_at)
+    return data, nulled
