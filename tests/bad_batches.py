@@ -160,6 +160,25 @@ def utf8_bom(path: Path) -> None:
     write(path, b"\xef\xbb\xbf" + path.read_bytes())
 
 
+def null_text_in_tailnum(path: Path) -> None:
+    set_value(path, "tailnum", "NULL", row=4)  # would be stored as the tail number "NULL"
+
+
+def arrival_delay_against_arrival_time(path: Path) -> None:
+    """4000 minutes late on a flight whose arrival time says it was on time: a flipped label."""
+    header, rows = read_rows(path)
+    i = next(n for n, r in enumerate(rows) if r[header.index("arr_delay")] not in ("", "NA"))
+    rows[i][header.index("arr_delay")] = "4000"
+    write_rows(path, header, rows)
+
+
+def cancelled_with_arrival_delay(path: Path) -> None:
+    header, rows = read_rows(path)
+    i = next(n for n, r in enumerate(rows) if r[header.index("dep_time")] in ("", "NA"))
+    rows[i][header.index("arr_delay")] = "25"
+    write_rows(path, header, rows)
+
+
 # (mutator, the named error it must raise) for a flights batch
 FLIGHTS_FAULTS = {
     "missing_column": (missing_column, v.MissingColumnError),
@@ -184,4 +203,7 @@ FLIGHTS_FAULTS = {
     "rows_dropped_after_export": (truncate_rows, v.ChecksumMismatchError),
     "fraction_in_integer_column": (fraction_in_integer_column, v.ColumnTypeError),
     "utf8_bom": (utf8_bom, v.EncodingError),
+    "null_text_in_tailnum": (null_text_in_tailnum, v.UndeclaredNullTokenError),
+    "arrival_delay_against_arrival_time": (arrival_delay_against_arrival_time, v.RowRuleViolation),
+    "cancelled_with_arrival_delay": (cancelled_with_arrival_delay, v.RowRuleViolation),
 }

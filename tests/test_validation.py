@@ -88,6 +88,29 @@ def test_what_is_loaded_is_the_bytes_that_were_hashed(landing, monkeypatch):
     assert v.file_sha256(path) != original.file_sha256
 
 
+def test_weather_whose_hour_disagrees_with_its_instant_is_rejected(landing):
+    path = daily_batch_path(landing, "weather", DAY)
+    header, rows = read_rows(path)
+    rows[3][header.index("hour")] = str((int(rows[3][header.index("hour")]) + 1) % 24)
+    write_rows(path, header, rows)
+    with pytest.raises(v.RowRuleViolation, match="hour_agrees_with_time_hour") as info:
+        v.validate_batch(path, WEATHER, DAY)
+    assert info.value.rows == 1
+
+
+def test_a_day_redated_onto_the_start_of_daylight_saving_time_passes(tmp_path):
+    """Re-dated by whole weeks, 2013-03-03 (hour 2 exists) falls on 2026-03-08, when 02:00 New York does not exist:
+    its 02:00 observations are the instant 02:00 maps to (03:00 EDT), which the hour rule accepts."""
+    from batch_platform.lib.clock import LIVE, DataClock
+    from batch_platform.lib.landing import replay
+
+    clock = DataClock(LIVE, (dt.date(2026, 3, 8) - dt.date(2013, 3, 3)).days)
+    day = dt.date(2026, 3, 8)
+    replay(tmp_path, day, day, tables=["weather"], clock=clock)  # the replay takes dates on its clock
+    batch = v.validate_batch(daily_batch_path(tmp_path, "weather", day), WEATHER, day)
+    assert batch.row_count > 60
+
+
 def test_sensor_glitches_are_nulled_and_counted_not_rejected(landing):
     path = daily_batch_path(landing, "weather", DAY)
     nulls_before = v.validate_batch(path, WEATHER, DAY).data.column("wind_speed").null_count

@@ -68,6 +68,9 @@ class TableContract:
     key: tuple[str, ...]
     partitioning: DailyPartitioning | None = None
     row_rules: tuple[RowRule, ...] = field(default=())
+    null_tokens: tuple[str, ...] = ("", "NA")
+    """The field texts that mean null in this table's files; any other null-like text (``NULL``, ``None``,
+    ``NaN``, …: :data:`NULL_LIKE`) is rejected rather than stored as a value."""
 
     @property
     def qualified_name(self) -> str:
@@ -133,7 +136,20 @@ def projection(
     )
 
 
+NULL_LIKE = ("", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "Null", "None", "none", "NaN", "nan", "NAN", "-", "?")
+"""Texts that usually mean a missing value; those a contract does not declare as null tokens are rejected."""
+
 _HHMM = "({c} IS NULL OR ({c} BETWEEN 1 AND 2400 AND {c} % 100 < 60))"
+
+
+def _minutes(hhmm: str) -> str:
+    return f"({hhmm} // 100 * 60 + {hhmm} % 100)"
+
+
+def _delay_rule(name: str, actual: str, scheduled: str, delay: str, what: str) -> RowRule:
+    """``delay`` minutes = ``actual`` − ``scheduled`` clock times, modulo a day (every 2013 row holds to it)."""
+    return RowRule(name, f"({_minutes(actual)} - {_minutes(scheduled)} - {delay}) % 1440 = 0",
+                   f"The {what} delay equals the actual minus the scheduled {what} time (modulo a day).")
 
 
 def _clock_times_rule(columns: tuple[str, ...]) -> RowRule:
@@ -178,6 +194,13 @@ FLIGHTS = TableContract(
                 "The scheduled departure HHMM agrees with the hour and minute columns."),
         _clock_times_rule(("dep_time", "sched_dep_time", "arr_time", "sched_arr_time")),
         RowRule("origin_differs_from_dest", "origin <> dest", "A flight goes somewhere else."),
+        # outcomes agree with each other: a label flipped by one inconsistent column is rejected, not learned
+        _delay_rule("dep_delay_agrees_with_departure_times", "dep_time", "sched_dep_time", "dep_delay", "departure"),
+        _delay_rule("arr_delay_agrees_with_arrival_times", "arr_time", "sched_arr_time", "arr_delay", "arrival"),
+        RowRule("cancelled_flight_has_no_outcome",
+                "dep_time IS NOT NULL OR (dep_delay IS NULL AND arr_time IS NULL AND arr_delay IS NULL "
+                "AND air_time IS NULL)",
+                "A flight that did not depart (no dep_time) has no departure delay, arrival or air time."),
     ),
 )
 
@@ -209,6 +232,11 @@ WEATHER = TableContract(
     row_rules=(
         RowRule("dew_point_not_above_temperature", "dewp <= temp + 1.0",
                 "Dew point cannot exceed air temperature (1 °F rounding allowance)."),
+        RowRule("hour_agrees_with_time_hour",
+                "hour = hour(timezone('America/New_York', time_hour)) OR time_hour = timezone('America/New_York', "
+                "make_date(year, month, day)::TIMESTAMP + to_hours(hour))",
+                "The observation hour is time_hour's hour in New York (where that local hour does not exist — "
+                "the day daylight saving time starts — time_hour is the instant it maps to)."),
     ),
 )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from batch_platform.lib.contracts import TableContract
+from batch_platform.lib.contracts import NULL_LIKE, TableContract
 
 MAX_EXAMPLES = 5
 
@@ -128,6 +128,13 @@ class RowRuleViolation(BatchRejected):
     rule = "row_rule"
 
 
+class UndeclaredNullTokenError(BatchRejected):
+    """A field holds a null-like text (``NULL``, ``None``, ``NaN``…) the contract does not declare as null: it would
+    be stored as a value (a tail number ``NULL``, a NaN temperature)."""
+
+    rule = "declared_null_tokens"
+
+
 @dataclass
 class ValidatedBatch:
     contract: TableContract
@@ -153,6 +160,10 @@ def file_sha256(path: Path) -> str:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _lit(path: Path) -> str:
@@ -319,6 +330,7 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
     if len(set(header)) != len(header):
         raise CorruptBatchError(path, f"repeated column names in header {header}")
 
+    tokens = contract.null_tokens
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -327,7 +339,7 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
             con.execute(
                 f"CREATE TEMP TABLE text_rows AS SELECT * FROM read_csv({_lit(copy)}, header = true, "
                 f"columns = {columns}, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
-                "strict_mode = true, null_padding = false, nullstr = ['', 'NA'])"
+                f"strict_mode = true, null_padding = false, nullstr = [{', '.join(_str(t) for t in tokens)}])"
             )
         except duckdb.Error as e:
             raise CorruptBatchError(path, f"cannot parse as CSV ({str(e).splitlines()[0]})") from e
@@ -337,6 +349,21 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
             raise EmptyBatchError(path, "header only, no rows")
         if manifest is not None and manifest.get("rows") is not None and int(manifest["rows"]) != n:
             raise ChecksumMismatchError(path, f"{n} rows parsed but the manifest says {manifest['rows']}", rows=n)
+
+        undeclared = [t for t in NULL_LIKE if t not in tokens]
+        if undeclared:
+            in_list = ", ".join(_str(t) for t in undeclared)
+            suspicious = {col.name: f"trim({_q(col.name)}) IN ({in_list})" for col in contract.columns}
+            text = _Checker(con, contract, path, "text_rows")
+            found = _counts(con, "text_rows", suspicious)
+            for col in contract.columns:
+                if found[col.name]:
+                    values = [r[0] for r in con.execute(
+                        f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {suspicious[col.name]} ORDER BY 1 "
+                        f"LIMIT {MAX_EXAMPLES}").fetchall()]
+                    text.violations(suspicious[col.name], UndeclaredNullTokenError,
+                                    f"column {col.name!r} holds {values}, not declared null tokens of this table "
+                                    f"({list(tokens)}): a value or a missing one?")
 
         # Types: every non-null text value must cast to the declared type. One scan counts every column's
         # failures; the detail queries run only for a column that has some (the first one raises).
