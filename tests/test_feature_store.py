@@ -418,6 +418,32 @@ def test_real_repo_applies_idempotently(features_dir, tmp_path, monkeypatch):
     assert fewer.feature_service_names == ["flight_delay_v1"] and fewer.feature_views == 5
 
 
+def test_a_copied_data_folder_never_touches_the_original(tmp_path, monkeypatch):
+    """Feast records the online tables' absolute paths in its registry: an apply in a copy of a data folder used
+    to drop the original's online tables (its `predict` then failed with 'no such table')."""
+    import hashlib
+
+    original = tmp_path / "a"
+    point_env(monkeypatch, original)
+    FeatureStoreClient().apply()
+    store_a = original / "feast" / "online_store.db"
+    with sqlite3.connect(store_a) as con:
+        tables_a = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {f"batch_platform_{v}" for v in REAL_VIEWS} <= tables_a
+    digest_a = hashlib.sha256(store_a.read_bytes()).hexdigest()
+
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy)
+    point_env(monkeypatch, copy)
+    summary = FeatureStoreClient().apply()
+    assert hashlib.sha256(store_a.read_bytes()).hexdigest() == digest_a  # the original, byte for byte
+    assert f"another instance's online store {store_a}" in summary.diff
+    with sqlite3.connect(copy / "feast" / "online_store.db") as con:
+        tables_b = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables_b == tables_a
+    assert "another instance" not in FeatureStoreClient().apply().diff  # the copy's registry is its own now
+
+
 def test_feast_cli_apply_in_repo_folder(tmp_path, monkeypatch):
     point_env(monkeypatch, tmp_path)
     before = sorted(p.name for p in settings.FEATURE_REPO_DIR.rglob("*"))

@@ -252,6 +252,7 @@ class FeatureStoreClient:
         repo = load_repo_contents(self.repo_dir, store.project)
         out = io.StringIO()
         with self._locked(exclusive=True):
+            foreign = self._forget_other_online_stores()
             with contextlib.redirect_stdout(out):
                 apply_total_with_repo_instance(
                     store, store.project, store.registry, repo, skip_source_validation=False
@@ -263,7 +264,9 @@ class FeatureStoreClient:
             prediction_views = sorted(v.name for v in all_views if is_prediction_view(v))
             services = sorted(s.name for s in store.list_feature_services())
         diff = "\n".join(
-            line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line
+            [f"forgot {len(names)} online table(s) of another instance's online store {path} (the registry was "
+             "copied with its data folder; that store is left untouched)" for path, names in foreign.items()]
+            + [line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line]
         )
         return ApplySummary(
             entities=len(entities),
@@ -281,6 +284,30 @@ class FeatureStoreClient:
             prediction_view_names=prediction_views,
             diff=diff,
         )
+
+    def _forget_other_online_stores(self) -> dict[str, list[str]]:
+        """Drop from the registry's infrastructure the SQLite online tables kept in another file than this
+        instance's online store, without touching them: Feast records each table's absolute path, so a registry
+        copied with its data folder still lists the original's tables, and ``feast apply`` would tear those down
+        (drop them in the original's file) when it creates this instance's. Works on the registry's protobuf, so
+        the other file is never opened (it may be gone). Returns {other path: table names}."""
+        registry = self.store.registry
+        proto = registry._get_registry_proto(project=self.store.project, allow_cache=False)
+        own = str(self.online_store_path.resolve())
+        foreign: dict[str, list[str]] = {}
+        keep = []
+        for obj in proto.infra.infra_objects:
+            if obj.HasField("sqlite_table") and str(Path(obj.sqlite_table.path).resolve()) != own:
+                foreign.setdefault(obj.sqlite_table.path, []).append(obj.sqlite_table.name)
+            else:
+                keep.append(obj)
+        if foreign:
+            registry._prepare_registry_for_changes(self.store.project)
+            infra = registry.cached_registry_proto.infra
+            del infra.infra_objects[:]
+            infra.infra_objects.extend(keep)
+            registry.commit()
+        return foreign
 
     def definitions_fingerprint(self) -> str:
         """sha256 of the repo's feature definitions (entities; views with entities, features and types, TTL, online
