@@ -196,10 +196,18 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"(run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
         for err in outcome.errors:
             print(f"  {err}")
+        if not outcome.success:
+            _print_where_logged(outcome.run_id, step_log("train_gate_promote"))
         _print_training_sets(instance)
         _print_gates(instance)
     _print_registry()
     return 0 if outcome.success else 1
+
+
+def _print_where_logged(run_id: str | None, step_output: Path | None = None) -> None:
+    """Where a failed run's whole story is: its event log (the UI's run page) and what its steps printed."""
+    print(f"  Full event log: run {run_id} in the Dagster UI (`make ui-demo`, Runs)"
+          + (f"; step output: {step_output}" if step_output else ""))
 
 
 def _print_registry(spec: str | None = None) -> None:
@@ -345,6 +353,8 @@ def cmd_score(args: argparse.Namespace) -> int:
               f"{'ok' if outcome.success else 'FAILED'} (run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
         for err in outcome.errors:
             print(f"  {err}")
+        if not outcome.success:
+            _print_where_logged(outcome.run_id)
         for name in load_specs():
             key = dg.AssetKey([f"{name}_predictions"])
             md = latest_metadata(instance, key)

@@ -43,13 +43,34 @@ class RunOutcome:
     errors: list[str] = field(default_factory=list)
 
 
+WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+"""Dagster's own wrappers around an exception raised in a step ("Error occurred while executing op …"): what
+they wrap is the cause worth printing."""
+
+
+def describe_error(err) -> str:
+    """``Type: message`` of the exception a step raised (Dagster's wrapper skipped), then what caused it, e.g.
+    ``ValueError: bad spec (caused by KeyError: 'x')``; ``err`` is a ``SerializableErrorInfo``."""
+    chain = []
+    while err is not None:
+        if not any(w in (err.cls_name or "") for w in WRAPPERS):
+            chain.append(" ".join(err.message.split()))
+        err = err.cause or err.context
+    if not chain:
+        return "failed (no cause recorded)"
+    return chain[0] + "".join(f" (caused by {c})" for c in chain[1:3])
+
+
 def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed step: the step, its partition and the root cause (a named error's own description)."""
+    partition = result.dagster_run.tags.get("dagster/partition")
+    where = f" [partition {partition}]" if partition else ""
     messages = []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            err = event.step_failure_data.error
             user = event.step_failure_data.user_failure_data
-            messages.append(f"{event.step_key}: {user.description if user and user.description else err.message if err else 'failed'}")
+            cause = user.description if user and user.description else describe_error(event.step_failure_data.error)
+            messages.append(f"{event.step_key}{where}: {cause}")
     return messages
 
 
