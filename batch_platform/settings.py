@@ -23,6 +23,7 @@ DATA_DIR_VAR = "BATCH_PLATFORM_DATA_DIR"
 WAREHOUSE_VAR = "BATCH_PLATFORM_WAREHOUSE"
 LANDING_VAR = "BATCH_PLATFORM_LANDING_DIR"
 QUARANTINE_VAR = "BATCH_PLATFORM_QUARANTINE_DIR"
+ARCHIVE_VAR = "BATCH_PLATFORM_ARCHIVE_DIR"  # every version of every loaded batch, by content (sha256)
 FEATURES_VAR = "BATCH_PLATFORM_FEATURES_DIR"  # parquet feature tables written by dbt, read by Feast
 FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
 ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
@@ -61,6 +62,7 @@ def _defaults() -> dict[str, str]:
         WAREHOUSE_VAR: str(base / "warehouse.duckdb"),
         LANDING_VAR: str(base / "landing"),
         QUARANTINE_VAR: str(base / "quarantine"),
+        ARCHIVE_VAR: str(base / "batches"),
         FEATURES_VAR: str(base / "features"),
         FEAST_REGISTRY_VAR: str(base / "feast" / "registry.db"),
         ONLINE_STORE_VAR: str(base / "feast" / "online_store.db"),
@@ -87,6 +89,10 @@ def landing_dir() -> Path:
 
 def quarantine_dir() -> Path:
     return Path(os.environ.get(QUARANTINE_VAR) or _defaults()[QUARANTINE_VAR])
+
+
+def archive_dir() -> Path:
+    return Path(os.environ.get(ARCHIVE_VAR) or _defaults()[ARCHIVE_VAR])
 
 
 def features_dir() -> Path:

@@ -99,6 +99,7 @@ def platform_env_vars(base: Path) -> dict[str, Path]:
         settings.WAREHOUSE_VAR: data / "warehouse.duckdb",
         settings.LANDING_VAR: data / "landing",
         settings.QUARANTINE_VAR: data / "quarantine",
+        settings.ARCHIVE_VAR: data / "batches",
         settings.FEATURES_VAR: data / "features",
         settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
         settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",

@@ -75,6 +75,7 @@ def loaded_warehouse(tmp_path_factory, landed_days):
         mp.setenv(settings.WAREHOUSE_VAR, str(base / "warehouse.duckdb"))
         mp.setenv(settings.LANDING_VAR, str(landed_days))
         mp.setenv(settings.QUARANTINE_VAR, str(base / "quarantine"))
+        mp.setenv(settings.ARCHIVE_VAR, str(base / "batches"))
         with dg.instance_for_test() as inst:
             for day in (None, D1, D2):
                 materialize_day(day, inst)
@@ -129,6 +130,34 @@ def test_a_changed_batch_replaces_only_its_partition(loaded, instance):
     assert after["raw.flights"][0] == before["raw.flights"][0] - 10
     with warehouse.connect(loaded["warehouse"], read_only=True) as con:
         assert warehouse.content_checksum(con, FLIGHTS, D1) == d1_before
+
+
+def test_a_correction_keeps_every_version_with_its_audit_trail(loaded, instance):
+    """Upstream re-exports D2 with 10 flights fewer: the partition now holds the correction, and both versions are
+    kept by content (sha256) with one load-history row each, in load order; the current version is the log's."""
+    path = daily_batch_path(loaded["landing"], "flights", D2)
+    materialize_day(D2, instance)  # the original version, loaded by this test's instance
+    original = v.file_sha256(path)
+    header, rows = read_rows(path)
+    write_rows(path, header, rows[:-10])
+    corrected = v.file_sha256(path)
+    materialize_day(D2, instance)
+    materialize_day(D2, instance)  # the same correction again: a load more, no new version
+
+    archive = loaded["data"] / "batches" / "flights" / D2.isoformat()
+    assert sorted(p.name for p in archive.iterdir()) == sorted([f"{original}.csv", f"{corrected}.csv"])
+    assert v.file_sha256(archive / f"{corrected}.csv") == corrected  # the bytes that were validated and loaded
+    with warehouse.connect(loaded["warehouse"], read_only=True) as con:
+        history = con.execute(
+            f"SELECT file_sha256, rows, archived_path FROM {warehouse.LOAD_HISTORY_TABLE} "
+            "WHERE table_name = 'raw.flights' AND partition_key = ? ORDER BY loaded_at", [D2.isoformat()]).fetchall()
+        current = con.execute(f"SELECT file_sha256 FROM {warehouse.LOADS_TABLE} WHERE table_name = 'raw.flights' "
+                              "AND partition_key = ?", [D2.isoformat()]).fetchall()
+    history = history[-3:]  # before them: the module's warehouse loading D2
+    assert [h[0] for h in history] == [original, corrected, corrected]
+    assert history[0][1] == history[1][1] + 10
+    assert history[0][2] == str(archive / f"{original}.csv")
+    assert current == [(corrected,)]
 
 
 @pytest.mark.parametrize("fault", sorted(f for f, (_, error) in FLIGHTS_FAULTS.items()

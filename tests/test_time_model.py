@@ -111,7 +111,8 @@ print(json.dumps({"first": keys[0], "last": keys[-1], "n": len(keys),
 def _partition_keys(data_dir: Path) -> dict:
     env = {**os.environ, settings.DATA_DIR_VAR: str(data_dir)}
     for var in (settings.WAREHOUSE_VAR, settings.LANDING_VAR, settings.FEATURES_VAR, settings.FEAST_REGISTRY_VAR,
-                settings.ONLINE_STORE_VAR, settings.ARTIFACTS_VAR, settings.REGISTRY_VAR, settings.QUARANTINE_VAR):
+                settings.ONLINE_STORE_VAR, settings.ARTIFACTS_VAR, settings.REGISTRY_VAR, settings.QUARANTINE_VAR,
+                settings.ARCHIVE_VAR):
         env.pop(var, None)
     out = subprocess.run([sys.executable, "-c", _PARTITIONS], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

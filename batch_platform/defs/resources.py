@@ -69,6 +69,8 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     landing_dir: str = Field(description="Landing folder (env BATCH_PLATFORM_LANDING_DIR).")
     quarantine_dir: str = Field(description="Quarantine folder for rejected batches (env BATCH_PLATFORM_QUARANTINE_DIR).")
+    archive_dir: str = Field(description="Every loaded version of every batch, by sha256 (env "
+                             "BATCH_PLATFORM_ARCHIVE_DIR): a correction never erases what was loaded before.")
     require_manifest: bool = Field(
         default=True,
         description="Reject a batch without its export manifest (row count + sha256) beside it.",
@@ -82,6 +84,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "landing": LandingZoneResource(
             landing_dir=dg.EnvVar(settings.LANDING_VAR),
             quarantine_dir=dg.EnvVar(settings.QUARANTINE_VAR),
+            archive_dir=dg.EnvVar(settings.ARCHIVE_VAR),
         ),
         "feature_store": FeatureStoreResource(
             repo_dir=str(settings.FEATURE_REPO_DIR),

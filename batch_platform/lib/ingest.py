@@ -88,6 +88,7 @@ def ingest_batch(
     partition: dt.date | None,
     *,
     quarantine_dir: Path,
+    archive_dir: Path | None = None,
     run_id: str = "",
     require_manifest: bool = True,
     lock_timeout_s: float = 600.0,
@@ -96,9 +97,12 @@ def ingest_batch(
 ) -> IngestResult:
     """Validate ``path``; on a contract violation move it to quarantine and re-raise (the warehouse is not
     opened); otherwise replace the partition in one transaction, recording when the batch was published and final
-    (:func:`batch_times`; a batch not yet published raises :class:`NotYetPublishedError` and stays landed)."""
+    (:func:`batch_times`; a batch not yet published raises :class:`NotYetPublishedError` and stays landed).
+    ``archive_dir``: keep the loaded bytes as ``<archive_dir>/<table>/<partition>/<sha256>.csv``; every load is
+    appended to the load history with the version it loaded (a correction keeps the version it replaces)."""
     try:
-        batch = validate_batch(path, contract, partition, require_manifest=require_manifest)
+        batch = validate_batch(path, contract, partition, require_manifest=require_manifest,
+                               archive_dir=version_dir(archive_dir, contract, partition))
         times = batch_times(batch, partition, clock=clock, now=now)
     except NOT_QUARANTINED:
         raise
@@ -109,8 +113,16 @@ def ingest_batch(
         load = warehouse.load_batch(
             con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
             run_id=run_id, published_at=times.published_at, final_at=times.final_at,
+            archived_path=batch.archived_path,
         )
     return IngestResult(batch=batch, load=load)
+
+
+def version_dir(archive_dir: Path | None, contract: TableContract, partition: dt.date | None) -> Path | None:
+    """Where the versions of one partition's batch are kept (``None``: not kept)."""
+    if archive_dir is None:
+        return None
+    return Path(archive_dir) / contract.table / (partition.isoformat() if partition is not None else "snapshot")
 
 
 def ingest_many(
@@ -118,6 +130,7 @@ def ingest_many(
     batches: list[tuple[TableContract, Path, dt.date | None]],
     *,
     quarantine_dir: Path,
+    archive_dir: Path | None = None,
     run_id: str = "",
     require_manifest: bool = True,
     workers: int = 2,
@@ -143,7 +156,8 @@ def ingest_many(
             if item is not None:
                 contract, path, partition = item
                 pending.append((item, pool.submit(validate_batch, path, contract, partition,
-                                                  require_manifest=require_manifest)))
+                                                  require_manifest=require_manifest,
+                                                  archive_dir=version_dir(archive_dir, contract, partition))))
 
         for _ in range(2 * workers):
             submit_next()
@@ -160,7 +174,8 @@ def ingest_many(
             submit_next()
             load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
                                         file_sha256=batch.file_sha256, run_id=run_id,
-                                        published_at=times.published_at, final_at=times.final_at)
+                                        published_at=times.published_at, final_at=times.final_at,
+                                        archived_path=batch.archived_path)
             results.append(IngestResult(batch=batch, load=load))
     return results
 

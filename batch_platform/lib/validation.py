@@ -7,11 +7,14 @@ few example keys. A good batch comes back as an Arrow table typed by the contrac
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
 import json
+import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +147,8 @@ class ValidatedBatch:
     nulled_out_of_range: dict[str, int] = field(default_factory=dict)
     published_at: dt.datetime | None = None
     """When the upstream published the batch, as its manifest states (``None``: the manifest does not say)."""
+    archived_path: Path | None = None
+    """The validated bytes, kept as ``<archive_dir>/<sha256>.csv`` (when validation was asked to keep them)."""
 
     @property
     def row_count(self) -> int:
@@ -226,7 +231,7 @@ def _read_header(path: Path, shown: Path) -> list[str]:
 def _private_copy(path: Path, folder: Path) -> tuple[Path, str]:
     """Copy ``path`` into ``folder`` in bounded chunks, hashing the bytes as they are copied: what is validated,
     loaded and recorded is one read of the file, even if upstream replaces it meanwhile."""
-    copy = folder / "batch.csv"
+    copy = folder / f".incoming-{uuid.uuid4().hex}.csv"
     h = hashlib.sha256()
     with open(path, "rb") as src, open(copy, "wb") as dst:
         for chunk in iter(lambda: src.read(1 << 20), b""):
@@ -291,9 +296,11 @@ def validate_batch(
     partition: dt.date | None = None,
     *,
     require_manifest: bool = True,
+    archive_dir: Path | None = None,
 ) -> ValidatedBatch:
     """Validate ``path`` against ``contract`` (and ``partition`` for daily tables); raise a named
-    :class:`BatchRejected` or return the typed rows."""
+    :class:`BatchRejected` or return the typed rows. ``archive_dir``: keep the validated bytes there as
+    ``<sha256>.csv`` (content-addressed: a version seen before is kept once)."""
     path = Path(path)
     if not path.exists():
         raise MissingBatchError(path, "no batch file landed for this partition")
@@ -306,14 +313,27 @@ def validate_batch(
     if manifest is None and require_manifest:
         raise ExportNotFinishedError(path, "no manifest beside the file yet: the export has not finished; it loads "
                                      "once the manifest is written")
-    with tempfile.TemporaryDirectory(prefix="batch-") as tmp:
-        copy, sha = _private_copy(path, Path(tmp))
-        if manifest is not None:
-            check_manifest(path, manifest, contract, partition, sha)
-        published_at = manifest_published_at(path, manifest)
-        data, nulled = _validate_rows(copy, path, contract, partition, manifest)
+    with contextlib.ExitStack() as stack:
+        if archive_dir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batch-")))
+        else:
+            folder = Path(archive_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+        copy, sha = _private_copy(path, folder)
+        try:
+            if manifest is not None:
+                check_manifest(path, manifest, contract, partition, sha)
+            published_at = manifest_published_at(path, manifest)
+            data, nulled = _validate_rows(copy, path, contract, partition, manifest)
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
+        archived = None
+        if archive_dir is not None:
+            archived = folder / f"{sha}.csv"
+            os.replace(copy, archived)  # same bytes under the same name when this version was seen before
     return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled,
-                          published_at=published_at)
+                          published_at=published_at, archived_path=archived)
 
 
 def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: dt.date | None,

@@ -30,6 +30,7 @@ LINEAGE_COLUMNS = {
     "_batch_sha256": "VARCHAR",  # sha256 of the landed file's bytes
 }
 LOADS_TABLE = "raw._batch_loads"
+LOAD_HISTORY_TABLE = "raw._batch_load_history"  # append-only: every version of every batch ever loaded
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -84,6 +85,11 @@ def _ensure(con: duckdb.DuckDBPyConnection, contract: TableContract) -> None:
     # warehouses created before the time model recorded publication times
     for column in ("published_at", "final_at"):
         con.execute(f"ALTER TABLE {LOADS_TABLE} ADD COLUMN IF NOT EXISTS {column} TIMESTAMPTZ")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOAD_HISTORY_TABLE} (table_name VARCHAR, partition_key VARCHAR, rows BIGINT, "
+        "checksum VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, archived_path VARCHAR, schema_version VARCHAR, "
+        "run_id VARCHAR, loaded_at TIMESTAMPTZ, published_at TIMESTAMPTZ, final_at TIMESTAMPTZ)"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,12 @@ def load_batch(
     run_id: str = "",
     published_at: dt.datetime | None = None,
     final_at: dt.datetime | None = None,
+    archived_path: Path | None = None,
 ) -> LoadResult:
     """Replace one partition (or the whole reference table) with ``data`` in a single transaction, and record the
-    load in the load log with when the batch was published and from when its values are final (the time model)."""
+    load in the load log (the version each partition holds now) and in the append-only load history (every
+    version ever loaded, with ``archived_path``, where its bytes are kept), with when the batch was published and
+    from when its values are final (the time model)."""
     _ensure(con, contract)
     target = contract.qualified_name
     cols = contract.column_names
@@ -137,6 +146,14 @@ def load_batch(
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
                 [target, partition_key, rows, checksum, str(source_file), file_sha256, contract.schema_version, run_id,
                  published_at, final_at],
+            )
+            con.execute(
+                f"INSERT INTO {LOAD_HISTORY_TABLE} (table_name, partition_key, rows, checksum, source_file, "
+                "file_sha256, archived_path, schema_version, run_id, loaded_at, published_at, final_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+                [target, partition_key, rows, checksum, str(source_file), file_sha256,
+                 str(archived_path) if archived_path else None, contract.schema_version, run_id, published_at,
+                 final_at],
             )
             con.execute("COMMIT")
         except BaseException:

@@ -74,6 +74,7 @@ def _load(
             path,
             day,
             quarantine_dir=Path(landing_zone.quarantine_dir),
+            archive_dir=Path(landing_zone.archive_dir),
             run_id=context.run.run_id,
             require_manifest=landing_zone.require_manifest,
             lock_timeout_s=warehouse.lock_timeout_s,
