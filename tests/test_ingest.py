@@ -186,6 +186,24 @@ def test_bad_batch_fails_named_is_quarantined_and_loses_nothing(loaded, instance
         assert snapshot(loaded["warehouse"])["raw.flights"] == flights_before
 
 
+@pytest.mark.parametrize("column,code", [("carrier", "ZZ"), ("dest", "XXX"), ("origin", "ZZZ")])
+def test_codes_unknown_to_the_reference_tables_are_rejected_at_ingest(loaded, instance, column, code):
+    """A carrier or airport the loaded reference snapshots do not know is rejected before the partition (and
+    the labels built from it) change; the reference snapshots' documented gaps (dest SJU, …) are not."""
+    before = snapshot(loaded["warehouse"], days=(D1, D2))
+    path = daily_batch_path(loaded["landing"], "flights", D2)
+    header, rows = read_rows(path)
+    assert any(r[header.index("dest")] in ("SJU", "BQN", "PSE", "STT") for r in rows)  # known gaps: accepted
+    rows[6][header.index(column)] = code
+    write_rows(path, header, rows)
+    result = materialize_day(D2, instance, raise_on_error=False)
+    assert not result.success
+    user = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
+    assert user.metadata["error"].value == "UnknownReferenceError" and code in user.description
+    assert user.metadata["quarantined_to"].value and not path.exists()
+    assert snapshot(loaded["warehouse"], days=(D1, D2)) == before
+
+
 def test_bad_new_day_loads_nothing_of_that_table(loaded, instance):
     """A new day arriving bad adds no flights; its good weather batch still loads (assets are independent)."""
     mutate, _ = FLIGHTS_FAULTS["duplicate_key"]

@@ -19,6 +19,7 @@ from batch_platform.lib.validation import (
     ExportNotFinishedError,
     MissingBatchError,
     NotYetPublishedError,
+    UnknownReferenceError,
     ValidatedBatch,
     validate_batch,
 )
@@ -55,6 +56,8 @@ def batch_times(batch: ValidatedBatch, partition: dt.date | None, *, time_model:
 class IngestResult:
     batch: ValidatedBatch
     load: warehouse.LoadResult
+    references_unchecked: tuple[str, ...] = ()
+    """Reference tables not loaded yet when the batch was (their codes are checked by dbt's tests later)."""
 
 
 def quarantine(path: Path, error: BatchRejected, quarantine_dir: Path, *, run_id: str = "") -> Path:
@@ -110,12 +113,51 @@ def ingest_batch(
         e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
         raise
     with warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
+        try:
+            unchecked = check_references(con, batch)
+        except BatchRejected as e:
+            e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
+            raise
         load = warehouse.load_batch(
             con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
             run_id=run_id, published_at=times.published_at, final_at=times.final_at,
             archived_path=batch.archived_path,
         )
-    return IngestResult(batch=batch, load=load)
+    return IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked))
+
+
+def check_references(con, batch: ValidatedBatch) -> list[str]:
+    """Raise :class:`UnknownReferenceError` when ``batch`` holds codes its contract's references do not know (the
+    reference tables as loaded in the warehouse, ``con``). A reference table not loaded yet cannot vouch for
+    anything: its check is skipped (the dbt relationships tests run on the feature build); returns those skipped."""
+    skipped = []
+    refs = batch.contract.references
+    if not refs:
+        return skipped
+    loaded = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
+    con.register("_batch_to_check", batch.data)
+    try:
+        for ref in refs:
+            if ref.table not in loaded:
+                skipped.append(ref.table)
+                continue
+            col = '"' + ref.column.replace('"', '""') + '"'
+            unknown = (f"{col} IS NOT NULL AND {col} NOT IN "
+                       f"(SELECT \"{ref.key}\" FROM raw.\"{ref.table}\" WHERE \"{ref.key}\" IS NOT NULL)")
+            if ref.known_missing:  # (x NOT IN () is not SQL, and NOT IN (NULL) is never true)
+                known = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.known_missing)
+                unknown += f" AND {col} NOT IN ({known})"
+            rows, codes = con.execute(
+                f"SELECT count(*), list(DISTINCT {col} ORDER BY {col}) FROM _batch_to_check WHERE {unknown}"
+            ).fetchall()[0]
+            if rows:
+                raise UnknownReferenceError(
+                    batch.path, f"column {ref.column!r} holds code(s) {codes[:5]} missing from raw.{ref.table}."
+                    f"{ref.key}", rows=rows, examples=codes[:5])
+    finally:
+        con.unregister("_batch_to_check")
+    return skipped
 
 
 def version_dir(archive_dir: Path | None, contract: TableContract, partition: dt.date | None) -> Path | None:
@@ -172,11 +214,16 @@ def ingest_many(
                 e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
                 raise
             submit_next()
+            try:
+                unchecked = check_references(con, batch)
+            except BatchRejected as e:
+                e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
+                raise
             load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
                                         file_sha256=batch.file_sha256, run_id=run_id,
                                         published_at=times.published_at, final_at=times.final_at,
                                         archived_path=batch.archived_path)
-            results.append(IngestResult(batch=batch, load=load))
+            results.append(IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked)))
     return results
 
 

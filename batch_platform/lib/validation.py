@@ -131,6 +131,13 @@ class RowRuleViolation(BatchRejected):
     rule = "row_rule"
 
 
+class UnknownReferenceError(BatchRejected):
+    """Codes missing from their reference table as loaded (a carrier not in ``airlines``, an airport not in
+    ``airports``): rejected at ingest, before the partition (and the labels built from it) change."""
+
+    rule = "known_reference"
+
+
 class UndeclaredNullTokenError(BatchRejected):
     """A field holds a null-like text (``NULL``, ``None``, ``NaN``…) the contract does not declare as null: it would
     be stored as a value (a tail number ``NULL``, a NaN temperature)."""

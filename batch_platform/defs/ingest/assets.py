@@ -108,6 +108,7 @@ def _load(
         "final_at": load.final_at.isoformat() if load.final_at else "",
         "data_clock": settings.data_clock().label,
         "nulled_out_of_range": dg.MetadataValue.json(batch.nulled_out_of_range),
+        "references_unchecked": dg.MetadataValue.json(list(result.references_unchecked)),
         "warehouse": dg.MetadataValue.path(str(warehouse.db_path)),
     }
 
