@@ -1,5 +1,6 @@
 """The dbt project, parsed once: the manifest is (re)built when missing or older than the project files."""
 
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,18 @@ def _newest_source_mtime(project_dir: Path) -> float:
 
 
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """`dbt parse` when the manifest is missing or stale (`dagster dev` also re-parses on start)."""
+    """`dbt parse` when the manifest is missing or stale (`dagster dev` also re-parses on start). Processes that
+    load the definitions at once (the webserver's and daemon's code servers, run workers) take turns: one parses,
+    the others wait and then find the manifest fresh, never half written."""
     manifest = project.manifest_path
+    lock = Path(project.project_dir) / project.target_path / ".parse.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        return _parse_if_stale(project, manifest)
+
+
+def _parse_if_stale(project: DbtProject, manifest: Path) -> Path:
     if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(Path(project.project_dir)):
         out = subprocess.run(
             [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(project.profiles_dir),
