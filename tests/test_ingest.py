@@ -202,6 +202,7 @@ def test_codes_unknown_to_the_reference_tables_are_rejected_at_ingest(loaded, in
     assert user.metadata["error"].value == "UnknownReferenceError" and code in user.description
     assert user.metadata["quarantined_to"].value and not path.exists()
     assert snapshot(loaded["warehouse"], days=(D1, D2)) == before
+    assert not list((loaded["data"] / "batches" / "flights" / D2.isoformat()).glob("*.csv"))  # kept: loaded ones
 
 
 def test_bad_new_day_loads_nothing_of_that_table(loaded, instance):

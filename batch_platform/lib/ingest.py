@@ -116,6 +116,7 @@ def ingest_batch(
         try:
             unchecked = check_references(con, batch)
         except BatchRejected as e:
+            _unarchive_unloaded(con, batch)
             e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
             raise
         load = warehouse.load_batch(
@@ -158,6 +159,20 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
     finally:
         con.unregister("_batch_to_check")
     return skipped
+
+
+def _unarchive_unloaded(con, batch: ValidatedBatch) -> None:
+    """A version rejected after validation leaves the archive, unless an earlier load of the same bytes put it there
+    (the archive keeps what was loaded)."""
+    if batch.archived_path is None:
+        return
+    seen = con.execute(
+        f"SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = "
+        f"'{warehouse.LOAD_HISTORY_TABLE.split('.')[1]}'").fetchall()[0][0] and con.execute(
+        f"SELECT count(*) FROM {warehouse.LOAD_HISTORY_TABLE} WHERE archived_path = ?",
+        [str(batch.archived_path)]).fetchall()[0][0]
+    if not seen:
+        batch.archived_path.unlink(missing_ok=True)
 
 
 def version_dir(archive_dir: Path | None, contract: TableContract, partition: dt.date | None) -> Path | None:
@@ -217,6 +232,7 @@ def ingest_many(
             try:
                 unchecked = check_references(con, batch)
             except BatchRejected as e:
+                _unarchive_unloaded(con, batch)
                 e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
                 raise
             load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,

@@ -229,7 +229,7 @@ def _read_header(path: Path, shown: Path) -> list[str]:
     except UnicodeDecodeError as e:
         raise EncodingError(shown, f"not UTF-8 text: {e}") from e
     except csv.Error as e:
-        raise CorruptBatchError(path, f"unreadable CSV header: {e}") from e
+        raise CorruptBatchError(shown, f"unreadable CSV header: {e}") from e
     if not header:
         raise EmptyBatchError(shown, "no header line")
     return [h.strip() for h in header]
