@@ -92,12 +92,9 @@ def test_scoring_and_monitoring_assets_checks_jobs_sensors(defs):
     assert [j.name for j in retrain.jobs] == ["train_and_gate"]  # never a promotion job
     # ingest is triggered by arrivals, not by the clock: no schedule is left
     assert not list(defs.schedules or [])
-    # on the 2013 replay the daily cycle's sensors are off by default (nothing is due on replayed dates)
-    for sensor in defs.sensors:
-        assert sensor.default_status == dg.DefaultSensorStatus.STOPPED, sensor.name
 
 
-LIVE_POLICIES = r"""
+DEFINITIONS_SUMMARY = r"""
 import json, sys
 import dagster as dg
 from batch_platform.definitions import defs
@@ -117,22 +114,36 @@ print(json.dumps(out))
 """
 
 
-def test_freshness_policies_and_automation_conditions_on_the_live_clock(platform_env):
-    """On the live clock every stage's freshness policy is attached, worded in the platform's terms and built from
-    the time model and the specs; the daily cycle's sensors run by default. (Partitions depend on the data dir's
-    clock at import, so the definitions load in a process of their own.)"""
+def _definitions_summary() -> dict:
+    """The definitions as a process of their own loads them for the current data dir (sensors' default status and
+    partitions follow the data dir's clock when the modules are imported)."""
     import json
     import subprocess
     import sys
 
+    out = subprocess.run([sys.executable, "-c", DEFINITIONS_SUMMARY], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_daily_cycle_sensors_are_off_on_the_replay(platform_env):
+    """On the 2013 replay (no live clock recorded) nothing is due on replayed dates: the sensors are off."""
+    assert not settings.clock_path().exists()
+    sensors = _definitions_summary()["sensors"]
+    assert set(sensors) == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation"}
+    assert set(sensors.values()) == {"DefaultSensorStatus.STOPPED"}, sensors
+
+
+def test_freshness_policies_and_automation_conditions_on_the_live_clock(platform_env):
+    """On the live clock every stage's freshness policy is attached, worded in the platform's terms and built from
+    the time model and the specs; the daily cycle's sensors run by default. (Partitions depend on the data dir's
+    clock at import, so the definitions load in a process of their own.)"""
     from batch_platform.lib import clock as clocks
     from batch_platform.lib.time_model import load_time_model
 
     now = dt.datetime.now(dt.UTC)
     clocks.record_clock(settings.clock_path(), clocks.live_clock_for(load_time_model().last_published_day("flights", now)))
-    out = subprocess.run([sys.executable, "-c", LIVE_POLICIES], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _definitions_summary()
     specs = got["specs"]
     assert set(got["sensors"].values()) == {"DefaultSensorStatus.RUNNING"}, got["sensors"]
     for table in ("flights", "weather", "flight_schedule"):  # published 06:00, loaded within 2 h
