@@ -113,12 +113,7 @@ def ingest_batch(
         e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
         raise
     with warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
-        try:
-            unchecked = check_references(con, batch)
-        except BatchRejected as e:
-            _unarchive_unloaded(con, batch)
-            e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
-            raise
+        unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
         load = warehouse.load_batch(
             con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
             run_id=run_id, published_at=times.published_at, final_at=times.final_at,
@@ -159,6 +154,16 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
     finally:
         con.unregister("_batch_to_check")
     return skipped
+
+
+def _references_or_quarantine(con, batch: ValidatedBatch, quarantine_dir: Path, run_id: str) -> list[str]:
+    """:func:`check_references`; a batch it rejects leaves the archive and the landing zone for quarantine."""
+    try:
+        return check_references(con, batch)
+    except BatchRejected as e:
+        _unarchive_unloaded(con, batch)
+        e.quarantined_to = str(quarantine(batch.path, e, quarantine_dir, run_id=run_id))
+        raise
 
 
 def _unarchive_unloaded(con, batch: ValidatedBatch) -> None:
@@ -229,12 +234,7 @@ def ingest_many(
                 e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
                 raise
             submit_next()
-            try:
-                unchecked = check_references(con, batch)
-            except BatchRejected as e:
-                _unarchive_unloaded(con, batch)
-                e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
-                raise
+            unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
             load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
                                         file_sha256=batch.file_sha256, run_id=run_id,
                                         published_at=times.published_at, final_at=times.final_at,
