@@ -462,6 +462,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What could wedge the platform, and its repair: runs whose process is gone (still STARTED, holding the
+    warehouse pool), pool slots of ended runs, an interrupted feature build. ``--dry-run`` only reports."""
+    import os
+
+    import dagster as dg
+
+    from batch_platform import run_health
+    from batch_platform.pipeline import ensure_dagster_home
+
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    health = run_health.examine(instance)
+    print(f"instance: {os.environ['DAGSTER_HOME']}")
+    for line in health.lines():
+        print(f"  {'found' if args.dry_run else 'repaired'}: {line}")
+    if health.wedged and not args.dry_run:
+        run_health.repair(instance, health)
+    for run_id in health.unknown:
+        run = instance.get_run_by_id(run_id)
+        proc = run_health.run_process(run) if run else None
+        print(f"  in progress, cannot be judged from here: run {run_id[:8]} ({run.job_name if run else '?'}"
+              f"{', ' + str(proc) if proc else ', no process recorded'})")
+    for entry in run_health.pool_entries(instance):
+        if not any(d.run_id == entry.run_id for d in health.dead_runs) and entry not in health.orphaned:
+            print(f"  pool {entry.pool}: {'held' if entry.claimed else 'queued'} by live run {entry.run_id[:8]} "
+                  f"({entry.step_key})")
+    if not health.wedged:
+        print("  no dead run, no stale pool slot")
+    return 1 if health.wedged and args.dry_run else 0
+
+
 LIVE_DATA_DIR = settings.REPO_ROOT / ".data" / "live"
 
 
@@ -558,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--reports-port", type=int, default=3001)
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("doctor", help="find and repair what a killed process left: runs still STARTED, pool slots")
+    p.add_argument("--dry-run", action="store_true", help="only report (exit 1 when something needs repair)")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("predict", help="the served prediction of one flight, by key (e.g. 2013-03-01_UA_1545_EWR)")
     p.add_argument("key", help="the prediction key (flight_id: YYYY-MM-DD_CARRIER_FLIGHT_ORIGIN)")
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
@@ -575,7 +610,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is not cmd_ui:  # the UI chooses its data dir first
         settings.export_defaults()
-    return args.func(args)
+    import signal
+
+    # SIGTERM stops a command like Ctrl-C does (a wait ends; a run in progress is interrupted, not left STARTED)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

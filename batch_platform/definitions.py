@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from batch_platform import settings
+from batch_platform.defs.execution import in_process_recording_executor
 from batch_platform.defs.monitoring.policies import policy_mapper
 
 
@@ -22,7 +23,7 @@ def defs() -> dg.Definitions:
                        resources=loaded.resources, asset_checks=loaded.asset_checks,
                        # Steps of a run execute one after another in the run's process: every stage takes the one
                        # warehouse pool slot anyway, and a step subprocess would load the code location again
-                       # (~5 s each, most of a daily run's time).
-                       executor=loaded.executor or dg.in_process_executor,
+                       # (~5 s each, most of a daily run's time). The run's tags name its process (dead-run repair).
+                       executor=in_process_recording_executor,
                        loggers=loaded.loggers, metadata=loaded.metadata),
     )

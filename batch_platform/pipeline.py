@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from batch_platform import settings
+from batch_platform import run_health, settings
 from batch_platform.lib import warehouse
 from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
 from batch_platform.lib.ingest import daily_batches
@@ -118,7 +119,12 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
     output, library warnings) to this file instead of the terminal; the run's events are in the instance either way.
     ``asset_selection``: run only these assets of the job (default: all of them)."""
     job = defs.resolve_job_def(job_name)
+    tags = {**(tags or {}), **run_health.process_tags()}
+    if _uses_pool(job, settings.WAREHOUSE_POOL):
+        # repair dead holders, then wait here, where Ctrl-C / SIGTERM work (inside the run Dagster defers them)
+        run_health.wait_for_pool(instance, settings.WAREHOUSE_POOL, echo=lambda m: print(m, file=sys.stderr))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(run_health.InterruptWatch(instance, echo=lambda m: print(m, file=sys.__stderr__)))
         if stdout_log is not None:
             stdout_log.parent.mkdir(parents=True, exist_ok=True)
             log = stack.enter_context(open(stdout_log, "a"))
@@ -126,6 +132,14 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
             stack.enter_context(contextlib.redirect_stderr(log))
         result = _execute(job, instance, partition, tags, asset_selection)
     return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
+
+
+def _uses_pool(job, pool: str) -> bool:
+    """Whether some step of ``job`` claims ``pool``."""
+    try:
+        return any(getattr(node.definition, "pool", None) == pool for node in job.graph.nodes)
+    except Exception:  # noqa: BLE001 - when in doubt, wait for the pool
+        return True
 
 
 def _execute(job, instance, partition, tags, asset_selection=None):

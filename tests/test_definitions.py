@@ -127,9 +127,11 @@ def _definitions_summary() -> dict:
 
 
 def test_the_daily_cycle_sensors_are_off_on_the_replay(platform_env):
-    """On the 2013 replay (no live clock recorded) nothing is due on replayed dates: the sensors are off."""
+    """On the 2013 replay (no live clock recorded) nothing is due on replayed dates: the daily cycle's sensors are
+    off. Dead-run repair is on in both modes."""
     assert not settings.clock_path().exists()
     sensors = _definitions_summary()["sensors"]
+    assert sensors.pop("dead_run_repair") == "DefaultSensorStatus.RUNNING"
     assert set(sensors) == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation"}
     assert set(sensors.values()) == {"DefaultSensorStatus.STOPPED"}, sensors
 

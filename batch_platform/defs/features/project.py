@@ -13,9 +13,13 @@ dbt_project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=sett
 
 
 def dbt_executable() -> str:
-    """dbt from this interpreter's environment (the venv need not be activated), else from PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
+    """dbt from this interpreter's environment (the venv need not be activated), else from PATH, started through
+    ``batch-platform-dbt`` where installed: a dbt that dies with the step that started it."""
+    for name in ("batch-platform-dbt", "dbt"):
+        beside = Path(sys.executable).parent / name
+        if beside.exists():
+            return str(beside)
+    return "dbt"
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
