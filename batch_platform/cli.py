@@ -491,7 +491,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                   f"({entry.step_key})")
     if not health.wedged:
         print("  no dead run, no stale pool slot")
-    return 1 if health.wedged and args.dry_run else 0
+    stale_link = _doctor_features(args.dry_run)
+    return 1 if (health.wedged or stale_link) and args.dry_run else 0
+
+
+def _doctor_features(dry_run: bool) -> bool:
+    """Report the published feature generation; complete a publication interrupted between the warehouse and the
+    files. Returns True when the features link was (or, dry, would be) repaired."""
+    from batch_platform.lib import feature_generations as generations
+    from batch_platform.lib import warehouse
+
+    db = settings.warehouse_path()
+    if not db.exists():
+        print("features: no warehouse yet")
+        return False
+    features, root = settings.features_dir(), settings.feature_generations_dir()
+    with warehouse.connect(db, read_only=True) as con:
+        current = generations.published(con)
+        if current is None:
+            print("features: no feature generation published yet")
+            return False
+        stale = generations.linked(features) != current.generation and features.is_symlink()
+        print(f"features: generation {current.generation} published by run {(current.run_id or '?')[:8]} at "
+              f"{current.published_at:%Y-%m-%d %H:%M:%S %Z}; files {features} -> "
+              f"{generations.linked(features) or '(a plain folder)'}")
+        if stale:
+            if dry_run:
+                print(f"  found: the features link names another generation than the warehouse ({current.generation})")
+            else:
+                print(f"  repaired: {generations.reconcile(con, features, root)}")
+    return stale
 
 
 LIVE_DATA_DIR = settings.REPO_ROOT / ".data" / "live"

@@ -24,7 +24,10 @@ WAREHOUSE_VAR = "BATCH_PLATFORM_WAREHOUSE"
 LANDING_VAR = "BATCH_PLATFORM_LANDING_DIR"
 QUARANTINE_VAR = "BATCH_PLATFORM_QUARANTINE_DIR"
 ARCHIVE_VAR = "BATCH_PLATFORM_ARCHIVE_DIR"  # every version of every loaded batch, by content (sha256)
-FEATURES_VAR = "BATCH_PLATFORM_FEATURES_DIR"  # parquet feature tables written by dbt, read by Feast
+FEATURES_VAR = "BATCH_PLATFORM_FEATURES_DIR"  # the published feature tables (a link to a generation's folder)
+GENERATIONS_VAR = "BATCH_PLATFORM_FEATURE_GENERATIONS_DIR"  # the generations' folders dbt writes (lib/feature_generations.py)
+PREDICTIONS_EXPORT_VAR = "BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR"  # parquet export of each spec's predictions (Feast)
+DBT_GENERATION_VAR = "BATCH_PLATFORM_DBT_GENERATION"  # set by the feature build for dbt: which generation it writes
 FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
 ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
@@ -64,6 +67,8 @@ def _defaults() -> dict[str, str]:
         QUARANTINE_VAR: str(base / "quarantine"),
         ARCHIVE_VAR: str(base / "batches"),
         FEATURES_VAR: str(base / "features"),
+        GENERATIONS_VAR: str(base / "feature_generations"),
+        PREDICTIONS_EXPORT_VAR: str(base / "predictions_export"),
         FEAST_REGISTRY_VAR: str(base / "feast" / "registry.db"),
         ONLINE_STORE_VAR: str(base / "feast" / "online_store.db"),
         ARTIFACTS_VAR: str(base / "artifacts"),
@@ -97,6 +102,14 @@ def archive_dir() -> Path:
 
 def features_dir() -> Path:
     return Path(os.environ.get(FEATURES_VAR) or _defaults()[FEATURES_VAR])
+
+
+def feature_generations_dir() -> Path:
+    return Path(os.environ.get(GENERATIONS_VAR) or _defaults()[GENERATIONS_VAR])
+
+
+def predictions_export_dir() -> Path:
+    return Path(os.environ.get(PREDICTIONS_EXPORT_VAR) or _defaults()[PREDICTIONS_EXPORT_VAR])
 
 
 def artifacts_dir() -> Path:

@@ -1,7 +1,8 @@
 """Batch sources: the parquet feature tables dbt writes to ``$BATCH_PLATFORM_FEATURES_DIR/<table>.parquet``.
 
-The path is resolved when this module is imported (``feast apply`` imports it) and stored in the registry, so it
-is absolute. ``feature_ts`` is the instant from which a row is valid: Feast's point-in-time join takes, per entity
+The path is made absolute when this module is imported (``feast apply`` imports it) and stored in the registry. It
+is not resolved: the features folder is a link to the published feature generation (see
+``batch_platform/lib/feature_generations.py``), and Feast must follow the link at read time, not pin a generation. ``feature_ts`` is the instant from which a row is valid: Feast's point-in-time join takes, per entity
 key, the latest row with ``feature_ts <= event_timestamp``. Timestamps in the files must be microsecond precision.
 """
 
@@ -18,7 +19,7 @@ if not os.environ.get(FEATURES_DIR_VAR):
         f"{FEATURES_DIR_VAR} is not set: it names the folder of parquet feature tables the sources point at "
         "(defaults: batch_platform.settings.export_defaults())"
     )
-FEATURES_DIR = Path(os.environ[FEATURES_DIR_VAR]).expanduser().resolve()
+FEATURES_DIR = Path(os.path.abspath(os.path.expanduser(os.environ[FEATURES_DIR_VAR])))
 
 
 def _feature_table(table: str, description: str) -> FileSource:

@@ -5,8 +5,9 @@ PushSource into the online store, so ``<spec>_predictions:score`` is looked up b
 feature. The view's TTL is the spec's ``scoring.online_ttl_hours`` (about 1.5 batch intervals): a prediction older
 than that is not served (the lookup says it expired). Event timestamp = when the row was scored.
 
-The batch source is the parquet export of the spec's prediction table (``<features>/predictions/<spec>.parquet``,
-rewritten after each scoring run). These views are never materialized from it (they are fed by push only) and are
+The batch source is the parquet export of the spec's prediction table
+(``$BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR/<spec>.parquet``, rewritten after each scoring run; not in the features
+folder, whose generations are replaced by each feature build). These views are never materialized from it (they are fed by push only) and are
 tagged so the platform keeps them out of the feature-definitions fingerprint that models are trained against.
 """
 
@@ -21,7 +22,10 @@ from feast.types import Float64, Int64, String, UnixTimestamp
 from batch_platform.lib.specs import load_specs
 
 KIND_TAG = "batch_platform/kind"  # tag value "predictions" marks these views
-FEATURES_DIR = Path(os.environ["BATCH_PLATFORM_FEATURES_DIR"]).expanduser().resolve()
+EXPORT_DIR_VAR = "BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR"
+if not os.environ.get(EXPORT_DIR_VAR):
+    raise RuntimeError(f"{EXPORT_DIR_VAR} is not set (defaults: batch_platform.settings.export_defaults())")
+EXPORT_DIR = Path(os.path.abspath(os.path.expanduser(os.environ[EXPORT_DIR_VAR])))
 
 PREDICTION_FIELDS = [
     Field(name="score", dtype=Float64),
@@ -45,7 +49,7 @@ for _spec in load_specs().values():
         name=f"{_spec.name}_predictions_push",
         batch_source=FileSource(
             name=f"{_spec.name}_predictions_export",
-            path=str(FEATURES_DIR / "predictions" / f"{_spec.name}.parquet"),
+            path=str(EXPORT_DIR / f"{_spec.name}.parquet"),
             file_format=ParquetFormat(),
             timestamp_field="event_timestamp",
         ),

@@ -110,6 +110,8 @@ def platform_env_vars(base: Path) -> dict[str, Path]:
         settings.QUARANTINE_VAR: data / "quarantine",
         settings.ARCHIVE_VAR: data / "batches",
         settings.FEATURES_VAR: data / "features",
+        settings.GENERATIONS_VAR: data / "feature_generations",
+        settings.PREDICTIONS_EXPORT_VAR: data / "predictions_export",
         settings.FEAST_REGISTRY_VAR: data / "feast" / "registry.db",
         settings.ONLINE_STORE_VAR: data / "feast" / "online_store.db",
         settings.ARTIFACTS_VAR: data / "artifacts",

@@ -52,9 +52,11 @@ def test_seed_covers_2000_to_2045_with_observed_days_off(generator):
 
 
 def test_dbt_calendar_days_cover_the_seed_range(tmp_path):
-    """`dbt build` of the seed and int_calendar_days (with their data and unit tests) in an empty warehouse."""
+    """`dbt build` of the seed and int_calendar_days (with their data and unit tests) in an empty warehouse (by
+    hand, dbt builds feature generation `a`: schema intermediate__a, unpublished)."""
     db = tmp_path / "w.duckdb"
-    env = {**os.environ, settings.WAREHOUSE_VAR: str(db), settings.FEATURES_VAR: str(tmp_path / "features")}
+    env = {**os.environ, settings.WAREHOUSE_VAR: str(db), settings.GENERATIONS_VAR: str(tmp_path / "generations")}
+    env.pop(settings.DBT_GENERATION_VAR, None)
     dbt = Path(sys.executable).parent / "dbt"
     out = subprocess.run([str(dbt), "build", "--select", "us_federal_holidays", "int_calendar_days",
                           "--profiles-dir", ".", "--target-path", str(tmp_path / "target"),
@@ -65,12 +67,12 @@ def test_dbt_calendar_days_cover_the_seed_range(tmp_path):
     with duckdb.connect(str(db), read_only=True) as con:
         first, last, n_days, n_holidays = con.execute(
             "SELECT min(calendar_date), max(calendar_date), count(*), count(*) FILTER (is_federal_holiday) "
-            "FROM intermediate.int_calendar_days").fetchone()
+            "FROM intermediate__a.int_calendar_days").fetchone()
         assert (first, last) == (dt.date(2000, 1, 17), dt.date(2045, 12, 25))
         assert n_days == (last - first).days + 1
-        assert n_holidays == con.execute("SELECT count(*) FROM seeds.us_federal_holidays").fetchone()[0]
+        assert n_holidays == con.execute("SELECT count(*) FROM seeds__a.us_federal_holidays").fetchone()[0]
         distance = dict(con.execute(
-            "SELECT calendar_date, days_to_nearest_holiday FROM intermediate.int_calendar_days "
+            "SELECT calendar_date, days_to_nearest_holiday FROM intermediate__a.int_calendar_days "
             "WHERE calendar_date IN ('2013-07-04', '2013-07-01', '2026-11-26', '2026-11-29', '2021-12-31')"
         ).fetchall())
     assert distance == {dt.date(2013, 7, 4): 0, dt.date(2013, 7, 1): 3,  # Independence Day

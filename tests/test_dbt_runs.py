@@ -36,10 +36,16 @@ def test_the_next_dbt_invocation_parses_partially(platform, tmp_path):
     """The session's feature build kept its parse state in the data dir; dbt started from it does not re-parse."""
     root = Path(platform["data"]) / "dbt_runs"  # settings.dbt_runs_dir() of the session platform
     warehouse = Path(platform["env"][settings.WAREHOUSE_VAR])
-    target = dbt_runs.new_invocation(root, "test", warehouse)
+    import duckdb
+
+    from batch_platform.lib import feature_generations
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        generation = feature_generations.published(con).generation  # the build's: its parse state was kept
+    target = dbt_runs.new_invocation(root, "test", warehouse, generation)
     assert (target / dbt_runs.PARSE_STATE).exists()
     env = {**os.environ, "DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(target),
-           settings.WAREHOUSE_VAR: str(warehouse)}
+           settings.WAREHOUSE_VAR: str(warehouse), settings.DBT_GENERATION_VAR: generation}
     out = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(settings.DBT_PROJECT_DIR)],
                          cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]

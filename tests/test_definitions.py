@@ -87,7 +87,8 @@ def test_scoring_and_monitoring_assets_checks_jobs_sensors(defs):
     assert scoring.partitions_def is not None
     assert {k.path[-1] for k in scoring.asset_layer.executable_asset_keys} == {
         "flight_delay_predictions", "flight_cancellation_predictions"}
-    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation"}
+    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation",
+                                              "dead_run_repair"}
     retrain = defs.resolve_sensor_def("retrain_on_drift")
     assert [j.name for j in retrain.jobs] == ["train_and_gate"]  # never a promotion job
     # ingest is triggered by arrivals, not by the clock: no schedule is left

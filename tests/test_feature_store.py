@@ -61,6 +61,7 @@ def point_env(mp: pytest.MonkeyPatch, base: Path) -> Path:
     features = base / "features"
     features.mkdir(parents=True, exist_ok=True)
     mp.setenv(settings.FEATURES_VAR, str(features))
+    mp.setenv(settings.PREDICTIONS_EXPORT_VAR, str(base / "predictions_export"))
     mp.setenv(settings.FEAST_REGISTRY_VAR, str(base / "feast" / "registry.db"))
     mp.setenv(settings.ONLINE_STORE_VAR, str(base / "feast" / "online_store.db"))
     return features

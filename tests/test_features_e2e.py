@@ -232,42 +232,72 @@ def test_dbt_build_works_directly_in_its_folder(platform, tmp_path):
     """`dbt build` from dbt_project/ with its own profiles.yml (a copy of the warehouse, to stay independent)."""
     db = tmp_path / "w.duckdb"
     shutil.copy(platform["env"][settings.WAREHOUSE_VAR], db)
-    env = {**os.environ, settings.WAREHOUSE_VAR: str(db), settings.FEATURES_VAR: str(tmp_path / "features")}
+    env = {**os.environ, settings.WAREHOUSE_VAR: str(db), settings.GENERATIONS_VAR: str(tmp_path / "generations")}
+    env.pop(settings.DBT_GENERATION_VAR, None)
     dbt = Path(sys.executable).parent / "dbt"
     out = subprocess.run([str(dbt), "build", "--profiles-dir", ".", "--target-path", str(tmp_path / "target")],
                          cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "ERROR=0" in out.stdout
-    assert (tmp_path / "features" / "plane_daily_features.parquet").exists()
+    # by hand, dbt writes generation `a` (unpublished: the platform publishes a build that passed)
+    assert (tmp_path / "generations" / "a" / "plane_daily_features.parquet").exists()
 
 
-def test_bad_raw_data_stops_dbt_and_leaves_the_features_untouched(platform, tmp_path, monkeypatch):
+def _relation_digests(db: Path) -> dict[str, tuple]:
+    """(rows, order-independent hash of the rows) of every relation the stable feature schemas show."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        names = con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE "
+                            "table_schema IN ('staging', 'intermediate', 'marts', 'seeds')").fetchall()
+        return {n: con.execute(f"SELECT count(*), bit_xor(hash(t)) FROM {n} t").fetchall()[0] for (n,) in names}
+
+
+def _copy_feature_layout(platform, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """The warehouse and the feature generations (with the published link) copied: a private platform."""
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(platform["env"][settings.WAREHOUSE_VAR], db)
+    generations, features = tmp_path / "feature_generations", tmp_path / "features"
+    shutil.copytree(platform["data"] / "feature_generations", generations)
+    os.symlink(os.readlink(platform["data"] / "features"), features)  # relative: now names the copy's generation
+    for var, path in ((settings.WAREHOUSE_VAR, db), (settings.FEATURES_VAR, features),
+                      (settings.GENERATIONS_VAR, generations), (settings.DATA_DIR_VAR, tmp_path)):
+        monkeypatch.setenv(var, str(path))
+    return db, features
+
+
+def test_bad_raw_data_fails_the_build_and_nothing_it_wrote_is_visible(platform, tmp_path, monkeypatch):
     """A raw row that slipped past the ingest contract (an unknown destination airport) fails a dbt
-    `relationships` test, which dbt runs only after the feature marts were rewritten: the asset fails and puts
-    the last good feature files back, so Feast keeps reading what it read before."""
+    `relationships` test, which dbt runs only after models downstream of it (the labels, the schedule, the feature
+    files) were rewritten. The build wrote its own generation: the stable schemas and the features folder still
+    show the last good one, every relation and file unchanged, so training and scoring never read the bad row."""
     import hashlib
 
     from batch_platform.defs.features.assets import dbt_feature_models
     from batch_platform.defs.resources import build_resources
 
-    db = tmp_path / "warehouse.duckdb"
-    shutil.copy(platform["env"][settings.WAREHOUSE_VAR], db)
-    features = tmp_path / "features"
-    shutil.copytree(platform["data"] / "features", features)
-    monkeypatch.setenv(settings.WAREHOUSE_VAR, str(db))
-    monkeypatch.setenv(settings.FEATURES_VAR, str(features))
-    con = duckdb.connect(str(db))
-    con.execute("INSERT INTO raw.flights SELECT * REPLACE ('XXX' AS dest, flight + 50000 AS flight) "
-                "FROM raw.flights WHERE _partition_date = DATE '2013-01-10' LIMIT 1")
-    con.close()
+    db, features = _copy_feature_layout(platform, tmp_path, monkeypatch)
+    with duckdb.connect(str(db)) as con:
+        con.execute("INSERT INTO raw.flights SELECT * REPLACE ('XXX' AS dest, flight + 50000 AS flight) "
+                    "FROM raw.flights WHERE _partition_date = DATE '2013-01-10' LIMIT 1")
+        (published,) = con.execute("SELECT generation FROM main._feature_generation").fetchall()[0]
 
     def digest(name):
         return hashlib.sha256((features / f"{name}.parquet").read_bytes()).hexdigest()
 
-    before = {n: digest(n) for n in ("plane_daily_features", "route_daily_features", "carrier_daily_features")}
-    result = dg.materialize([dbt_feature_models], resources=build_resources(), raise_on_error=False)
+    files = {n: digest(n) for n in ("plane_daily_features", "route_daily_features", "carrier_daily_features")}
+    relations = _relation_digests(db)
+    assert {"marts.flight_labels", "marts.flight_schedule", "intermediate.int_plane_daily_activity"} <= set(relations)
+    whole = dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.checks(*dbt_feature_models.check_keys)
+    result = dg.materialize([dbt_feature_models], selection=whole, resources=build_resources(), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "relationships_stg_flights_dest" in str(failure.step_failure_data.error)
-    assert {n: digest(n) for n in before} == before
-    assert not (features / ".last_good").exists()
+    assert {n: digest(n) for n in files} == files
+    assert _relation_digests(db) == relations
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT generation FROM main._feature_generation").fetchall()[0][0] == published
+        other = "b" if published == "a" else "a"
+        # what the failed build wrote is in its own, unpublished generation only
+        built = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema LIKE ?",
+                            [f"%__{other}"]).fetchall()[0][0]
+        assert built > 0
+        assert con.execute("SELECT count(*) FROM marts.flight_labels WHERE dest = 'XXX'").fetchall() == [(0,)]

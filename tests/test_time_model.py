@@ -110,7 +110,8 @@ print(json.dumps({"first": keys[0], "last": keys[-1], "n": len(keys),
 
 def _partition_keys(data_dir: Path) -> dict:
     env = {**os.environ, settings.DATA_DIR_VAR: str(data_dir)}
-    for var in (settings.WAREHOUSE_VAR, settings.LANDING_VAR, settings.FEATURES_VAR, settings.FEAST_REGISTRY_VAR,
+    for var in (settings.WAREHOUSE_VAR, settings.LANDING_VAR, settings.FEATURES_VAR, settings.GENERATIONS_VAR,
+                settings.PREDICTIONS_EXPORT_VAR, settings.FEAST_REGISTRY_VAR,
                 settings.ONLINE_STORE_VAR, settings.ARTIFACTS_VAR, settings.REGISTRY_VAR, settings.QUARANTINE_VAR,
                 settings.ARCHIVE_VAR):
         env.pop(var, None)

@@ -7,7 +7,9 @@ from batch_platform.defs.ingest.assets import raw_daily_assets, raw_reference_as
 
 build_features_job = dg.define_asset_job(
     "build_features",
-    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.groups("feature_store")
+    # a feature build is one whole dbt generation: every model and every dbt test (the raw sources' included)
+    selection=dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.checks(*dbt_feature_models.check_keys)
+    | dg.AssetSelection.groups("feature_store")
     | dg.AssetSelection.checks_for_assets(*raw_daily_assets, *raw_reference_assets),
     description="dbt build (the raw sources' tests, then the feature models and their tests, all as checks), "
     "feast apply, online-store materialization.",

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from batch_platform import settings
 from batch_platform.defs.features.project import dbt_executable, dbt_project
-from batch_platform.lib import warehouse
+from batch_platform.lib import feature_generations, warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -30,7 +30,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection under the warehouse lock. Every step that reads the warehouse first completes a feature
+        publication a crash interrupted between the warehouse and the files (the warehouse's record wins), so
+        no step reads tables of one feature generation with files of another."""
         with warehouse.connect(self.db_path, read_only=read_only, timeout_s=self.lock_timeout_s) as con:
+            feature_generations.reconcile(con, settings.features_dir(), settings.feature_generations_dir())
             yield con
 
 

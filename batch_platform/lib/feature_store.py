@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from batch_platform import settings
+from batch_platform.lib import faults
 from batch_platform.lib.files import file_lock
 
 if TYPE_CHECKING:  # feast takes seconds to import: only when a client is used
@@ -576,6 +577,7 @@ class FeatureStoreClient:
                     store.materialize(ws, we, feature_views=[name])
                 batches.append(BatchReport(name, ws, we, rows, round(time.perf_counter() - tb, 3)))
                 rows_by_view[name] += rows
+                faults.point("feast.window_written")
             # Record the whole range, so the next incremental run starts at `end` even if the last windows were
             # empty (Feast records only the windows it was called for).
             with self._locked(exclusive=True):

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batch_platform.lib import faults
+
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 CHAMPION = "champion"
@@ -46,6 +48,11 @@ FAULT_AFTER_ALIAS_UPDATE = "after_alias_update"  # alias row written, log row no
 FAULT_AFTER_LOG_INSERT = "after_log_insert"  # both written, not yet committed
 FAULT_AFTER_COMMIT = "after_commit"  # committed
 FaultHook = Callable[[str], None]
+
+
+def _crash_points(name: str) -> None:
+    """The default hook: the fault suite's crash points ``registry.<name>`` (inert unless it names one)."""
+    faults.point(f"registry.{name}")
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")  # same rule as model spec names
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -572,10 +579,9 @@ class ModelRegistry:
                 return last
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=version, action="promote", reason=reason,
-                gate_json=gate_json, run_id=run_id, fault=_fault,
+                gate_json=gate_json, run_id=run_id, fault=_fault or _crash_points,
             )
-        if _fault is not None:
-            _fault(FAULT_AFTER_COMMIT)
+        (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event
 
     def set_alias(
@@ -623,10 +629,9 @@ class ModelRegistry:
                     raise UnknownAlias(f"{spec} has no alias {alias!r} to clear")
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=version, action=action, reason=reason,
-                gate_json=None, run_id=run_id, fault=_fault,
+                gate_json=None, run_id=run_id, fault=_fault or _crash_points,
             )
-        if _fault is not None:
-            _fault(FAULT_AFTER_COMMIT)
+        (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event
 
     def rollback(
@@ -680,10 +685,9 @@ class ModelRegistry:
                 )
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=to_version, action="rollback", reason=reason,
-                gate_json=None, run_id=run_id, fault=_fault,
+                gate_json=None, run_id=run_id, fault=_fault or _crash_points,
             )
-        if _fault is not None:
-            _fault(FAULT_AFTER_COMMIT)
+        (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event
 
     def alias_history(self, spec: str, alias: str | None = None) -> list[AliasEvent]:

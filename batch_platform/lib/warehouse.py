@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batch_platform.lib.contracts import TableContract
+from batch_platform.lib import faults
 from batch_platform.lib.files import file_lock
 
 PARTITION_COLUMN = "_partition_date"
@@ -59,6 +60,18 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_s: float = 
             yield con
         finally:
             con.close()
+
+
+@contextlib.contextmanager
+def connect_held(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection for a caller that already holds the warehouse's exclusive lock
+    (:func:`warehouse_lock`), e.g. around a dbt build it runs in between."""
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
 
 
 def _q(name: str) -> str:
@@ -155,7 +168,9 @@ def load_batch(
                  str(archived_path) if archived_path else None, contract.schema_version, run_id, published_at,
                  final_at],
             )
+            faults.point("ingest.before_commit")
             con.execute("COMMIT")
+            faults.point("ingest.after_commit")
         except BaseException:
             con.execute("ROLLBACK")
             raise

@@ -10,6 +10,7 @@ from pydantic import Field
 from batch_platform import settings
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
+from batch_platform.lib import faults, feature_generations as generations
 from batch_platform.lib import publication_check
 from batch_platform.lib.specs import load_specs
 from batch_platform.lib.time_model import load_time_model
@@ -45,10 +46,14 @@ FEATURE_DEFINITIONS_KEY = dg.AssetKey(["feast", "feature_definitions"])
 def feast_feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource,
                               warehouse: WarehouseResource):
     with warehouse.connect(read_only=True) as con:
+        repaired = generations.reconcile(con, settings.features_dir(), settings.feature_generations_dir())
+        if repaired:
+            context.log.warning(f"an earlier feature publication was interrupted: {repaired}")
         report = publication_check.check_feature_tables(con, settings.features_dir(), load_time_model(),
                                                         list(load_specs().values()))
     context.log.info(f"publication-time check: {report.describe()}")
     client = feature_store.client()
+    faults.point("feast.before_apply")
     summary = client.apply()
     fingerprint = client.definitions_fingerprint()
     context.log.info(f"feast apply: {summary}")
@@ -102,6 +107,7 @@ def feast_online_store(
     context: dg.AssetExecutionContext, config: OnlineStoreConfig, feature_store: FeatureStoreResource
 ):
     end = dt.datetime.fromisoformat(config.end) if config.end else newest_feature_ts() + dt.timedelta(seconds=1)
+    faults.point("feast.before_materialize")
     summary = feature_store.client().materialize_incremental(end, batch_days=config.batch_days)
     context.log.info(f"online store materialized up to {end.isoformat()}: {summary}")
     return dg.MaterializeResult(

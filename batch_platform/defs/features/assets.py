@@ -2,14 +2,13 @@
 
 Sources attach to the raw assets by key (``["raw", <table>]``), and their dbt tests are asset checks of those raw
 assets. dbt runs in a subprocess that opens the DuckDB warehouse itself, so the step claims the warehouse pool and
-holds the warehouse's exclusive file lock for the whole ``dbt build``.
+holds the warehouse's exclusive file lock for the whole ``dbt build``. Each build is a whole feature generation,
+published only when it passed (``batch_platform/lib/feature_generations.py``).
 """
 
 import contextlib
 import os
-import shutil
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -20,43 +19,12 @@ from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project, ensure_manifest
 from batch_platform.defs.monitoring.conditions import source_test_due, with_its_asset
 from batch_platform.defs.resources import WarehouseResource
-from batch_platform.lib import dbt_runs
+from batch_platform.lib import dbt_runs, faults
+from batch_platform.lib import feature_generations as generations
 from batch_platform.lib import warehouse as warehouse_lib
 
 LAYERS = ("staging", "intermediate", "marts")
 RAW_PREFIX = "raw"  # dbt sources attach to the raw assets by key: ["raw", <table>]
-
-
-class _Kept:
-    def __init__(self) -> None:
-        self.restored: list[str] = []
-
-
-@contextlib.contextmanager
-def last_good_files(directory: Path, pattern: str):
-    """Copy ``directory/pattern`` aside; if the block raises, put the copies back (atomically per file) and
-    remove files the block created, then re-raise."""
-    backup = directory / ".last_good"
-    shutil.rmtree(backup, ignore_errors=True)
-    backup.mkdir()
-    before = {p.name for p in directory.glob(pattern)}
-    for name in before:
-        shutil.copy2(directory / name, backup / name)
-    kept = _Kept()
-    try:
-        yield kept
-    except BaseException:
-        for name in before:
-            tmp = directory / f".{name}.restore"
-            shutil.copy2(backup / name, tmp)
-            os.replace(tmp, directory / name)
-            kept.restored.append(name)
-        for p in directory.glob(pattern):
-            if p.name not in before:
-                p.unlink()
-        raise
-    finally:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 class FeatureDbtTranslator(DagsterDbtTranslator):
@@ -99,30 +67,64 @@ translator = FeatureDbtTranslator(
 )
 
 
-@dbt_assets(
-    manifest=ensure_manifest(),
-    project=dbt_project,
-    dagster_dbt_translator=translator,
-    pool=settings.WAREHOUSE_POOL,
-)
-def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """`dbt build` of the selected models (tests run as asset checks) under the warehouse's exclusive lock.
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for a block (dbt's subprocess inherits them), then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    dbt writes the parquet feature tables in place and does not always stop before a failing test's siblings
-    are rebuilt (a `relationships` test runs after both of its parents). So the last good feature files are kept
-    aside and put back when the build fails: Feast never reads features from a build whose tests failed."""
-    features = settings.features_dir()
-    features.mkdir(parents=True, exist_ok=True)
+
+def _whole(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """The same assets, not subsettable: a build is a whole generation (a model left out would be missing from it),
+    so a request for any model or check is a request for all of them (automation expands it; jobs select all)."""
+    return dg.AssetsDefinition.dagster_internal_init(**{**assets_def.get_attributes_dict(), "can_subset": False})
+
+
+def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """`dbt build` of every model (tests run as asset checks) into the unpublished feature generation, under the
+    warehouse's exclusive lock; the generation is published only when the build and its tests passed.
+
+    dbt writes in place and does not always stop before a failing test's siblings are rebuilt (a `relationships`
+    test runs after both of its parents), and a killed build stops anywhere: so nothing it writes is read until
+    the whole build succeeded. Feast, training and scoring read the published generation throughout."""
+    features, generations_dir = settings.features_dir(), settings.feature_generations_dir()
     # A test runs when all the models it reads are in the build (dbt's default "eager" also runs a relationships
     # test whose other model is not built yet, when only one side is selected)
     os.environ.setdefault("DBT_INDIRECT_SELECTION", "cautious")
     runs = settings.dbt_runs_dir()  # this data dir's invocations: dbt's parse state is reused across them
-    target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path)
     with warehouse_lib.warehouse_lock(warehouse.db_path, exclusive=True, timeout_s=warehouse.lock_timeout_s):
-        try:
-            with last_good_files(features, "*.parquet") as kept:
+        with warehouse_lib.connect_held(warehouse.db_path) as con:
+            repaired = generations.reconcile(con, features, generations_dir)
+            generation = generations.next_generation(con)
+            generations.prepare(con, generation, generations_dir)
+        if repaired:
+            context.log.warning(f"an earlier publication was interrupted: {repaired}")
+        target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path, generation)
+        with _environment(**{settings.DBT_GENERATION_VAR: generation}):
+            try:
                 yield from dbt.cli(["build"], context=context, target_path=target).stream()
-        finally:
-            dbt_runs.keep_parse_state(runs, target, warehouse.db_path)
-        if kept.restored:
-            context.log.warning(f"dbt build failed: restored the last good feature files {kept.restored}")
+            finally:
+                dbt_runs.keep_parse_state(runs, target, warehouse.db_path, generation)
+        faults.point("features.before_publish")
+        with warehouse_lib.connect_held(warehouse.db_path) as con:
+            shown = generations.publish(con, generation, context.run.run_id)
+        faults.point("features.between_warehouse_and_files")
+        generations.link(features, generations_dir, generation)
+    context.log.info(f"published feature generation {generation}: {len(shown)} relations, files in "
+                     f"{generations_dir / generation}")
+
+
+dbt_feature_models = _whole(dbt_assets(
+    manifest=ensure_manifest(),
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    pool=settings.WAREHOUSE_POOL,
+)(dbt_feature_models))

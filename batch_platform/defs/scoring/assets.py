@@ -14,7 +14,7 @@ from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.registry.assets import champion_key
 from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
-from batch_platform.lib import drift, scoring, serving
+from batch_platform.lib import drift, faults, scoring, serving
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.time_model import load_time_model
 
@@ -91,6 +91,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         client = feature_store.client()
 
         def progress(event: str, info: dict) -> None:
+            faults.point(f"score.{event}")
             if event == "chunk":
                 context.log.info(f"{spec.name} {day}: {info['done']} / {info['total']} rows scored")
             elif event == "pinned":
@@ -112,7 +113,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             stored_rows, duplicates = scoring.partition_counts(con, spec, day)
             if config.push_online:
                 pushed = serving.push_partition(con, client, spec, day)
-            scoring.export_predictions(con, spec, settings.features_dir() / "predictions" / f"{spec.name}.parquet")
+            scoring.export_predictions(con, spec, settings.predictions_export_dir() / f"{spec.name}.parquet")
         context.log.info(f"{spec.name} {day}: {result.rows} rows stored, {pushed} pushed online, "
                          f"{result.fallback_rows} fallback")
 

@@ -20,7 +20,7 @@ from batch_platform import settings
 from batch_platform.defs.feature_store.assets import feast_feature_definitions
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
-from batch_platform.lib import leakage, missingness, scoring, skew, training_set
+from batch_platform.lib import faults, leakage, missingness, scoring, skew, training_set
 from batch_platform.lib import warehouse as warehouse_lib
 from batch_platform.lib.specs import ModelSpec, load_specs
 
@@ -101,6 +101,7 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         snapshot = training_set.write_snapshot(
             frame, settings.artifacts_dir() / "training_sets" / spec.name, summary.fingerprint
         )
+        faults.point("train.snapshot_written")
         report = leakage.check_training_set(frame, cutoff, key=spec.entity.key)
         skew_report = skew.compare(frame, served, key=spec.entity.key,
                                    exclude=scoring.served_meta_columns(spec))

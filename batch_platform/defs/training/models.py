@@ -14,7 +14,7 @@ from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
-from batch_platform.lib import artifacts, drift, evaluation, model_ops, training
+from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, training
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -116,6 +116,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed, num_threads=config.num_threads))
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
         path, sha = artifacts.save_model_text(trained.model_text, model_dir)
+        faults.point("train.model_saved")
         booster = training.load_booster(trained.model_text)
         test = frame[frame[SPLIT] == "test"]
         val = frame[frame[SPLIT] == "validation"]
@@ -151,6 +152,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         existing = [v for v in registry.list_versions(spec.name) if v.sha256 == sha]
         version = existing[-1] if existing else registry.register_version(
             spec.name, artifact_path=path, sha256=sha, fingerprint=fingerprint, metrics=metrics, run_id=context.run.run_id)
+        faults.point("train.registered")
         plots = evaluation.write_plots(test[LABEL].to_numpy(), p_test, booster,
                                        model_dir / f"v{version.version}", f"{spec.name} v{version.version} (test)")
         context.log.info(f"{spec.name} v{version.version}: test {spec.gate.metric} "
