@@ -131,7 +131,7 @@ def online_state(inst: Instance) -> dict:
     db = inst.data / "feast" / "online_store.db"
     if not db.exists():
         return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = _read_only(db)
     try:
         out = {}
         for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
@@ -152,7 +152,7 @@ def registry_state(inst: Instance) -> dict:
     db = inst.data / "registry.db"
     if not db.exists():
         return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = _read_only(db)
     try:
         versions = dict(((s, v), sha) for s, v, sha in con.execute("SELECT spec, version, sha256 FROM model_versions"))
         out: dict = {}
@@ -165,14 +165,44 @@ def registry_state(inst: Instance) -> dict:
         con.close()
 
 
+def _read_only(db: Path) -> sqlite3.Connection:
+    """Read a SQLite file without writing beside it: ``immutable`` (no -shm/-wal created) unless a write-ahead log
+    holds transactions to read (after a SIGKILL)."""
+    if Path(f"{db}-wal").exists():
+        return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+
+
 def visible(inst: Instance) -> dict:
-    return {"warehouse": warehouse_state(inst), "features": feature_files_state(inst),
+    """What the platform's readers see: every step that opens the warehouse first completes a feature publication
+    a crash interrupted between the warehouse and the files (as ``WarehouseResource.connect`` does); an empty
+    relation reads as an absent one."""
+    from batch_platform.lib import feature_generations
+
+    db = inst.data / "warehouse.duckdb"
+    if db.exists():
+        with duckdb.connect(str(db), read_only=True) as con:
+            feature_generations.reconcile(con, inst.data / "features", inst.data / "feature_generations")
+    warehouse = {k: v for k, v in warehouse_state(inst).items() if v[0] > 0}
+    return {"warehouse": warehouse, "features": feature_files_state(inst),
             "online": online_state(inst), "registry": registry_state(inst)}
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (links by their target)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def runs_in_progress(inst: Instance) -> list[str]:
     db = inst.home / "history" / "runs.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = _read_only(db)
     try:
         return [r[0] for r in con.execute("SELECT run_id FROM runs WHERE status IN ('STARTED', 'STARTING', "
                                           "'CANCELING')")]
