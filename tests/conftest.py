@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,10 @@ SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_daemon.py", "test_loop.py", "te
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+# Tests choose their online store: SQLite, or Redis where a test starts a server (tests/services.py); a Redis
+# exported in the developer's shell must not receive the suite's writes.
+os.environ.pop(settings.REDIS_VAR, None)
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LAST_DAY = dt.date(2013, 1, 4)
