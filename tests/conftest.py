@@ -13,7 +13,8 @@ import pytest
 from batch_platform import settings
 from batch_platform.lib.landing import replay
 
-SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_daemon.py", "test_loop.py", "test_live_replay.py", "test_cli.py")
+SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "test_loop.py",
+                    "test_production_services.py", "test_live_replay.py", "test_cli.py")
 """The longest test files (minutes each), run first: with two workers taking a file at a time
 (``--dist=loadfile --no-loadscope-reorder``), the simulation and the daemon test start at once, not last."""
 
