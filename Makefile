@@ -22,12 +22,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/batch-platform demo
 
-## Debian packages the tests drive for real: Chromium (the UI test's browser, used by Playwright from
-## /usr/bin/chromium, nothing downloaded at run time)
+## Debian packages the tests drive for real, installed when missing: Chromium (the UI test's browser, used by
+## Playwright from /usr/bin/chromium, nothing downloaded at run time), PostgreSQL and Redis (production mode's
+## servers, started by tests/test_production_services.py on loopback ports and stopped after it)
 system-deps:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
-	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi; fi
 
 ## install with the dev extras (and the Debian packages above), then run the test suite (benchmarks excluded)
 test: $(VENV)/.installed-dev system-deps

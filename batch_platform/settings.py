@@ -30,6 +30,9 @@ PREDICTIONS_EXPORT_VAR = "BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR"  # parquet expo
 DBT_GENERATION_VAR = "BATCH_PLATFORM_DBT_GENERATION"  # set by the feature build for dbt: which generation it writes
 FEAST_REGISTRY_VAR = "BATCH_PLATFORM_FEAST_REGISTRY"
 ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
+# When set, Feast's online store is Redis at this connection string ("host:port[,db=N,password=...]", Feast's
+# format) instead of the SQLite file above. No default: unset (or empty) means SQLite.
+REDIS_VAR = "BATCH_PLATFORM_REDIS"
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
 REPORTS_URL_VAR = "BATCH_PLATFORM_REPORTS_URL"  # where lib/report_server.py serves the artifacts dir over HTTP
@@ -114,6 +117,12 @@ def predictions_export_dir() -> Path:
 
 def artifacts_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_VAR) or _defaults()[ARTIFACTS_VAR])
+
+
+def redis_connection() -> str | None:
+    """The Redis connection string of the online store, or None for the SQLite file (read at each call, so a
+    process sees the environment it runs in, not the one it was imported in)."""
+    return os.environ.get(REDIS_VAR, "").strip() or None
 
 
 def reports_base_url() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from batch_platform import settings
 from batch_platform.lib.landing import replay
 
-SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_daemon.py", "test_loop.py", "test_live_replay.py", "test_cli.py")
+SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "test_loop.py",
+                    "test_production_services.py", "test_live_replay.py", "test_cli.py")
 """The longest test files (minutes each), run first: with two workers taking a file at a time
 (``--dist=loadfile --no-loadscope-reorder``), the simulation and the daemon test start at once, not last."""
 
@@ -20,6 +22,10 @@ SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_daemon.py", "test_loop.py", "te
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+# Tests choose their online store: SQLite, or Redis where a test starts a server (tests/services.py); a Redis
+# exported in the developer's shell must not receive the suite's writes.
+os.environ.pop(settings.REDIS_VAR, None)
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LAST_DAY = dt.date(2013, 1, 4)

@@ -123,3 +123,33 @@ def test_sensor_glitches_are_nulled_and_counted_not_rejected(landing):
 def test_missing_batch(landing):
     with pytest.raises(v.MissingBatchError):
         v.validate_batch(daily_batch_path(landing, "flights", dt.date(2013, 6, 1)), FLIGHTS, dt.date(2013, 6, 1))
+
+
+def test_a_malformed_line_is_rejected_with_duckdbs_whole_diagnosis(landing):
+    """The parse error names the line, shows it and says what is wrong with it (not only DuckDB's first line), and
+    leaves out DuckDB's advice to relax the parser and its reader settings (which name the private copy)."""
+    path = daily_batch_path(landing, "flights", DAY)
+    header, rows = read_rows(path)
+    rows[5] = rows[5] + ["surplus"]
+    write_rows(path, header, rows)
+    with pytest.raises(v.CorruptBatchError) as info:
+        v.validate_batch(path, FLIGHTS, DAY)
+    message = str(info.value)
+    assert "Line: 7" in message  # the header is line 1
+    assert f"Original Line: {','.join(rows[5])}" in message
+    assert f"Expected Number of Columns: {len(header)} Found: {len(header) + 1}" in message
+    assert "Possible fixes" not in message and ".incoming-" not in message and str(path) in message
+
+
+def test_an_unterminated_quote_is_rejected_with_the_line_it_starts_on(landing):
+    from tests.bad_batches import write
+
+    path = daily_batch_path(landing, "flights", DAY)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b",", b',"', 1)  # the second field of line 4 opens a quote that never closes
+    write(path, b"".join(lines))
+    with pytest.raises(v.CorruptBatchError) as info:
+        v.validate_batch(path, FLIGHTS, DAY)
+    message = str(info.value)
+    assert "Line: 4" in message and "unterminated quote" in message
+    assert "Original Line: " + lines[3].decode().rstrip("\n")[:40] in message

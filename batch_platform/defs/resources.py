@@ -39,11 +39,16 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class FeatureStoreResource(dg.ConfigurableResource):
-    """The Feast feature repository (offline: parquet over DuckDB; online: SQLite by default)."""
+    """The Feast feature repository (offline: parquet over DuckDB; online: SQLite by default).
+
+    Redis replaces the SQLite online store when ``BATCH_PLATFORM_REDIS`` (a connection string that may hold a
+    password) is set in the process that runs the step: the client reads it when it opens Feast
+    (``batch_platform.lib.feature_store.repo_config``), so it is not a field shown in the UI."""
 
     repo_dir: str = Field(description="Folder with feature_store.yaml and the Feast object modules.")
     registry_path: str = Field(description="Feast registry file (env BATCH_PLATFORM_FEAST_REGISTRY).")
-    online_store_path: str = Field(description="SQLite online store file (env BATCH_PLATFORM_ONLINE_STORE).")
+    online_store_path: str = Field(description="SQLite online store file (env BATCH_PLATFORM_ONLINE_STORE); "
+                                   "unused when BATCH_PLATFORM_REDIS is set.")
 
     def client(self):
         from batch_platform.lib.feature_store import FeatureStoreClient

@@ -13,6 +13,11 @@ Feast's API directly:
 - :meth:`FeatureStoreClient.materialize` walks ``[start, end]`` in windows of ``batch_days`` (Feast's local
   engine writes a whole range in one batch) and reports rows and seconds per window and view.
 
+The online store is the SQLite file of ``feature_store.yaml`` unless ``BATCH_PLATFORM_REDIS`` is set when the
+store is opened: then it is Feast's Redis online store at that connection string (the yaml's ``online_store``
+block is replaced in the :class:`feast.RepoConfig`, see :func:`repo_config`). Every online write and read goes
+through Feast (``materialize``, ``push``, ``get_online_features``), so both stores hold and answer the same values.
+
 Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis.py``,
 ``infra/compute_engines/local/`` and ``infra/online_stores/sqlite.py``):
 
@@ -23,7 +28,10 @@ Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis
 - Materialization of ``[start, end]`` reads rows with ``start <= ts <= end`` (both inclusive), keeps the latest
   per entity key and upserts it. SQLite overwrites without comparing event timestamps (last write wins), so
   windows run oldest first and materializing an older range after a newer one would roll values back: refused
-  unless ``allow_rewind=True``. Online reads apply no TTL; :meth:`online_features` can (``as_of=``).
+  unless ``allow_rewind=True``. Redis (``infra/online_stores/redis.py``) keeps, per entity key and view, the
+  value with the newest event timestamp and skips a write whose timestamp is not newer (an equal one included):
+  forward windows and pushes of newly scored rows write the same values as SQLite; a rewind leaves Redis as it
+  was. Online reads apply no TTL; :meth:`online_features` can (``as_of=``).
 
 Prediction views (``feature_repo/prediction_views.py``, tagged ``batch_platform/kind: predictions``) are fed by
 :meth:`FeatureStoreClient.push` only: materialization skips them and the definitions fingerprint leaves them out
@@ -112,6 +120,10 @@ class MaterializationWouldRewind(FeatureStoreError):
     """Materializing a range ending before what the online store already holds would roll values back."""
 
 
+class OnlineStoreUnreachable(FeatureStoreError, ConnectionError):
+    """The Redis server named by ``BATCH_PLATFORM_REDIS`` does not answer."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Summaries (plain dataclasses: Dagster metadata serializes them with dataclasses.asdict)
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,11 +136,12 @@ class ApplySummary:
     feature_view_names: list[str]
     feature_service_names: list[str]
     registry_path: str
-    online_store_path: str
+    online_store_path: str  # the SQLite file; empty when the online store is Redis
     fingerprint: str
     seconds: float
     prediction_view_names: list[str] = field(default_factory=list)  # push-fed views of served predictions
     diff: str = ""  # Feast's registry/infra diff text ("Created feature view ..."), empty when nothing changed
+    online_store: str = ""  # which online store: "sqlite <path>" or "redis <host:port,...>" (password masked)
 
 
 @dataclass(frozen=True)
@@ -173,14 +186,20 @@ class FeatureStoreClient:
     # -- plumbing -------------------------------------------------------------------------------------------------
     @property
     def store(self) -> feast.FeatureStore:
-        """The wrapped :class:`feast.FeatureStore`, built on first access from the environment at that moment."""
+        """The wrapped :class:`feast.FeatureStore`, built on first access from the environment at that moment
+        (Redis when ``BATCH_PLATFORM_REDIS`` is set then, after checking that the server answers)."""
         if self._store is None:
             _ensure_env()
             from feast import FeatureStore
 
-            store = FeatureStore(repo_path=str(self.repo_dir))
-            for path in (store.config.registry.path, store.config.online_store.path):
-                self._resolve(path).parent.mkdir(parents=True, exist_ok=True)
+            config = repo_config(self.repo_dir)
+            redis = getattr(config.online_store, "connection_string", None)
+            if redis is not None:
+                ping_redis(redis)
+            store = FeatureStore(repo_path=str(self.repo_dir), config=config)
+            self._resolve(store.config.registry.path).parent.mkdir(parents=True, exist_ok=True)
+            if redis is None:
+                self._resolve(store.config.online_store.path).parent.mkdir(parents=True, exist_ok=True)
             self._store = store
         return self._store
 
@@ -189,8 +208,23 @@ class FeatureStoreClient:
         return self._resolve(self.store.config.registry.path)
 
     @property
-    def online_store_path(self) -> Path:
+    def uses_redis(self) -> bool:
+        return self.store.config.online_store.type == "redis"
+
+    @property
+    def online_store_path(self) -> Path | None:
+        """The SQLite online store file; None when the online store is Redis."""
+        if self.uses_redis:
+            return None
         return self._resolve(self.store.config.online_store.path)
+
+    @property
+    def online_store(self) -> str:
+        """Which online store, for logs and metadata: ``sqlite <path>`` or ``redis <connection>`` (password
+        masked)."""
+        if self.uses_redis:
+            return f"redis {_masked(self.store.config.online_store.connection_string)}"
+        return f"sqlite {self.online_store_path}"
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -277,13 +311,14 @@ class FeatureStoreClient:
             feature_view_names=views,
             feature_service_names=services,
             registry_path=str(self.registry_path),
-            online_store_path=str(self.online_store_path),
+            online_store_path=str(self.online_store_path or ""),
             fingerprint=_fingerprint(
                 [e for e in repo.entities if e.name != DUMMY_ENTITY_NAME], repo.feature_views, repo.feature_services
             ),
             seconds=round(time.perf_counter() - t0, 3),
             prediction_view_names=prediction_views,
             diff=diff,
+            online_store=self.online_store,
         )
 
     def _forget_other_online_stores(self) -> dict[str, list[str]]:
@@ -291,10 +326,11 @@ class FeatureStoreClient:
         instance's online store, without touching them: Feast records each table's absolute path, so a registry
         copied with its data folder still lists the original's tables, and ``feast apply`` would tear those down
         (drop them in the original's file) when it creates this instance's. Works on the registry's protobuf, so
-        the other file is never opened (it may be gone). Returns {other path: table names}."""
+        the other file is never opened (it may be gone). With Redis as the online store every SQLite table is
+        another store's. Returns {other path: table names}."""
         registry = self.store.registry
         proto = registry._get_registry_proto(project=self.store.project, allow_cache=False)
-        own = str(self.online_store_path.resolve())
+        own = str(self.online_store_path.resolve()) if self.online_store_path is not None else None
         foreign: dict[str, list[str]] = {}
         keep = []
         for obj in proto.infra.infra_objects:
@@ -434,7 +470,8 @@ class FeatureStoreClient:
 
     def push(self, push_source: str, df: pd.DataFrame) -> int:
         """Write ``df`` (join keys, the source's timestamp field, features) to the online store through a
-        PushSource; returns the rows pushed. Last write wins per key (SQLite)."""
+        PushSource; returns the rows pushed. SQLite: last write wins per key; Redis: the newest event timestamp
+        wins (a row not newer than the stored one is skipped)."""
         from feast.data_source import PushMode
         from feast.errors import DataSourceObjectNotFoundException, PushSourceNotFoundException
 
@@ -593,6 +630,64 @@ class FeatureStoreClient:
             seconds=round(time.perf_counter() - t0, 3),
             rows_by_view=rows_by_view,
         )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The store's configuration: feature_store.yaml, with Redis as the online store when configured
+# ----------------------------------------------------------------------------------------------------------------
+REDIS_PING_TIMEOUT_S = 5.0
+
+
+def repo_config(repo_dir: Path) -> feast.RepoConfig:
+    """``feature_store.yaml`` of ``repo_dir`` read as Feast reads it (``${VAR}`` expanded, then parsed); when
+    ``BATCH_PLATFORM_REDIS`` is set, its ``online_store`` block is replaced by Feast's Redis online store at that
+    connection string (everything else unchanged)."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    repo_dir = Path(repo_dir).resolve()
+    raw = yaml.safe_load(os.path.expandvars((repo_dir / "feature_store.yaml").read_text()))
+    redis = settings.redis_connection()
+    if redis is not None:
+        raw["online_store"] = {"type": "redis", "redis_type": "redis", "connection_string": redis}
+    config = RepoConfig(**raw)
+    config.repo_path = repo_dir
+    return config
+
+
+def _redis_kwargs(connection_string: str) -> dict[str, Any]:
+    """redis-py arguments of a Feast connection string, parsed by Feast's own parser (the client Feast opens)."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+    if not nodes or "port" not in nodes[0]:
+        raise FeatureStoreError(
+            f"{settings.REDIS_VAR}={_masked(connection_string)!r} is not host:port[,db=N,password=...]"
+        )
+    return {"host": nodes[0]["host"], "port": int(nodes[0]["port"]), **params}
+
+
+def ping_redis(connection_string: str) -> None:
+    """Raise :class:`OnlineStoreUnreachable` (naming the address) unless the Redis server answers PING."""
+    import redis
+
+    kwargs = _redis_kwargs(connection_string)
+    client = redis.Redis(**{"socket_connect_timeout": REDIS_PING_TIMEOUT_S, "socket_timeout": REDIS_PING_TIMEOUT_S,
+                            **kwargs})
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        raise OnlineStoreUnreachable(
+            f"Redis online store at {kwargs['host']}:{kwargs['port']} (db {kwargs.get('db', 0)}, from "
+            f"{settings.REDIS_VAR}) is unreachable: {exc}"
+        ) from exc
+    finally:
+        client.close()
+
+
+def _masked(connection_string: str) -> str:
+    return ",".join("password=***" if part.startswith("password=") else part
+                    for part in connection_string.split(","))
 
 
 # ----------------------------------------------------------------------------------------------------------------

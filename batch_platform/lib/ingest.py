@@ -15,6 +15,7 @@ from batch_platform.lib.contracts import DAILY_CONTRACTS, FLIGHT_SCHEDULE, Table
 from batch_platform.lib.landing import schedule_days
 from batch_platform.lib.time_model import TimeModel, load_time_model
 from batch_platform.lib.validation import (
+    MEMORY_LIMIT,
     BatchRejected,
     ExportNotFinishedError,
     MissingBatchError,
@@ -50,6 +51,16 @@ def batch_times(batch: ValidatedBatch, partition: dt.date | None, *, time_model:
         raise NotYetPublishedError(batch.path, f"published at {published.isoformat()} by its manifest, after now "
                                    f"({now.isoformat()}): load it once published")
     return BatchTimes(published, tm.final_at(table, day, published))
+
+
+def _times_or_close(batch: ValidatedBatch, partition: dt.date | None, clock: DataClock,
+                    now: dt.datetime | None) -> BatchTimes:
+    """:func:`batch_times`; a batch not loaded for them has its working files removed."""
+    try:
+        return batch_times(batch, partition, clock=clock, now=now)
+    except BaseException:
+        batch.close()
+        raise
 
 
 @dataclass(frozen=True)
@@ -97,25 +108,28 @@ def ingest_batch(
     lock_timeout_s: float = 600.0,
     clock: DataClock = REPLAY_CLOCK,
     now: dt.datetime | None = None,
+    memory_limit: str = MEMORY_LIMIT,
 ) -> IngestResult:
     """Validate ``path``; on a contract violation move it to quarantine and re-raise (the warehouse is not
     opened); otherwise replace the partition in one transaction, recording when the batch was published and final
     (:func:`batch_times`; a batch not yet published raises :class:`NotYetPublishedError` and stays landed).
     ``archive_dir``: keep the loaded bytes as ``<archive_dir>/<table>/<partition>/<sha256>.csv``; every load is
-    appended to the load history with the version it loaded (a correction keeps the version it replaces)."""
+    appended to the load history with the version it loaded (a correction keeps the version it replaces). Memory
+    stays bounded whatever the batch's size: the rows go from the file to the warehouse through DuckDB, capped at
+    ``memory_limit`` and spilling to disk beyond it (validation and load each)."""
     try:
         batch = validate_batch(path, contract, partition, require_manifest=require_manifest,
-                               archive_dir=version_dir(archive_dir, contract, partition))
-        times = batch_times(batch, partition, clock=clock, now=now)
+                               archive_dir=version_dir(archive_dir, contract, partition), memory_limit=memory_limit)
+        times = _times_or_close(batch, partition, clock, now)
     except NOT_QUARANTINED:
         raise
     except BatchRejected as e:
         e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
         raise
-    with warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
+    with batch, warehouse.connect(db_path, timeout_s=lock_timeout_s, memory_limit=memory_limit) as con:
         unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
         load = warehouse.load_batch(
-            con, contract, batch.data, partition=partition, source_file=path, file_sha256=batch.file_sha256,
+            con, contract, batch.rows_path, partition=partition, source_file=path, file_sha256=batch.file_sha256,
             run_id=run_id, published_at=times.published_at, final_at=times.final_at,
             archived_path=batch.archived_path,
         )
@@ -132,7 +146,8 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
         return skipped
     loaded = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
-    con.register("_batch_to_check", batch.data)
+    con.execute("CREATE OR REPLACE TEMP VIEW _batch_to_check AS SELECT * FROM read_parquet('"
+                + str(batch.rows_path).replace("'", "''") + "')")
     try:
         for ref in refs:
             if ref.table not in loaded:
@@ -152,7 +167,7 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
                     batch.path, f"column {ref.column!r} holds code(s) {codes[:5]} missing from raw.{ref.table}."
                     f"{ref.key}", rows=rows, examples=codes[:5])
     finally:
-        con.unregister("_batch_to_check")
+        con.execute("DROP VIEW IF EXISTS _batch_to_check")
     return skipped
 
 
@@ -199,17 +214,19 @@ def ingest_many(
     lock_timeout_s: float = 600.0,
     clock: DataClock = REPLAY_CLOCK,
     now: dt.datetime | None = None,
+    memory_limit: str = MEMORY_LIMIT,
 ) -> list[IngestResult]:
     """Backfill: :func:`ingest_batch` for many batches, in order, faster. Validation runs ``workers`` batches
     ahead in threads (each in its own in-memory DuckDB, which releases the GIL); loads go in order over one
     warehouse connection, each partition replaced in its own transaction as :func:`ingest_batch` does. A rejected
-    batch is quarantined and its error raised after every batch before it was loaded; none after it is."""
+    batch is quarantined and its error raised after every batch before it was loaded; none after it is. Each
+    validation, and the loads, are capped at ``memory_limit`` (so up to ``workers + 1`` times it in all)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     results: list[IngestResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool, \
-            warehouse.connect(db_path, timeout_s=lock_timeout_s) as con:
+            warehouse.connect(db_path, timeout_s=lock_timeout_s, memory_limit=memory_limit) as con:
         todo = iter(batches)
         pending: deque = deque()
 
@@ -219,7 +236,8 @@ def ingest_many(
                 contract, path, partition = item
                 pending.append((item, pool.submit(validate_batch, path, contract, partition,
                                                   require_manifest=require_manifest,
-                                                  archive_dir=version_dir(archive_dir, contract, partition))))
+                                                  archive_dir=version_dir(archive_dir, contract, partition),
+                                                  memory_limit=memory_limit)))
 
         for _ in range(2 * workers):
             submit_next()
@@ -227,18 +245,19 @@ def ingest_many(
             (contract, path, partition), future = pending.popleft()
             try:
                 batch = future.result()
-                times = batch_times(batch, partition, clock=clock, now=now)
+                times = _times_or_close(batch, partition, clock, now)
             except NOT_QUARANTINED:
                 raise
             except BatchRejected as e:
                 e.quarantined_to = str(quarantine(path, e, quarantine_dir, run_id=run_id))
                 raise
             submit_next()
-            unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
-            load = warehouse.load_batch(con, contract, batch.data, partition=partition, source_file=path,
-                                        file_sha256=batch.file_sha256, run_id=run_id,
-                                        published_at=times.published_at, final_at=times.final_at,
-                                        archived_path=batch.archived_path)
+            with batch:
+                unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
+                load = warehouse.load_batch(con, contract, batch.rows_path, partition=partition, source_file=path,
+                                            file_sha256=batch.file_sha256, run_id=run_id,
+                                            published_at=times.published_at, final_at=times.final_at,
+                                            archived_path=batch.archived_path)
             results.append(IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked)))
     return results
 

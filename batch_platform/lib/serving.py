@@ -19,7 +19,7 @@ from batch_platform.lib.specs import ModelSpec
 
 FIELDS = ("score", "decision", "model_version", "model_sha256", "alias", "run_id", "partition_date",
           "fallback_reason", "scored_at")
-PUSH_ROWS = 20_000  # rows per push call (bounded memory; SQLite writes one row per key and feature)
+PUSH_ROWS = 20_000  # rows per push call (bounded memory; SQLite writes a row per key and feature, Redis a hash per key)
 
 
 def view_name(spec: ModelSpec) -> str:

@@ -2,28 +2,42 @@
 
 Validation runs in a private in-memory DuckDB connection, so a bad batch never reaches the warehouse. Every
 violation raises a subclass of :class:`BatchRejected` naming the file, the rule, how many rows broke it and a
-few example keys. A good batch comes back as an Arrow table typed by the contract.
+few example keys. A good batch comes back as a Parquet file of its rows typed by the contract, in a working folder
+of its own (:class:`ValidatedBatch`).
+
+Memory stays bounded whatever the size of the batch: the file is copied and hashed a chunk at a time, and DuckDB,
+capped at :data:`MEMORY_LIMIT`, spills to the batch's working folder beyond it; the rows are never held in Python.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batch_platform.lib.contracts import NULL_LIKE, TableContract
 
 MAX_EXAMPLES = 5
+MEMORY_LIMIT = "256MB"
+"""DuckDB's memory cap for validating one batch, and for loading it (:mod:`batch_platform.lib.ingest`); beyond it
+DuckDB spills to disk."""
+MAX_THREADS = 4
+"""Threads of one validation at most: the CSV reader holds a buffer of :data:`CSV_BUFFER_BYTES` per thread, all
+within the cap."""
+CSV_BUFFER_BYTES = 4 << 20
+PARQUET_ROW_GROUP_ROWS = 16_384  # the typed rows are written, and read back by the load, this many at a time
 
 
 class BatchRejected(Exception):
@@ -145,21 +159,47 @@ class UndeclaredNullTokenError(BatchRejected):
     rule = "declared_null_tokens"
 
 
+class _WorkFolder:
+    """A folder of working files, removed by :meth:`remove` or, at the latest, when the object is collected."""
+
+    def __init__(self, parent: Path | None):
+        self.path = Path(tempfile.mkdtemp(prefix=".validating-", dir=parent))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
 @dataclass
 class ValidatedBatch:
     contract: TableContract
     path: Path
     file_sha256: str
-    data: pa.Table
+    rows_path: Path
+    """The typed rows in key order (Parquet), in the batch's working folder until :meth:`close`."""
+    row_count: int
     nulled_out_of_range: dict[str, int] = field(default_factory=dict)
     published_at: dt.datetime | None = None
     """When the upstream published the batch, as its manifest states (``None``: the manifest does not say)."""
     archived_path: Path | None = None
     """The validated bytes, kept as ``<archive_dir>/<sha256>.csv`` (when validation was asked to keep them)."""
+    work: _WorkFolder | None = field(default=None, repr=False, compare=False)
 
     @property
-    def row_count(self) -> int:
-        return self.data.num_rows
+    def data(self) -> pa.Table:
+        """The typed rows read into memory, for a look at a small batch; loading reads :attr:`rows_path`."""
+        return pq.read_table(self.rows_path)
+
+    def close(self) -> None:
+        """Remove the working files (the rows are gone; the archived bytes stay)."""
+        if self.work is not None:
+            self.work.remove()
+
+    def __enter__(self) -> ValidatedBatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def file_sha256(path: Path) -> str:
@@ -216,6 +256,19 @@ def _counts(con: duckdb.DuckDBPyConnection, table: str, predicates: dict[str, st
         return {}
     exprs = ", ".join(f"count_if({p})" for p in predicates.values())
     return dict(zip(predicates, con.execute(f"SELECT {exprs} FROM {table}").fetchall()[0]))
+
+
+def _csv_error_detail(message: str) -> str:
+    """DuckDB's CSV error without its advice and reader settings: the line number, the original line and what is
+    wrong with it, one line each (advice to relax the parser does not apply, and the settings name the private
+    copy, not the landed file)."""
+    kept = []
+    for line in message.removeprefix("Invalid Input Error: ").splitlines():
+        if line.startswith("Possible ") or line.startswith("  file = "):
+            break
+        if line.strip():
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _read_header(path: Path, shown: Path) -> list[str]:
@@ -304,10 +357,13 @@ def validate_batch(
     *,
     require_manifest: bool = True,
     archive_dir: Path | None = None,
+    memory_limit: str = MEMORY_LIMIT,
 ) -> ValidatedBatch:
     """Validate ``path`` against ``contract`` (and ``partition`` for daily tables); raise a named
-    :class:`BatchRejected` or return the typed rows. ``archive_dir``: keep the validated bytes there as
-    ``<sha256>.csv`` (content-addressed: a version seen before is kept once)."""
+    :class:`BatchRejected` or return the typed rows (in a working folder, inside ``archive_dir`` when given,
+    removed by :meth:`ValidatedBatch.close`). ``archive_dir``: keep the validated bytes there as ``<sha256>.csv``
+    (content-addressed: a version seen before is kept once). ``memory_limit``: DuckDB's cap (it spills to the
+    working folder beyond it)."""
     path = Path(path)
     if not path.exists():
         raise MissingBatchError(path, "no batch file landed for this partition")
@@ -320,18 +376,19 @@ def validate_batch(
     if manifest is None and require_manifest:
         raise ExportNotFinishedError(path, "no manifest beside the file yet: the export has not finished; it loads "
                                      "once the manifest is written")
-    with contextlib.ExitStack() as stack:
-        if archive_dir is None:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batch-")))
-        else:
-            folder = Path(archive_dir)
-            folder.mkdir(parents=True, exist_ok=True)
+    if archive_dir is not None:
+        Path(archive_dir).mkdir(parents=True, exist_ok=True)
+    work = _WorkFolder(archive_dir)
+    try:
+        # the private copy is renamed into the archive, so it is made there (or among the working files)
+        folder = Path(archive_dir) if archive_dir is not None else work.path
         copy, sha = _private_copy(path, folder)
         try:
             if manifest is not None:
                 check_manifest(path, manifest, contract, partition, sha)
             published_at = manifest_published_at(path, manifest)
-            data, nulled = _validate_rows(copy, path, contract, partition, manifest)
+            rows_path, n, nulled = _validate_rows(copy, path, contract, partition, manifest, work.path,
+                                                   memory_limit)
         except BaseException:
             copy.unlink(missing_ok=True)
             raise
@@ -339,13 +396,18 @@ def validate_batch(
         if archive_dir is not None:
             archived = folder / f"{sha}.csv"
             os.replace(copy, archived)  # same bytes under the same name when this version was seen before
-    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, data=data, nulled_out_of_range=nulled,
-                          published_at=published_at, archived_path=archived)
+    except BaseException:
+        work.remove()
+        raise
+    return ValidatedBatch(contract=contract, path=path, file_sha256=sha, rows_path=rows_path, row_count=n,
+                          nulled_out_of_range=nulled, published_at=published_at, archived_path=archived, work=work)
 
 
 def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: dt.date | None,
-                   manifest: dict | None) -> tuple[pa.Table, dict[str, int]]:
-    """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``)."""
+                   manifest: dict | None, work: Path, memory_limit: str) -> tuple[Path, int, dict[str, int]]:
+    """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``); the typed rows go to
+    ``work``/rows.parquet (returned with their count and the values nulled per column), DuckDB's spill files to
+    ``work`` too."""
     header = _read_header(copy, path)
     expected = contract.column_names
     missing = [c for c in expected if c not in header]
@@ -361,15 +423,20 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
+        con.execute(f"SET temp_directory = {_lit(work / 'duckdb.tmp')}")
+        con.execute("SET preserve_insertion_order = false")  # every result below that has an order says so
         columns = "{" + ", ".join(f"{_lit(Path(h))}: 'VARCHAR'" for h in header) + "}"
         try:
             con.execute(
                 f"CREATE TEMP TABLE text_rows AS SELECT * FROM read_csv({_lit(copy)}, header = true, "
                 f"columns = {columns}, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
-                f"strict_mode = true, null_padding = false, nullstr = [{', '.join(_str(t) for t in tokens)}])"
+                f"strict_mode = true, null_padding = false, nullstr = [{', '.join(_str(t) for t in tokens)}], "
+                f"buffer_size = {CSV_BUFFER_BYTES})"
             )
-        except duckdb.Error as e:
-            raise CorruptBatchError(path, f"cannot parse as CSV ({str(e).splitlines()[0]})") from e
+        except duckdb.InvalidInputException as e:  # the file's fault (not, say, out of memory)
+            raise CorruptBatchError(path, f"cannot parse as CSV: {_csv_error_detail(str(e))}") from e
 
         n = con.execute("SELECT count(*) FROM text_rows").fetchall()[0][0]
         if n == 0:
@@ -470,7 +537,9 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
                                  f"rule {rule.name!r} broken: {rule.description}")
 
         order = ", ".join(_q(k) for k in contract.key)
-        data = con.sql(f"SELECT * FROM typed ORDER BY {order}").to_arrow_table()
+        rows_path = work / "rows.parquet"
+        con.execute(f"COPY (SELECT * FROM typed ORDER BY {order}) TO {_lit(rows_path)} "
+                    f"(FORMAT parquet, ROW_GROUP_SIZE {PARQUET_ROW_GROUP_ROWS})")
     finally:
         con.close()
-    return data, nulled
+    return rows_path, n, nulled

@@ -32,6 +32,7 @@ LINEAGE_COLUMNS = {
 }
 LOADS_TABLE = "raw._batch_loads"
 LOAD_HISTORY_TABLE = "raw._batch_load_history"  # append-only: every version of every batch ever loaded
+CHECKSUM_BATCH_ROWS = 16_384  # rows serialized at a time for the content checksum (same checksum, less memory)
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -47,8 +48,10 @@ def warehouse_lock(db_path: Path, *, exclusive: bool, timeout_s: float) -> Itera
 
 
 @contextlib.contextmanager
-def connect(db_path: Path | str, *, read_only: bool = False, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection to the warehouse, held under the warehouse lock for its whole life."""
+def connect(db_path: Path | str, *, read_only: bool = False, timeout_s: float = 600.0,
+            memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection to the warehouse, held under the warehouse lock for its whole life. ``memory_limit``
+    (e.g. ``"256MB"``) caps DuckDB's memory; beyond it, it spills to ``<db>.tmp`` beside the database."""
     db_path = Path(db_path)
     if read_only and not db_path.exists():
         raise FileNotFoundError(f"warehouse {db_path} does not exist yet: load some raw data first")
@@ -57,6 +60,8 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_s: float = 
         con = duckdb.connect(str(db_path), read_only=read_only)
         try:
             con.execute("SET TimeZone = 'UTC'")
+            if memory_limit is not None:
+                con.execute(f"SET memory_limit = '{memory_limit}'")
             yield con
         finally:
             con.close()
@@ -119,7 +124,7 @@ class LoadResult:
 def load_batch(
     con: duckdb.DuckDBPyConnection,
     contract: TableContract,
-    data: pa.Table,
+    rows_path: Path,
     *,
     partition: dt.date | None,
     source_file: Path,
@@ -129,10 +134,11 @@ def load_batch(
     final_at: dt.datetime | None = None,
     archived_path: Path | None = None,
 ) -> LoadResult:
-    """Replace one partition (or the whole reference table) with ``data`` in a single transaction, and record the
-    load in the load log (the version each partition holds now) and in the append-only load history (every
-    version ever loaded, with ``archived_path``, where its bytes are kept), with when the batch was published and
-    from when its values are final (the time model)."""
+    """Replace one partition (or the whole reference table) with the rows of ``rows_path`` (Parquet, typed by the
+    contract; read as a stream) in a single transaction, and record the load in the load log (the version each
+    partition holds now) and in the append-only load history (every version ever loaded, with ``archived_path``,
+    where its bytes are kept), with when the batch was published and from when its values are final (the time
+    model)."""
     _ensure(con, contract)
     target = contract.qualified_name
     cols = contract.column_names
@@ -140,7 +146,8 @@ def load_batch(
     partition_key = partition.isoformat() if partition is not None else "__all__"
     extra_vals = ([f"DATE '{partition.isoformat()}'"] if partition is not None else []) + ["?", "?"]
     extra_cols = ([PARTITION_COLUMN] if partition is not None else []) + list(LINEAGE_COLUMNS)
-    con.register("_incoming_batch", data)
+    con.execute("CREATE OR REPLACE TEMP VIEW _incoming_batch AS SELECT * FROM read_parquet('"
+                + str(rows_path).replace("'", "''") + "')")
     try:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -175,7 +182,7 @@ def load_batch(
             con.execute("ROLLBACK")
             raise
     finally:
-        con.unregister("_incoming_batch")
+        con.execute("DROP VIEW IF EXISTS _incoming_batch")
     return LoadResult(target, partition_key, rows, checksum, replaced, published_at, final_at)
 
 
@@ -186,7 +193,8 @@ def content_checksum(con: duckdb.DuckDBPyConnection, contract: TableContract, pa
     order = ", ".join(_q(k) for k in contract.key)
     if contract.partitioning is not None:
         order = f"{PARTITION_COLUMN}, {order}"
-    reader = con.sql(f"SELECT * FROM {contract.qualified_name} {where} ORDER BY {order}").to_arrow_reader()
+    reader = con.sql(f"SELECT * FROM {contract.qualified_name} {where} ORDER BY {order}").to_arrow_reader(
+        CHECKSUM_BATCH_ROWS)
     sink = _HashingSink()
     with pacsv.CSVWriter(pa.PythonFile(sink, mode="w"), reader.schema) as writer:
         for batch in reader:

@@ -100,21 +100,23 @@ def newest_feature_ts() -> dt.datetime:
     group_name=GROUP,
     kinds={"feast", "sqlite"},
     deps=[feast_feature_definitions],
-    description="Latest feature values per entity in Feast's online store (SQLite by default, Redis for "
-    "scale), materialized incrementally from where the last run ended, in windows of `batch_days`.",
+    description="Latest feature values per entity in Feast's online store (SQLite by default, Redis when "
+    "BATCH_PLATFORM_REDIS is set), materialized incrementally from where the last run ended, in windows of "
+    "`batch_days`.",
 )
 def feast_online_store(
     context: dg.AssetExecutionContext, config: OnlineStoreConfig, feature_store: FeatureStoreResource
 ):
     end = dt.datetime.fromisoformat(config.end) if config.end else newest_feature_ts() + dt.timedelta(seconds=1)
     faults.point("feast.before_materialize")
-    summary = feature_store.client().materialize_incremental(end, batch_days=config.batch_days)
-    context.log.info(f"online store materialized up to {end.isoformat()}: {summary}")
+    client = feature_store.client()
+    summary = client.materialize_incremental(end, batch_days=config.batch_days)
+    context.log.info(f"online store ({client.online_store}) materialized up to {end.isoformat()}: {summary}")
     return dg.MaterializeResult(
         metadata={
             "materialized_until": end.isoformat(),
             "summary": dg.MetadataValue.json(_as_json(summary)),
-            "online_store": dg.MetadataValue.path(feature_store.online_store_path),
+            "online_store": client.online_store,
         }
     )
 
