@@ -60,12 +60,17 @@ def test_builds_alternate_and_only_a_publication_changes_what_readers_see(platfo
     assert _shown(con, features) == (2, 2, 2, 2)
 
 
-def test_a_crash_between_the_warehouse_and_the_link_is_completed(platform):
-    con, features, root = platform
+def _a_published_b_built(con, features: Path, root: Path) -> None:
+    """Generation a (value 1) published, generation b (value 2) built, not yet published."""
     _build(con, "a", root, 1)
     gen.publish(con, "a")
     gen.link(features, root, "a")
     _build(con, "b", root, 2)
+
+
+def test_a_crash_between_the_warehouse_and_the_link_is_completed(platform):
+    con, features, root = platform
+    _a_published_b_built(con, features, root)
     gen.publish(con, "b")  # ... killed here, before the link moved
     assert gen.linked(features) == "a"
     assert "re-linked to generation b" in gen.reconcile(con, features, root)
@@ -75,10 +80,7 @@ def test_a_crash_between_the_warehouse_and_the_link_is_completed(platform):
 
 def test_a_failed_publication_changes_nothing(platform):
     con, features, root = platform
-    _build(con, "a", root, 1)
-    gen.publish(con, "a")
-    gen.link(features, root, "a")
-    _build(con, "b", root, 2)
+    _a_published_b_built(con, features, root)
     con.execute("CREATE TABLE marts__b.t AS SELECT 1 AS v")
     con.execute("CREATE VIEW marts__b.zz_broken AS SELECT * FROM marts__b.t")
     con.execute("DROP TABLE marts__b.t")  # the view no longer binds: publishing it fails half-way
