@@ -12,6 +12,8 @@ import dagster as dg
 
 from batch_platform import settings
 
+KILLED_ON_PURPOSE = "batch_platform/test_killed_on_purpose"  # tag of the holder's run: tests expect it to fail
+
 
 def definitions(marker: Path, seconds: float) -> dg.Definitions:
     @dg.asset(pool=settings.WAREHOUSE_POOL)
@@ -32,7 +34,8 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as the CLI does
     try:
         with dg.DagsterInstance.get() as instance:
-            outcome = pipeline.run_job(definitions(marker, seconds), instance, "hold_pool")
+            outcome = pipeline.run_job(definitions(marker, seconds), instance, "hold_pool",
+                                       tags={KILLED_ON_PURPOSE: "true"})
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -31,6 +31,7 @@ from batch_platform import settings
 from batch_platform.lib import clock as clocks
 from batch_platform.lib.time_model import load_time_model
 from tests.conftest import platform_env_vars, write_test_specs
+from tests.pool_holder import KILLED_ON_PURPOSE
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIFT_VAR = "BATCH_PLATFORM_TEST_CLOCK_SHIFT_S"
@@ -116,7 +117,8 @@ class LiveInstance:
         started = time.monotonic()
         with self.instance() as instance:
             while True:
-                failed = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+                failed = [r for r in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+                          if r.dagster_run.tags.get(KILLED_ON_PURPOSE) is None]
                 assert not failed, f"{what}: run(s) failed: " + "; ".join(
                     f"{r.dagster_run.job_name} {r.dagster_run.run_id[:8]} {r.dagster_run.tags}" for r in failed)
                 assert self.daemon is not None and self.daemon.poll() is None, f"{what}: the daemon exited"
@@ -213,6 +215,34 @@ def test_the_daemon_alone_runs_the_first_cycle(live):
         return set(freshness(instance, live.policies).values()) == {"PASS"}
 
     live.wait_for("every freshness policy PASS", all_pass, 180)
+
+
+def test_the_daemon_repairs_a_run_killed_while_holding_the_warehouse_pool(live, tmp_path):
+    """Runs the daemon launched name their process; a run whose process is SIGKILLed while it holds the warehouse
+    pool's slot (here a CLI-style run of a one-step job, killed on purpose) is marked failed and its slot freed by
+    the daemon's sensor `dead_run_repair`, with no CLI call: the next step is not blocked forever."""
+    with live.instance() as instance:
+        daemon_runs = [r.dagster_run for r in instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20)]
+        assert daemon_runs and all("batch_platform/process_pid" in r.tags for r in daemon_runs), \
+            [r.tags for r in daemon_runs]
+    marker = tmp_path / "holding"
+    holder = subprocess.Popen([sys.executable, "-m", "tests.pool_holder", str(marker), "600"], cwd=ROOT,
+                              env=live.process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300  # it may wait for a daemon run holding the pool
+    while not marker.exists():
+        assert holder.poll() is None and time.monotonic() < deadline, "the holder never took the pool slot"
+        time.sleep(0.5)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+
+    def repaired(instance):
+        [run] = instance.get_runs(dg.RunsFilter(tags={KILLED_ON_PURPOSE: "true"}))
+        pool = instance.event_log_storage.get_concurrency_info(settings.WAREHOUSE_POOL)
+        return run.status == dg.DagsterRunStatus.FAILURE and all(s.run_id != run.run_id for s in pool.claimed_slots)
+
+    took = live.wait_for("the daemon repairs the killed run", repaired, 180)
+    print(f"killed run repaired by the daemon in {took:.0f} s")
 
 
 SCREENSHOTS = ROOT / ".test-artifacts" / "ui"
