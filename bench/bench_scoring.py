@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from batch_platform.lib.feature_generations import published_relation
 from batch_platform import settings
 from batch_platform.lib import warehouse
 from batch_platform.lib.contracts import REFERENCE_CONTRACTS
@@ -66,8 +67,9 @@ def replicate(rows: int) -> int:
         con.execute("CREATE TABLE IF NOT EXISTS marts._bench_day AS SELECT * FROM marts.flight_schedule "
                     "WHERE flight_date = ?", [DAY])
         per_day = con.execute("SELECT count(*) FROM marts._bench_day").fetchall()[0][0]
-        con.execute("DELETE FROM marts.flight_schedule WHERE flight_date = ?", [DAY])
-        con.execute("INSERT INTO marts.flight_schedule SELECT s.* REPLACE (s.flight_id || '_c' || t.c AS flight_id) "
+        schedule = published_relation(con, "marts.flight_schedule")
+        con.execute(f"DELETE FROM {schedule} WHERE flight_date = ?", [DAY])
+        con.execute(f"INSERT INTO {schedule} SELECT s.* REPLACE (s.flight_id || '_c' || t.c AS flight_id) "
                     "FROM marts._bench_day s, range(?) t(c)", [max(1, round(rows / per_day))])
         return con.execute("SELECT count(*) FROM marts.flight_schedule WHERE flight_date = ?", [DAY]).fetchall()[0][0]
 

@@ -129,3 +129,24 @@ def test_publication_replaces_the_tables_of_the_layout_before_generations(platfo
     kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
                              "WHERE table_schema = 'marts'").fetchall())
     assert kinds == {"flight_labels": "VIEW", "plane_daily_features": "VIEW"}
+
+
+def test_a_partial_build_starts_from_a_copy_and_stands_alone(platform):
+    """A build of some models copies the published generation first (tables, views re-pointed at the copy, files):
+    the models it does not rebuild read the new generation's relations and files, never the old one's."""
+    con, features, root = platform
+    _build(con, "a", root, 1)
+    con.execute("CREATE VIEW marts__a.labels_view AS SELECT v + 10 AS v FROM marts__a.flight_labels")
+    gen.publish(con, "a")
+    gen.link(features, root, "a")
+    gen.prepare(con, "b", root)
+    assert gen.clone(con, "a", "b", root) == 4  # a table, three views
+    con.execute("CREATE OR REPLACE TABLE marts__b.flight_labels AS SELECT 7 AS v")  # the one model rebuilt
+    gen.publish(con, "b")
+    gen.link(features, root, "b")
+    gen.prepare(con, "a", root)  # generation a is wiped: b must not read it
+    assert con.execute("SELECT v FROM marts.labels_view").fetchall() == [(17,)]  # reads b's rebuilt table
+    assert _shown(con, features) == (7, 1, 1, 1)
+    assert "feature_generations/b/" in con.execute(
+        "SELECT sql FROM duckdb_views() WHERE schema_name = 'marts__b' AND view_name = 'plane_daily_features'"
+    ).fetchall()[0][0]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batch_platform.lib.feature_generations import published_relation
 from batch_platform.lib import missingness
 from batch_platform.lib.contracts import FLIGHTS
 from batch_platform.lib.landing import replay
@@ -136,7 +137,8 @@ def test_training_set_check_fails_when_a_column_goes_missing_with_the_outcome(sc
     s = scoring_env
     assert _training_set_checks(s)["no_outcome_in_missingness"].passed
     with s["connect"]() as con:
-        con.execute("UPDATE marts.flight_labels SET distance = NULL WHERE is_delayed_15 AND hash(flight_id) % 3 = 0")
+        labels = published_relation(con, "marts.flight_labels")
+        con.execute(f"UPDATE {labels} SET distance = NULL WHERE is_delayed_15 AND hash(flight_id) % 3 = 0")
     check = _training_set_checks(s)["no_outcome_in_missingness"]
     assert not check.passed and check.metadata["failed_columns"].value == ["distance"]
     row = next(r for r in check.metadata["columns"].value if r["column"] == "distance")

@@ -19,6 +19,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from batch_platform.lib.feature_generations import published_relation
 from batch_platform import settings
 from batch_platform.lib import artifacts, report_server, scoring, serving, training, warehouse
 from batch_platform.lib.feature_store import FeatureStoreClient
@@ -201,8 +202,8 @@ def test_cold_start_rows_get_the_segment_rate_with_a_reason(scoring_env):
     with s["connect"]() as con:  # three flights by aircraft and on a route never seen before
         new = [r[0] for r in con.execute("SELECT flight_id FROM marts.flight_schedule WHERE flight_date = ? "
                                          "ORDER BY flight_id LIMIT 3", [NEXT_DAY]).fetchall()]
-        con.execute("UPDATE marts.flight_schedule SET tailnum = 'NNEW' || substr(flight_id, -7), "
-                    "route = origin || '-ZZZ' WHERE flight_id IN (SELECT unnest(?))", [new])
+        con.execute(f"UPDATE {published_relation(con, 'marts.flight_schedule')} SET tailnum = 'NNEW' || "
+                    "substr(flight_id, -7), route = origin || '-ZZZ' WHERE flight_id IN (SELECT unnest(?))", [new])
         rates = scoring.fallback_rates(con, spec, NEXT_DAY)
     result = _score(s)
     rows = _stored(s).set_index("flight_id")
@@ -275,8 +276,8 @@ def test_scoring_job_checks_fallback_share_and_serves_by_key(scoring_env, monkey
     # Half the day's flights by unknown aircraft: the fallback share exceeds the spec's limit -> the check fails
     # (the predictions are still stored: the check reports, it does not hide the day).
     with s["connect"]() as con:
-        con.execute("UPDATE marts.flight_schedule SET tailnum = 'NNEW' || substr(flight_id, -7) "
-                    "WHERE flight_date = ? AND hash(flight_id) % 2 = 0", [NEXT_DAY])
+        con.execute(f"UPDATE {published_relation(con, 'marts.flight_schedule')} SET tailnum = 'NNEW' || "
+                    "substr(flight_id, -7) WHERE flight_date = ? AND hash(flight_id) % 2 = 0", [NEXT_DAY])
     bad = _materialize_predictions(defs, NEXT_DAY)
     check = _check(bad, "flight_delay_predictions", "fallback_share_within_limit")
     assert not check.passed and check.metadata["fallback_share"].value > 0.3
@@ -310,8 +311,9 @@ def test_peak_memory_does_not_grow_with_rows_scored(scoring_env):
         with s["connect"]() as con:
             con.execute("CREATE TABLE IF NOT EXISTS marts._schedule_day AS "
                         "SELECT * FROM marts.flight_schedule WHERE flight_date = ?", [NEXT_DAY])
-            con.execute("DELETE FROM marts.flight_schedule WHERE flight_date = ?", [NEXT_DAY])
-            con.execute("INSERT INTO marts.flight_schedule SELECT s.* REPLACE (s.flight_id || '_c' || t.c AS flight_id) "
+            schedule = published_relation(con, "marts.flight_schedule")
+            con.execute(f"DELETE FROM {schedule} WHERE flight_date = ?", [NEXT_DAY])
+            con.execute(f"INSERT INTO {schedule} SELECT s.* REPLACE (s.flight_id || '_c' || t.c AS flight_id) "
                         "FROM marts._schedule_day s, range(?) t(c)", [copies])
             return con.execute("SELECT count(*) FROM marts.flight_schedule WHERE flight_date = ?",
                                [NEXT_DAY]).fetchall()[0][0]

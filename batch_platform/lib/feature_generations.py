@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -143,3 +144,60 @@ def reconcile(con: duckdb.DuckDBPyConnection, features_dir: Path, generations_di
         return None  # consistent; or a plain folder (not the platform's link), left to the next publication
     link(features_dir, generations_dir, current.generation)
     return f"features folder re-linked to generation {current.generation} (published by run {current.run_id})"
+
+
+_VIEW_HEADER = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+.+?\s+AS\s+", re.IGNORECASE | re.DOTALL)
+
+
+def clone(con: duckdb.DuckDBPyConnection, source: str, target: str, generations_dir: Path) -> int:
+    """Copy generation ``source`` (its tables, views and files) into the prepared, empty generation ``target``;
+    returns the relations copied. A build of some models starts from this copy: the models it does not rebuild
+    are the published ones, the models it rebuilds replace theirs, and the result is again a whole generation."""
+    src_dir, dst_dir = Path(generations_dir) / source, Path(generations_dir) / target
+    for f in src_dir.iterdir() if src_dir.exists() else []:
+        if f.is_file():
+            shutil.copy2(f, dst_dir / f.name)
+    copied = 0
+    views = []
+    for layer in LAYERS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema(layer, target))}")
+        for name, kind in _relations(con, schema(layer, source)).items():
+            if kind == "BASE TABLE":
+                con.execute(f"CREATE TABLE {_q(schema(layer, target))}.{_q(name)} AS "
+                            f"SELECT * FROM {_q(schema(layer, source))}.{_q(name)}")
+                copied += 1
+            else:
+                (sql,) = con.execute("SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+                                     [schema(layer, source), name]).fetchall()[0]
+                views.append((layer, name, _retarget(_VIEW_HEADER.sub("", sql, count=1), source, target,
+                                                     src_dir, dst_dir)))
+    while views:  # views read views: create those whose inputs exist, until none is left
+        pending = []
+        for layer, name, body in views:
+            try:
+                con.execute(f"CREATE VIEW {_q(schema(layer, target))}.{_q(name)} AS {body}")
+                copied += 1
+            except duckdb.CatalogException:
+                pending.append((layer, name, body))
+        if len(pending) == len(views):
+            raise GenerationError(f"cannot copy views {[f'{v[0]}.{v[1]}' for v in pending]} into generation "
+                                  f"{target}: their inputs are missing")
+        views = pending
+    return copied
+
+
+def _retarget(sql: str, source: str, target: str, src_dir: Path, dst_dir: Path) -> str:
+    """A view's SQL reading generation ``target`` where it read ``source`` (schema names, feature file paths)."""
+    for layer in LAYERS:
+        sql = sql.replace(f'"{schema(layer, source)}"', f'"{schema(layer, target)}"')
+        sql = re.sub(rf"\b{re.escape(schema(layer, source))}\.", f"{schema(layer, target)}.", sql)
+    return sql.replace(f"{src_dir}/", f"{dst_dir}/")
+
+
+def published_relation(con: duckdb.DuckDBPyConnection, relation: str) -> str:
+    """The published generation's own relation behind a stable name (``marts.flight_schedule`` →
+    ``marts__a.flight_schedule``), e.g. to edit the data a test or a benchmark scores; the name itself before any
+    publication."""
+    layer, _, name = relation.partition(".")
+    current = published(con)
+    return relation if current is None or layer not in LAYERS else f"{schema(layer, current.generation)}.{name}"

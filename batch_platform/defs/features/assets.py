@@ -82,15 +82,17 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _whole(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """The same assets, not subsettable: a build is a whole generation (a model left out would be missing from it),
-    so a request for any model or check is a request for all of them (automation expands it; jobs select all)."""
-    return dg.AssetsDefinition.dagster_internal_init(**{**assets_def.get_attributes_dict(), "can_subset": False})
-
-
+@dbt_assets(
+    manifest=ensure_manifest(),
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    pool=settings.WAREHOUSE_POOL,
+)
 def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """`dbt build` of every model (tests run as asset checks) into the unpublished feature generation, under the
-    warehouse's exclusive lock; the generation is published only when the build and its tests passed.
+    """`dbt build` of the selected models (tests run as asset checks) into the unpublished feature generation,
+    under the warehouse's exclusive lock; the generation is published only when the build and its tests passed. A
+    build of some of the models starts from a copy of the published generation, so that every generation is
+    whole: the models it does not rebuild are the published ones.
 
     dbt writes in place and does not always stop before a failing test's siblings are rebuilt (a `relationships`
     test runs after both of its parents), and a killed build stops anywhere: so nothing it writes is read until
@@ -105,6 +107,13 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
             repaired = generations.reconcile(con, features, generations_dir)
             generation = generations.next_generation(con)
             generations.prepare(con, generation, generations_dir)
+            current = generations.published(con)
+            partial = set(context.selected_asset_keys) != set(context.assets_def.keys)
+            copied = generations.clone(con, current.generation, generation, generations_dir) \
+                if current is not None and partial else 0
+        if copied:
+            context.log.info(f"building {len(context.selected_asset_keys)} of {len(context.assets_def.keys)} models "
+                             f"on a copy of generation {current.generation} ({copied} relations)")
         if repaired:
             context.log.warning(f"an earlier publication was interrupted: {repaired}")
         target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path, generation)
@@ -122,9 +131,3 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
                      f"{generations_dir / generation}")
 
 
-dbt_feature_models = _whole(dbt_assets(
-    manifest=ensure_manifest(),
-    project=dbt_project,
-    dagster_dbt_translator=translator,
-    pool=settings.WAREHOUSE_POOL,
-)(dbt_feature_models))
