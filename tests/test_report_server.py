@@ -120,9 +120,13 @@ def test_module_entry_point_serves_the_directory(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    import signal
+
+    # started the way a parent that ignores SIGTERM starts it (an ignored signal is inherited): it still stops on it
     proc = subprocess.Popen([sys.executable, "-m", "batch_platform.lib.report_server", "--port", str(port),
                              "--directory", str(tmp_path)], cwd=Path(__file__).resolve().parent.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 20
         while True:

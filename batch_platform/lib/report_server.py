@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"port (default: the port of env {settings.REPORTS_URL_VAR}, "
                         f"{settings.DEFAULT_REPORTS_URL})")
     args = parser.parse_args(argv)
+    import signal
+
+    # stop on SIGTERM even when started by a process that ignores it (an ignored signal is inherited across exec)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     serve(args.directory or settings.artifacts_dir(), args.host,
           args.port if args.port is not None else _default_port(settings.reports_base_url()))
 

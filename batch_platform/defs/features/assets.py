@@ -108,11 +108,12 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
             generation = generations.next_generation(con)
             generations.prepare(con, generation, generations_dir)
             current = generations.published(con)
-            partial = set(context.selected_asset_keys) != set(context.assets_def.keys)
+            everything = dbt_feature_models.keys  # (context.assets_def is the subset in a subset run)
+            partial = not everything <= set(context.selected_asset_keys)
             copied = generations.clone(con, current.generation, generation, generations_dir) \
                 if current is not None and partial else 0
         if copied:
-            context.log.info(f"building {len(context.selected_asset_keys)} of {len(context.assets_def.keys)} models "
+            context.log.info(f"building {len(context.selected_asset_keys)} of {len(everything)} models "
                              f"on a copy of generation {current.generation} ({copied} relations)")
         if repaired:
             context.log.warning(f"an earlier publication was interrupted: {repaired}")
