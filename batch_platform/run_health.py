@@ -14,10 +14,14 @@ Used before every CLI command that launches runs, while the CLI waits for the wa
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from dagster._utils.interrupts import check_captured_interrupt
 
 from batch_platform.lib import processes
 
@@ -141,8 +145,6 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, echo=print, poll_s: f
     """Block until ``pool`` has a free slot and nobody queued for it, repairing dead holders on the way; returns
     the seconds waited. Runs in the caller's thread with normal signal handling: Ctrl-C / SIGTERM end the wait
     (KeyboardInterrupt). ``timeout_s``: raise :class:`PoolWaitTimeout` after that long."""
-    import time
-
     start = time.monotonic()
     announced = False
     while True:
@@ -174,8 +176,6 @@ class InterruptWatch:
     A run that holds a slot is left to Dagster's own interrupt handling."""
 
     def __init__(self, instance: dg.DagsterInstance, echo=print, poll_s: float = 0.3):
-        import threading
-
         self.instance, self.echo, self.poll_s = instance, echo, poll_s
         self.run_ids: set[str] = set()
         self._stop = threading.Event()
@@ -190,10 +190,6 @@ class InterruptWatch:
         self._thread.join(timeout=5)
 
     def _watch(self) -> None:
-        import os
-
-        from dagster._utils.interrupts import check_captured_interrupt
-
         while not self._stop.wait(self.poll_s):
             if not check_captured_interrupt():
                 continue

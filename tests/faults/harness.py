@@ -67,7 +67,8 @@ class Instance:
     def cli(self, *args: str, crash_at: str | None = None, timeout: float = COMMAND_TIMEOUT_S,
             kill_when: Path | None = None, kill_after_s: float | None = None) -> subprocess.CompletedProcess:
         """Run ``batch-platform ARGS``. ``crash_at``: SIGKILL at that crash point. ``kill_when`` + ``kill_after_s``:
-        SIGKILL the command ``kill_after_s`` seconds after ``kill_when`` (a path glob's parent dir gets an entry)."""
+        SIGKILL the command ``kill_after_s`` seconds after the folder ``kill_when`` gets a new entry (at once
+        without ``kill_when``)."""
         env = self.env()
         if crash_at:
             env[CRASH_VAR] = crash_at

@@ -10,8 +10,8 @@ from pydantic import Field
 from batch_platform import settings
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
-from batch_platform.lib import faults, feature_generations as generations
-from batch_platform.lib import publication_check
+from batch_platform.lib import faults, publication_check
+from batch_platform.lib import feature_generations as generations
 from batch_platform.lib.specs import load_specs
 from batch_platform.lib.time_model import load_time_model
 
