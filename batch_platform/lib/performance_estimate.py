@@ -31,9 +31,12 @@ every draw (draws with one class only are left out, as a day with one class has 
 expectation itself, and its spread is how far one day's realised value falls from it by chance alone — the interval
 ``[low, high]`` and :meth:`MetricEstimate.percentile` say whether a realised value is surprising.
 
-What it cannot see: a change in how the label depends on the features (concept drift) or in the base rate that the
-scores do not follow. Under those the estimate holds the training-time relation, and the realised metric — when the
-labels arrive — is the judge.
+What it cannot see: a change in how the label depends on the score (concept drift; the map holds the relation of
+its window) or in the base rate that the scores do not follow, and outcomes that share a cause within a day. The
+spread assumes independent labels; on the 2013 flights a day's realised metric scatters two to three times wider
+(one day's weather delays many flights at once), so the interval is the chance spread of a day *without* such a
+shock, not a prediction interval for a real day, and the estimate is the day's expected level, not its outcome.
+The realised metric, when the labels arrive, is the judge.
 """
 
 from __future__ import annotations
