@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -14,7 +15,7 @@ from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
-from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, training
+from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, performance_estimate, training
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -121,10 +122,15 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         test = frame[frame[SPLIT] == "test"]
         val = frame[frame[SPLIT] == "validation"]
         p_test = training.score(booster, test, trained.categorical)
+        p_val = training.score(booster, val, trained.categorical)
         metrics = {
-            "validation": evaluation.metrics(val[LABEL].to_numpy(), training.score(booster, val, trained.categorical)),
+            "validation": evaluation.metrics(val[LABEL].to_numpy(), p_val),
             "test": evaluation.metrics(test[LABEL].to_numpy(), p_test),
             "search": trained.trials,
+            # Frozen with the version: raw score -> P(label), for the performance estimated before labels.
+            performance_estimate.CALIBRATION: performance_estimate.fit_calibration(
+                pd.concat([val[LABEL], test[LABEL]]).to_numpy(), np.r_[p_val, p_test],
+                window="validation+test").to_json(),
         }
         fingerprint = training.model_fingerprint(
             trained,
