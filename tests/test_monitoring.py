@@ -71,6 +71,27 @@ def test_accuracy_check_fails_on_a_broken_model_and_results_are_stored_idempoten
         monitoring.production_accuracy(con, SPEC, DAY - dt.timedelta(days=1), {})
 
 
+def test_each_version_gets_the_estimate_its_scores_gave_beside_the_realised_value_and_it_is_stored():
+    from batch_platform.lib import performance_estimate as pe
+
+    con = _warehouse(n=2_000, seed=3)
+    _published(con, SPEC.label_final_at(DAY))
+    # v1 calibrated on labelled rows like the day's; v2 has no map (a version trained before maps existed)
+    rng = np.random.default_rng(9)
+    y = rng.random(20_000) < 0.25
+    calibration = pe.fit_calibration(y, np.clip(0.25 + 0.35 * (y - 0.25) + rng.normal(0, 0.2, len(y)), 0.01, 0.99))
+    result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.8, 2: 0.8}, calibrations={1: calibration, 2: None})
+    v1, v2 = result.by_version
+    assert v1.estimated_metric is not None and v1.estimate_low < v1.estimated_metric < v1.estimate_high
+    assert abs(v1.estimate_gap) < 0.05 and v1.estimate_gap == pytest.approx(v1.metric - v1.estimated_metric)
+    assert v2.estimated_metric is None and v2.estimate_gap is None
+    monitoring.store_accuracy(con, result, "run-1")
+    stored = con.execute(f"SELECT model_version, estimated_value, estimate_gap FROM {monitoring.ACCURACY_TABLE} "
+                         "ORDER BY 1").fetchall()
+    assert stored[0] == (1, pytest.approx(v1.estimated_metric), pytest.approx(v1.estimate_gap))
+    assert stored[1] == (2, None, None)
+
+
 NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
 CREATED = NOW - dt.timedelta(days=3)
 

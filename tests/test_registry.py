@@ -38,6 +38,7 @@ from batch_platform.lib.registry import (
     RegistryError,
     RegistrySchemaError,
     RollbackRefused,
+    StaleGateReport,
     UnknownAlias,
     UnknownModelVersion,
 )
@@ -55,8 +56,11 @@ def _sha(n: int) -> str:
     return f"{n:064x}"
 
 
-def _gate(version: int, spec: str = SPEC, passed: bool = True) -> dict:
-    return {"spec": spec, "candidate_version": version, "passed": passed, "checks": {"auc_not_worse": passed}}
+def _gate(version: int, spec: str = SPEC, passed: bool = True, champion: int | None = -1) -> dict:
+    """A gate report; judged against the previous version (``champion=-1``, the usual sequence), or ``champion``."""
+    judged = (version - 1 or None) if champion == -1 else champion
+    return {"spec": spec, "candidate_version": version, "champion_version": judged, "passed": passed,
+            "checks": {"auc_not_worse": passed}}
 
 
 def _register(reg: ModelRegistry, spec: str = SPEC, n: int = 1, run_id: str = "run-test") -> ModelVersion:
@@ -95,11 +99,34 @@ def test_schema_wal_and_user_version(reg):
     _register(reg)
     with sqlite3.connect(reg.path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"model_versions", "aliases", "alias_log"} <= tables
     ModelRegistry(reg.path)  # reopening an existing registry keeps its data
     assert [v.version for v in ModelRegistry(reg.path).list_versions(SPEC)] == [1]
+
+
+def test_a_version_1_registry_is_migrated_in_place_keeping_its_history(tmp_path):
+    """A registry written before alias_log had its evidence column opens, gains it, and keeps every row."""
+    from batch_platform.lib import registry as registry_lib
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as con:
+        for statement in registry_lib._SCHEMA:
+            con.execute(statement.replace("evidence     TEXT             CHECK (evidence IS NULL OR "
+                                          "json_valid(evidence)),", ""))
+        con.execute("PRAGMA user_version = 1")
+        con.execute("INSERT INTO model_versions VALUES ('flight_delay', 1, ?, 'm.txt', '{}', '{}', NULL, 't', 'r')",
+                    (_sha(1),))
+        con.execute("INSERT INTO aliases VALUES ('flight_delay', 'challenger', 1, 't', 'r')")
+        con.execute("INSERT INTO alias_log (spec, alias, from_version, to_version, action, reason, gate_report, "
+                    "run_id, at) VALUES ('flight_delay', 'challenger', NULL, 1, 'set', 'old', NULL, 'r', 't')")
+    reg = ModelRegistry(path)
+    (event,) = reg.alias_history("flight_delay")
+    assert (event.reason, event.evidence) == ("old", None)
+    reg.set_alias("flight_delay", "challenger", None, reason="cleared", run_id="r2", evidence={"days": 3})
+    assert reg.alias_history("flight_delay")[-1].evidence == {"days": 3}
+    assert not reg.consistency_problems()
 
 
 def test_foreign_sqlite_file_is_refused(tmp_path):
@@ -255,6 +282,21 @@ def test_promote_refused_without_a_passed_gate_for_this_version(reg, report, mat
         reg.promote(SPEC, 2, gate_report=report, run_id="run-2")
     assert reg.aliases(SPEC) == {"champion": 1}
     assert len(reg.alias_history(SPEC)) == 1
+
+
+def test_promote_refuses_a_gate_report_judged_against_another_champion(reg):
+    for n in (1, 2, 3):
+        _register(reg, n=n)
+    reg.promote(SPEC, 1, gate_report=_gate(1), run_id="r1")
+    reg.attach_gate_report(SPEC, 3, _gate(3, champion=1))  # v3 was gated while v1 was champion
+    reg.promote(SPEC, 2, gate_report=_gate(2), run_id="r2")  # ...then v2 was promoted
+    with pytest.raises(StaleGateReport, match="judged against v1, but 'champion' is now v2: gate v3 again"):
+        reg.promote(SPEC, 3, gate_report=reg.get_version(SPEC, 3).gate_report, run_id="r3")
+    with pytest.raises(StaleGateReport, match="does not name the champion"):
+        reg.promote(SPEC, 3, gate_report={"spec": SPEC, "candidate_version": 3, "passed": True}, run_id="r3")
+    assert reg.aliases(SPEC)["champion"] == 2 and not reg.consistency_problems()
+    event = reg.promote(SPEC, 3, gate_report=_gate(3, champion=2), run_id="r3", evidence={"shadow_days": 3})
+    assert event.evidence == {"shadow_days": 3} and reg.alias_history(SPEC, "champion")[-1].evidence == event.evidence
 
 
 def test_promote_bool_is_not_version_one(reg):
@@ -448,8 +490,8 @@ _KILL_CHILD = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     if op == "promote":
-        reg.promote("flight_delay", 3, gate_report={"spec": "flight_delay", "candidate_version": 3, "passed": True},
-                    run_id="child", _fault=fault)
+        reg.promote("flight_delay", 3, gate_report={"spec": "flight_delay", "candidate_version": 3, "passed": True,
+                                                    "champion_version": 2}, run_id="child", _fault=fault)
     elif op == "rollback":
         reg.rollback("flight_delay", 1, verify=lambda mv: None, reason="kill test", run_id="child", _fault=fault)
     elif op == "clear":
@@ -531,7 +573,7 @@ _CHURN_CHILD = textwrap.dedent(
         current = reg.aliases("flight_delay").get("champion")
         target = rng.choice([v for v in (1, 2, 3) if v != current])
         if rng.random() < 0.5:
-            gate = {"spec": "flight_delay", "candidate_version": target, "passed": True}
+            gate = {"spec": "flight_delay", "candidate_version": target, "passed": True, "champion_version": current}
             reg.promote("flight_delay", target, gate_report=gate, run_id=f"churn-{seed}-{n}", _fault=fault)
         else:
             reg.rollback("flight_delay", target, verify=lambda mv: None, reason="churn", run_id=f"churn-{seed}-{n}",

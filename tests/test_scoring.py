@@ -82,7 +82,8 @@ def _variant_version(s: dict, seed: int = 99):
     mv = reg.register_version(SPEC, artifact_path=path, sha256=sha,
                               fingerprint=champion.fingerprint | {"categorical": trained.categorical},
                               metrics={}, run_id="test-variant")
-    return mv, {"spec": SPEC, "candidate_version": mv.version, "passed": True, "reasons": ["test"]}
+    return mv, {"spec": SPEC, "candidate_version": mv.version, "passed": True, "reasons": ["test"],
+                "champion_version": champion.version}
 
 
 # ---------------------------------------------------------------------------------------------------------------

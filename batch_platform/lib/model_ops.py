@@ -66,7 +66,8 @@ def gate_candidate(spec: ModelSpec, frame: pd.DataFrame, candidate: ModelVersion
             reasons.append(f"champion v{champion.version} could not be scored on the test window: {e}")
     slices = window[list(spec.gate.slices)].reset_index(drop=True) if spec.gate.slices else None
     try:
-        report = gate.evaluate_gate(y, cand_scores, champ_scores, policy, slices).to_dict()
+        report = gate.evaluate_gate(y, cand_scores, champ_scores, policy, slices,
+                                    blocks=window[spec.label.date_column].astype(str).to_numpy()).to_dict()
     except ValueError as e:  # e.g. a test window with a single class: nothing can be concluded
         report = {"passed": False, "policy": policy.to_dict(), "metric": policy.metric, "n_rows": int(len(y)),
                   "candidate_metric": None, "champion_metric": None, "difference": None, "ci_low": None,

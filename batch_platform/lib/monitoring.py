@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 
-from batch_platform.lib import evaluation, scoring
+from batch_platform.lib import evaluation, performance_estimate, scoring
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import LABEL_SCHEMA
 
@@ -58,6 +58,14 @@ class VersionAccuracy:
     fallback_rows: int
     fallback_metric: float | None
     metrics: dict = field(default_factory=dict)
+    estimated_metric: float | None = None  # what the scores alone predicted before the labels (performance_estimate)
+    estimate_low: float | None = None
+    estimate_high: float | None = None
+
+    @property
+    def estimate_gap(self) -> float | None:
+        """Realised minus estimated: how far the day fell from what its scores predicted."""
+        return None if self.metric is None or self.estimated_metric is None else self.metric - self.estimated_metric
 
 
 @dataclass
@@ -92,9 +100,12 @@ def data_clock(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
 
 
 def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date,
-                        validation_metrics: dict[int, float | None], *, now: dt.datetime | None = None
+                        validation_metrics: dict[int, float | None], *, now: dt.datetime | None = None,
+                        calibrations: dict[int, performance_estimate.CalibrationMap | None] | None = None
                         ) -> AccuracyResult:
-    """Metrics of the stored predictions of ``day`` against its final labels (see the module docstring)."""
+    """Metrics of the stored predictions of ``day`` against its final labels (see the module docstring), each
+    version's beside the estimate its scores alone give (``calibrations``: each version's frozen map; a version
+    without one gets no estimate)."""
     final_at = spec.label_final_at(day)
     now = now or data_clock(con)
     if now is None or now < final_at:
@@ -121,6 +132,11 @@ def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt
         fb = g[g["fallback"]]
         m = _metrics(model["y"].to_numpy(), model["score"].to_numpy())
         value = m.get(metric)
+        calibration = (calibrations or {}).get(int(version))
+        est = None
+        if calibration is not None and len(model):
+            est = performance_estimate.estimate(model["score"].to_numpy(), calibration, metrics=(metric,),
+                                                draws=300, seed=0).metrics[metric]
         val = validation_metrics.get(int(version))
         degradation = None
         if value is not None and val is not None:
@@ -131,6 +147,8 @@ def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt
             passed=degradation is None or degradation <= tolerance,
             fallback_rows=int(len(fb)),
             fallback_metric=_metrics(fb["y"].to_numpy(), fb["score"].to_numpy()).get(metric), metrics=m,
+            estimated_metric=est.expected if est else None, estimate_low=est.low if est else None,
+            estimate_high=est.high if est else None,
         ))
     return AccuracyResult(spec.name, day, metric, tolerance, final_at, out)
 
@@ -148,16 +166,20 @@ def store_accuracy(con: duckdb.DuckDBPyConnection, result: AccuracyResult, run_i
                 "model_version BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, validation_value DOUBLE, "
                 "degradation DOUBLE, passed BOOLEAN NOT NULL, rows BIGINT NOT NULL, positives BIGINT NOT NULL, "
                 "fallback_rows BIGINT NOT NULL, run_id VARCHAR NOT NULL, computed_at TIMESTAMPTZ NOT NULL)")
+    for column in ("estimated_value", "estimate_gap"):  # added with the performance estimate
+        con.execute(f"ALTER TABLE {ACCURACY_TABLE} ADD COLUMN IF NOT EXISTS {column} DOUBLE")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM {ACCURACY_TABLE} WHERE spec = ? AND partition_date = ?",
                     [result.spec, result.partition])
         now = dt.datetime.now(dt.UTC)
         for v in result.by_version:
-            con.execute(f"INSERT INTO {ACCURACY_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute(f"INSERT INTO {ACCURACY_TABLE} (spec, partition_date, model_version, metric, value, "
+                        "validation_value, degradation, passed, rows, positives, fallback_rows, run_id, computed_at, "
+                        "estimated_value, estimate_gap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [result.spec, result.partition, v.model_version, result.metric, v.metric,
                          v.validation_metric, v.degradation, v.passed, v.rows, v.positives, v.fallback_rows,
-                         run_id, now])
+                         run_id, now, v.estimated_metric, v.estimate_gap])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

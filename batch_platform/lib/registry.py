@@ -36,10 +36,11 @@ from typing import Any
 
 from batch_platform.lib import faults
 
-SCHEMA_VERSION = 1  # stored in PRAGMA user_version
+SCHEMA_VERSION = 2  # stored in PRAGMA user_version; v2 added alias_log.evidence
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CANARY = "canary"
 GATED_ALIASES = frozenset({CHAMPION})  # aliases that only promote() / rollback() may move
 ACTIONS = ("promote", "rollback", "set", "clear")
 
@@ -81,6 +82,10 @@ class PromotionRefused(RegistryError):
     """The gate report does not allow this promotion, or the alias is gated and cannot be set directly."""
 
 
+class StaleGateReport(PromotionRefused):
+    """The gate report compared the candidate with another champion than the current one: gate it again."""
+
+
 class RollbackRefused(RegistryError):
     """Rollback not allowed: unknown or current target, never held the alias, or ``verify`` raised (the cause)."""
 
@@ -117,6 +122,7 @@ class AliasEvent:
     gate_report: dict[str, Any] | None
     run_id: str
     at: str  # ISO 8601, UTC
+    evidence: dict[str, Any] | None = None  # what the move was decided on (shadow comparison, canary, rollback)
 
 
 # --------------------------------------------------------------------------------------------------- schema
@@ -159,6 +165,7 @@ _SCHEMA: tuple[str, ...] = (
         gate_report  TEXT             CHECK (gate_report IS NULL OR json_valid(gate_report)),
         run_id       TEXT    NOT NULL,
         at           TEXT    NOT NULL,
+        evidence     TEXT             CHECK (evidence IS NULL OR json_valid(evidence)),
         CHECK ((action = 'clear') = (to_version IS NULL)),
         FOREIGN KEY (spec, from_version) REFERENCES model_versions (spec, version),
         FOREIGN KEY (spec, to_version) REFERENCES model_versions (spec, version)
@@ -188,7 +195,10 @@ _REQUIRED_TRIGGERS = ("alias_log_no_update", "alias_log_no_delete", "model_versi
                       "model_versions_no_delete")
 
 _VERSION_COLUMNS = "spec, version, sha256, artifact_path, fingerprint, metrics, gate_report, created_at, run_id"
-_LOG_COLUMNS = "id, spec, alias, from_version, to_version, action, reason, gate_report, run_id, at"
+_LOG_COLUMNS = "id, spec, alias, from_version, to_version, action, reason, gate_report, run_id, at, evidence"
+_MIGRATIONS = {  # from schema version N to N + 1, run in the opening transaction
+    1: ("ALTER TABLE alias_log ADD COLUMN evidence TEXT CHECK (evidence IS NULL OR json_valid(evidence))",),
+}
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -263,10 +273,10 @@ def _version_from_row(row: tuple) -> ModelVersion:
 
 
 def _event_from_row(row: tuple) -> AliasEvent:
-    id_, spec, alias, from_v, to_v, action, reason, gate_report, run_id, at = row
+    id_, spec, alias, from_v, to_v, action, reason, gate_report, run_id, at, evidence = row
     return AliasEvent(
         id=id_, spec=spec, alias=alias, from_version=from_v, to_version=to_v, action=action, reason=reason,
-        gate_report=_loads(gate_report), run_id=run_id, at=at,
+        gate_report=_loads(gate_report), run_id=run_id, at=at, evidence=_loads(evidence),
     )
 
 
@@ -347,6 +357,11 @@ class ModelRegistry:
                     for statement in _SCHEMA:
                         con.execute(statement)
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version < SCHEMA_VERSION:
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in _MIGRATIONS[step]:
+                            con.execute(statement)
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version > SCHEMA_VERSION:
                     raise RegistrySchemaError(
                         f"{self.path} has registry schema v{version}; this code knows up to v{SCHEMA_VERSION}"
@@ -414,7 +429,7 @@ class ModelRegistry:
     @staticmethod
     def _move(
         con: sqlite3.Connection, *, spec: str, alias: str, current: int | None, new: int | None, action: str,
-        reason: str, gate_json: str | None, run_id: str, fault: FaultHook | None,
+        reason: str, gate_json: str | None, run_id: str, fault: FaultHook | None, evidence_json: str | None = None,
     ) -> AliasEvent:
         """Move the alias and append its log entry; the caller's transaction makes both one atomic step."""
         at = _now()
@@ -430,15 +445,15 @@ class ModelRegistry:
         if fault is not None:
             fault(FAULT_AFTER_ALIAS_UPDATE)
         event_id = con.execute(
-            "INSERT INTO alias_log (spec, alias, from_version, to_version, action, reason, gate_report, run_id, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (spec, alias, current, new, action, reason, gate_json, run_id, at),
+            "INSERT INTO alias_log (spec, alias, from_version, to_version, action, reason, gate_report, run_id, at, "
+            "evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (spec, alias, current, new, action, reason, gate_json, run_id, at, evidence_json),
         ).fetchone()[0]
         if fault is not None:
             fault(FAULT_AFTER_LOG_INSERT)
         return AliasEvent(
             id=event_id, spec=spec, alias=alias, from_version=current, to_version=new, action=action,
-            reason=reason, gate_report=_loads(gate_json), run_id=run_id, at=at,
+            reason=reason, gate_report=_loads(gate_json), run_id=run_id, at=at, evidence=_loads(evidence_json),
         )
 
     # ----------------------------------------------------------------------------------- versions
@@ -550,10 +565,15 @@ class ModelRegistry:
         run_id: str,
         alias: str = CHAMPION,
         reason: str = "gate passed",
+        evidence: dict | None = None,
         _fault: FaultHook | None = None,
     ) -> AliasEvent:
         """Point ``alias`` at ``version``, only on a gate report with ``passed is True`` and
         ``candidate_version == version`` (and, if it has a ``spec`` key, this spec); else :class:`PromotionRefused`.
+        The report must name the version it was judged against (``champion_version``, ``None`` for a first model)
+        and that must be where ``alias`` points now, checked inside the write transaction: a report judged against
+        an older champion is :class:`StaleGateReport` (gate again). ``evidence`` (shadow comparison, canary
+        window, ...) is logged with the move.
 
         The alias move and its log entry (with the gate report and run id) are one transaction. Promoting the
         version the alias already points at changes nothing and returns the log entry that put it there (so a
@@ -572,14 +592,24 @@ class ModelRegistry:
         if refusal is not None:
             raise PromotionRefused(f"refusing to promote {spec} v{version} to {alias!r}: {refusal}")
         gate_json = _dumps("gate_report", gate_report)
+        evidence_json = None if evidence is None else _dumps("evidence", evidence)
         with self._write() as con:
             self._require_version(con, spec, version)
             current = self._alias_target(con, spec, alias)
             if current == version and (last := self._last_event(con, spec, alias)) is not None:
                 return last
+            if "champion_version" not in gate_report:
+                raise StaleGateReport(f"refusing to promote {spec} v{version} to {alias!r}: the gate report does "
+                                      "not name the champion it was judged against (champion_version)")
+            if gate_report["champion_version"] != current:
+                judged = gate_report["champion_version"]
+                raise StaleGateReport(
+                    f"refusing to promote {spec} v{version} to {alias!r}: its gate report was judged against "
+                    f"{'no champion' if judged is None else f'v{judged}'}, but {alias!r} is now "
+                    f"{'unset' if current is None else f'v{current}'}: gate v{version} again")
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=version, action="promote", reason=reason,
-                gate_json=gate_json, run_id=run_id, fault=_fault or _crash_points,
+                gate_json=gate_json, run_id=run_id, fault=_fault or _crash_points, evidence_json=evidence_json,
             )
         (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event
@@ -593,6 +623,7 @@ class ModelRegistry:
         reason: str,
         run_id: str,
         action: str = "set",
+        evidence: dict | None = None,
         _fault: FaultHook | None = None,
     ) -> AliasEvent:
         """Point a non-gated alias (``challenger``, ...) at ``version``, or clear it with ``None`` (logged as
@@ -630,6 +661,7 @@ class ModelRegistry:
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=version, action=action, reason=reason,
                 gate_json=None, run_id=run_id, fault=_fault or _crash_points,
+                evidence_json=None if evidence is None else _dumps("evidence", evidence),
             )
         (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event
@@ -643,6 +675,7 @@ class ModelRegistry:
         reason: str,
         run_id: str,
         alias: str = CHAMPION,
+        evidence: dict | None = None,
         _fault: FaultHook | None = None,
     ) -> AliasEvent:
         """Put ``alias`` back to ``to_version``, a version that held it before.
@@ -686,6 +719,7 @@ class ModelRegistry:
             event = self._move(
                 con, spec=spec, alias=alias, current=current, new=to_version, action="rollback", reason=reason,
                 gate_json=None, run_id=run_id, fault=_fault or _crash_points,
+                evidence_json=None if evidence is None else _dumps("evidence", evidence),
             )
         (_fault or _crash_points)(FAULT_AFTER_COMMIT)
         return event

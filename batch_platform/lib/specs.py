@@ -97,6 +97,8 @@ class GateSpec(_Strict):
         "rate: what a random ranking scores in average precision, so the floor follows the season).")
     slices: list[str] = Field(default_factory=list, description="Columns whose slices must not degrade.")
     max_slice_degradation: float = Field(default=0.05, ge=0)
+    min_slice_positives: int = Field(default=20, gt=0, description=(
+        "Rank metrics: a slice with fewer positives in the test window is reported, not judged."))
 
     @field_validator("metric")
     @classmethod
@@ -178,6 +180,26 @@ class MonitoringSpec(_Strict):
     max_model_age_days: int = Field(default=45, gt=0, description="Freshness: the champion's maximum age.")
 
 
+class PromotionSpec(_Strict):
+    """The lifecycle after a passed gate: shadow, shadow comparison on final labels, canary, promotion; rollback
+    (see :mod:`batch_platform.lib.promotion`)."""
+
+    shadow_min_days: int = Field(default=3, ge=0, description=(
+        "Shadow days with final labels before the comparison decides (0: promote when the gate passes)."))
+    shadow_min_rows: int = Field(default=1000, ge=0, description="... and at least this many model-scored rows.")
+    shadow_max_days: int = Field(default=14, gt=0, description=(
+        "A challenger not confirmed after this many shadow (or canary) days is withdrawn."))
+    canary_share: float = Field(default=0.0, ge=0, lt=1, description=(
+        "Share of keys the challenger serves after a confirmed shadow comparison (0: no canary)."))
+    canary_min_days: int = Field(default=2, gt=0, description="Canary days with final labels before promotion.")
+    rollback_window_days: int = Field(default=7, gt=0, description=(
+        "Days after a promotion during which the new champion is rolled back automatically."))
+    rollback_min_days: int = Field(default=2, ge=2, description=(
+        "Days served by the new champion with final labels before a rollback can be decided."))
+    rollback_floor: float | None = Field(default=None, description=(
+        "Hard floor on the new champion's production metric (a ceiling for log_loss); none: no floor."))
+
+
 class ModelSpec(_Strict):
     name: str
     description: str
@@ -191,6 +213,7 @@ class ModelSpec(_Strict):
     gate: GateSpec
     scoring: ScoringSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @model_validator(mode="after")
     def _deadline_after_cutoff(self) -> ModelSpec:

@@ -10,11 +10,15 @@ from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
 from batch_platform.defs.scoring.assets import predictions_key
-from batch_platform.lib import monitoring
+from batch_platform.lib import monitoring, performance_estimate
 from batch_platform.lib.specs import ModelSpec, load_specs
 
 GROUP = "monitoring"
 ACCURACY_CHECK = "production_accuracy_within_tolerance"
+
+
+def _num(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def accuracy_key(spec: ModelSpec) -> dg.AssetKey:
@@ -41,11 +45,12 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                   model_registry: ModelRegistryResource):
         day = dt.date.fromisoformat(context.partition_key)
         registry = model_registry.registry()
-        validation = {v.version: (v.metrics.get("validation") or {}).get(spec.gate.metric)
-                      for v in registry.list_versions(spec.name)}
+        versions = registry.list_versions(spec.name)
+        validation = {v.version: (v.metrics.get("validation") or {}).get(spec.gate.metric) for v in versions}
+        calibrations = {v.version: performance_estimate.calibration_of(v.metrics) for v in versions}
         try:
             with warehouse.connect(read_only=True) as con:
-                result = monitoring.production_accuracy(con, spec, day, validation)
+                result = monitoring.production_accuracy(con, spec, day, validation, calibrations=calibrations)
         except (monitoring.LabelsNotFinal, monitoring.NoPredictions) as e:
             raise dg.Failure(f"{type(e).__name__}: {e}") from e
         with warehouse.connect() as con:
@@ -55,6 +60,9 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(metadata={
             "metric": spec.gate.metric,
             "value": champion_rows.metric if champion_rows.metric is not None else float("nan"),
+            # the performance its scores predicted before the labels, and how far the day fell from it
+            "estimated_value": _num(champion_rows.estimated_metric),
+            "estimate_gap": _num(champion_rows.estimate_gap),
             "model_version": champion_rows.model_version,
             "by_version": dg.MetadataValue.json([vars(v) for v in result.by_version]),
             "labels_final_at": result.labels_final_at.isoformat(),

@@ -14,7 +14,7 @@ from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.registry.assets import champion_key
 from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
-from batch_platform.lib import drift, faults, scoring, serving
+from batch_platform.lib import drift, faults, performance_estimate, scoring, serving
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.time_model import load_time_model
 
@@ -118,6 +118,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                          f"{result.fallback_rows} fallback")
 
         drift_check = _drift_check(context, spec, day, result, model_registry)
+        estimate = _performance_estimate(spec, result, model_registry)
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows,
@@ -137,6 +138,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "timings_s": dg.MetadataValue.json(result.timings),
                 "table": scoring.table_name(spec),
                 "served_features_table": result.served_features_table,
+                **estimate,
             }
         )
         yield dg.AssetCheckResult(
@@ -160,6 +162,23 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         yield drift_check
 
     return _predictions
+
+
+def _performance_estimate(spec: ModelSpec, result: scoring.ScoringResult,
+                          model_registry: ModelRegistryResource) -> dict:
+    """The gate metric the day is expected to reach, from the champion's scores and its frozen calibration, before
+    any label exists (``lib/performance_estimate.py``); the accuracy asset shows it beside the realised value."""
+    version = model_registry.registry().get_version(spec.name, result.champion_version)
+    calibration = performance_estimate.calibration_of(version.metrics)
+    if calibration is None or result.sample is None or result.sample.empty:
+        return {}
+    metric = spec.gate.metric
+    est = performance_estimate.estimate(result.sample[scoring.SAMPLE_SCORE].to_numpy(), calibration,
+                                        metrics=(metric,), draws=300, seed=0).metrics[metric]
+    if est.expected is None:
+        return {}
+    return {f"estimated_{metric}": est.expected,
+            f"estimated_{metric}_interval": dg.MetadataValue.json([est.low, est.high])}
 
 
 def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.ScoringResult,

@@ -1,0 +1,180 @@
+"""The promotion lifecycle's decisions (:mod:`batch_platform.lib.promotion`) and its warehouse evidence
+(:mod:`batch_platform.lib.shadow`): synthetic cases with known answers, and challengers trained on the session
+platform's real training set, compared on days neither model saw."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch_platform.lib import promotion, scoring, shadow, training
+from batch_platform.lib.promotion import PromotionPolicy, compare, rollback_step, shadow_step
+from batch_platform.lib.specs import load_specs
+from batch_platform.lib.training_set import LABEL, SPLIT
+
+FAST = training.TrainConfig(n_trials=1, max_rounds=150)
+
+
+def policy(**kw) -> PromotionPolicy:
+    return PromotionPolicy(**{"metric": "roc_auc", "tolerance": 0.005, "n_bootstrap": 400, **kw})
+
+
+def days_of(rng: np.random.Generator, days: int, rows: int, signal_champion: float, signal_challenger: float):
+    out = []
+    for d in range(days):
+        x = rng.normal(size=rows)
+        y = (rng.random(rows) < 1 / (1 + np.exp(-(-1.3 + 1.5 * x)))).astype(int)
+        out.append(pd.DataFrame({
+            promotion.DAY: dt.date(2013, 7, 1) + dt.timedelta(days=d), promotion.LABEL: y,
+            promotion.CHAMPION_SCORE: signal_champion * x + rng.normal(size=rows),
+            promotion.CHALLENGER_SCORE: signal_challenger * x + rng.normal(size=rows)}))
+    return pd.concat(out, ignore_index=True)
+
+
+def test_the_comparison_waits_for_enough_days_and_rows_then_decides():
+    rng = np.random.default_rng(1)
+    better = days_of(rng, 4, 800, 1.0, 1.6)
+    early = compare(better[better[promotion.DAY] < dt.date(2013, 7, 3)], policy(), min_days=3, min_rows=1000)
+    assert early.verdict == promotion.WAITING and "2 of 3 day(s)" in early.reason
+    assert shadow_step(early, policy(), shadow_days=2).action == "wait"
+    done = compare(better, policy(), min_days=3, min_rows=1000)
+    assert done.verdict == promotion.CONFIRMED and done.ci_low > 0 and len(done.days) == 4
+    step = shadow_step(done, policy(), shadow_days=4)
+    assert step.action == "promote" and step.evidence["comparison"]["difference"] == done.difference
+    assert shadow_step(done, policy(canary_share=0.1), shadow_days=4).action == "start_canary"
+
+    worse = compare(days_of(rng, 4, 800, 1.6, 1.0), policy(), min_days=3, min_rows=1000)
+    assert worse.verdict == promotion.REFUTED and worse.ci_high < 0
+    assert shadow_step(worse, policy(), shadow_days=4).action == "withdraw"
+
+    same = compare(days_of(rng, 4, 800, 1.2, 1.2), policy(), min_days=3, min_rows=1000)
+    if same.verdict == promotion.INCONCLUSIVE:
+        assert shadow_step(same, policy(), shadow_days=4).action == "wait"
+        assert "expired" in shadow_step(same, policy(shadow_max_days=5), shadow_days=5).reason
+
+
+def test_rollback_when_the_new_champion_collapses_below_the_previous_shadow_metric():
+    rng = np.random.default_rng(2)
+    healthy = days_of(rng, 3, 800, 1.5, 0.0)  # champion_score: the new champion's served scores
+    collapsed = healthy.assign(**{promotion.CHAMPION_SCORE: rng.normal(size=len(healthy))})  # corrupted features
+    from batch_platform.lib.gate import metric_value
+
+    previous_metric = metric_value("roc_auc", healthy[promotion.LABEL], healthy[promotion.CHAMPION_SCORE]) + 0.01
+    kw = {"champion": 5, "previous": 4, "previous_metric": previous_metric}
+    assert rollback_step(healthy, policy(), days_since_promotion=3, **kw).action == "none"
+    step = rollback_step(collapsed, policy(), days_since_promotion=3, **kw)
+    assert step.action == "rollback" and step.evidence["ci_high"] < previous_metric
+    assert rollback_step(collapsed, policy(), days_since_promotion=9, **kw).action == "none"  # outside the window
+    one_day = collapsed[collapsed[promotion.DAY] == collapsed[promotion.DAY].min()]
+    assert rollback_step(one_day, policy(), days_since_promotion=1, **kw).action == "none"  # too early to judge
+    floor = rollback_step(healthy, policy(rollback_floor=0.95), days_since_promotion=3,
+                          **{**kw, "previous_metric": None})
+    assert floor.action == "rollback" and "hard floor" in floor.reason
+
+
+def test_canary_keys_are_a_stable_hash_the_same_in_another_process():
+    keys = [f"2013-07-0{d}:UA{n}" for d in range(1, 4) for n in range(2_000)]
+    chosen = promotion.canary_selected(keys, 0.1, "flight_delay")
+    assert 0.085 < chosen.mean() < 0.115
+    assert (promotion.canary_selected(keys[::-1], 0.1, "flight_delay")[::-1] == chosen).all()  # per key, not order
+    assert (promotion.canary_selected(keys, 0.2, "flight_delay") >= chosen).all()  # a larger share keeps the keys
+    code = ("import sys, json; from batch_platform.lib.promotion import canary_selected; "
+            "keys = json.loads(sys.stdin.read()); print(''.join('1' if c else '0' for c in "
+            "canary_selected(keys, 0.1, 'flight_delay')))")
+    import json
+
+    other = subprocess.run([sys.executable, "-c", code], input=json.dumps(keys), capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert other == "".join("1" if c else "0" for c in chosen)
+
+
+# -- real challengers on the session platform ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real(platform):
+    event = platform["instance"].get_latest_materialization_event(dg.AssetKey(["flight_delay_training_set"]))
+    frame = pd.read_parquet(event.asset_materialization.metadata["snapshot"].value)
+    spec = load_specs(platform["env"]["BATCH_PLATFORM_MODEL_SPECS"])["flight_delay"]
+    # both models learn the training window (its last 2 days for early stopping); the 8 validation and test days
+    # play the shadow days: final labels, unseen by either model
+    train = frame[frame[SPLIT] == "train"].copy()
+    last_two = sorted(set(train[spec.label.date_column]))[-2:]
+    train.loc[train[spec.label.date_column].isin(last_two), SPLIT] = "validation"
+    shadow_days = frame[frame[SPLIT] != "train"]
+    weak_columns = [c for c in frame.columns if c in (*spec.passthrough_features, LABEL, SPLIT,
+                                                       spec.label.date_column, spec.entity.key)]
+    champion = training.train(train[weak_columns], spec, FAST)  # schedule-only features: a weaker champion
+    return {"spec": spec, "train": train, "shadow": shadow_days, "champion": champion}
+
+
+def _shadow_rows(real, challenger: training.TrainedModel) -> pd.DataFrame:
+    days, spec = real["shadow"], real["spec"]
+    champion = real["champion"]
+    score = lambda m: training.score(training.load_booster(m.model_text), days, m.categorical)  # noqa: E731
+    return pd.DataFrame({promotion.DAY: days[spec.label.date_column].to_numpy(),
+                         promotion.LABEL: days[LABEL].to_numpy(),
+                         promotion.CHAMPION_SCORE: score(champion), promotion.CHALLENGER_SCORE: score(challenger)})
+
+
+def test_real_challengers_shuffled_never_promoted_better_always(real):
+    """10 seeds each: a challenger trained on shuffled labels is never promoted from shadow; one trained on every
+    feature (the champion knows only the schedule) is promoted every time."""
+    spec, pol = real["spec"], PromotionPolicy.from_spec(real["spec"], n_bootstrap=500)
+    steps = {"shuffled": [], "better": []}
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        shuffled_train = real["train"].assign(**{LABEL: rng.permutation(real["train"][LABEL].to_numpy())})
+        for kind, data in (("shuffled", shuffled_train), ("better", real["train"])):
+            model = training.train(data, spec, training.TrainConfig(n_trials=2, max_rounds=300, seed=seed))
+            comparison = compare(_shadow_rows(real, model), PromotionPolicy.from_spec(
+                spec, n_bootstrap=500, seed=seed), min_days=3, min_rows=1000)
+            steps[kind].append(shadow_step(comparison, pol, shadow_days=len(comparison.days)))
+    print({k: [s.action for s in v] for k, v in steps.items()})
+    assert not any(s.action in ("promote", "start_canary") for s in steps["shuffled"])
+    assert all(s.action == "promote" for s in steps["better"]), [s.reason for s in steps["better"]]
+
+
+# -- evidence from the warehouse ------------------------------------------------------------------------------------
+
+
+def test_paired_rows_join_served_and_shadow_rows_of_the_two_versions_with_final_labels(tmp_path):
+    spec = load_specs()["flight_delay"]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA predictions; CREATE SCHEMA marts")
+    for table in (scoring.table_name(spec), scoring.table_name(spec, shadow=True)):
+        con.execute(scoring._ddl(spec, table))
+    con.execute("CREATE TABLE marts.flight_labels (flight_id VARCHAR, flight_date DATE, is_delayed_15 BOOLEAN)")
+    rows = []
+    for day in (dt.date(2013, 7, 1), dt.date(2013, 7, 2), dt.date(2013, 7, 9)):
+        for n in range(4):
+            key = f"{day}:{n}"
+            con.execute("INSERT INTO marts.flight_labels VALUES (?, ?, ?)", [key, day, n % 2 == 0])
+            canary = n == 3  # served by the challenger (v2), the champion (v1) in the shadow table
+            fallback = "missing_features:x" if n == 2 else None
+            rows.append((day, key, 0.1 * n, 2 if canary else 1, fallback, False))
+            rows.append((day, key, 0.5 + 0.1 * n, 1 if canary else 2, fallback, True))
+    stamp = dt.datetime(2013, 7, 1, tzinfo=dt.UTC)
+    for day, key, score, version, fallback, is_shadow in rows:
+        con.execute(f"INSERT INTO {scoring.table_name(spec, shadow=is_shadow)} VALUES "
+                    "(?, ?, ?, NULL, NULL, ?, 'sha', 'a', 'r', ?, ?, 'f', ?)",
+                    [day, key, score, version, stamp, stamp, fallback])
+    now = spec.label_final_at(dt.date(2013, 7, 2))  # 2013-07-09 is not final yet
+    paired = shadow.paired_rows(con, spec, champion=1, challenger=2, first_day=dt.date(2013, 7, 1), now=now)
+    assert sorted({str(d) for d in paired[promotion.DAY]}) == ["2013-07-01", "2013-07-02"]
+    assert len(paired) == 6  # 3 model-scored keys a day (the fallback row left out)
+    canary = paired[paired["key"].str.endswith(":3")]
+    assert (canary["served_version"] == 2).all()
+    # whichever table a version's score sits in, it lands in its own column
+    assert np.allclose(canary[promotion.CHAMPION_SCORE], 0.5 + 0.3) and np.allclose(canary[promotion.CHALLENGER_SCORE], 0.3)
+    assert (paired[promotion.LABEL] == paired["key"].str[-1].astype(int).map(lambda n: int(n % 2 == 0))).all()
+    assert shadow.paired_rows(con, spec, champion=1, challenger=3, first_day=dt.date(2013, 7, 1), now=now).empty
+    served = shadow.served_rows(con, spec, version=2, first_day=dt.date(2013, 7, 1), now=now)
+    assert list(served["key"]) == ["2013-07-01:3", "2013-07-02:3"]
