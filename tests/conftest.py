@@ -88,6 +88,9 @@ def write_test_specs(folder: Path) -> None:
     for name in ("flight_delay", "flight_cancellation"):
         raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{name}.yaml").read_text())
         raw["windows"] = {"train_days": 10, "validation_days": 4, "test_days": 4}
+        # a passed gate promotes at once: these tests are about other stages; the shadow, canary and rollback
+        # lifecycle has its own tests (test_promotion.py, test_loop.py)
+        raw["promotion"] = {**raw.get("promotion", {}), "shadow_min_days": 0}
         if name == "flight_cancellation":
             # January's 18 days hold ~150 cancellations: too few for an honest model (no tail leak, see
             # lib/landing.py) to reach the shipped floor; the fixture needs a first champion, not a good one.
@@ -106,6 +109,7 @@ def write_test_specs(folder: Path) -> None:
         windows={"train_days": 8, "validation_days": 3, "test_days": 3},
     )
     third["gate"] = {**third["gate"], "floor": 0.55}
+    third["promotion"] = {**third.get("promotion", {}), "shadow_min_days": 0}
     (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
 
 

@@ -178,3 +178,129 @@ def test_paired_rows_join_served_and_shadow_rows_of_the_two_versions_with_final_
     assert shadow.paired_rows(con, spec, champion=1, challenger=3, first_day=dt.date(2013, 7, 1), now=now).empty
     served = shadow.served_rows(con, spec, version=2, first_day=dt.date(2013, 7, 1), now=now)
     assert list(served["key"]) == ["2013-07-01:3", "2013-07-02:3"]
+
+
+# -- the lifecycle applied to a registry and a warehouse ------------------------------------------------------------
+
+
+class Lifecycle:
+    """A registry with a champion v1 and a gated challenger v2, and a warehouse whose days hold both models' scores
+    of the same flights (v2 genuinely better unless told otherwise), their labels and the load log's clock."""
+
+    def __init__(self, tmp_path, *, promotion: dict | None = None, challenger_signal: float = 1.6):
+        from batch_platform.lib.registry import ModelRegistry
+
+        base = load_specs()["flight_delay"]
+        self.spec = base.model_copy(update={"promotion": base.promotion.model_copy(update=promotion or {})})
+        self.registry = ModelRegistry(tmp_path / "registry.db")
+        self.cutoff = dt.datetime(2013, 7, 1, 10, tzinfo=dt.UTC)
+        for n in (1, 2):
+            self.registry.register_version(self.spec.name, artifact_path=f"m{n}.txt", sha256=f"{n:064x}",
+                                           fingerprint={"training_cutoff": self.cutoff.isoformat()}, metrics={},
+                                           run_id="setup")
+        self.registry.promote(self.spec.name, 1, gate_report={"passed": True, "candidate_version": 1,
+                                                              "champion_version": None}, run_id="setup")
+        self.registry.attach_gate_report(self.spec.name, 2, {"passed": True, "candidate_version": 2,
+                                                             "champion_version": 1})
+        self.registry.set_alias(self.spec.name, "challenger", 2, reason="gate passed", run_id="setup")
+        self.con = duckdb.connect(str(tmp_path / "w.duckdb"))
+        self.con.execute("CREATE SCHEMA predictions; CREATE SCHEMA marts")
+        for table in (scoring.table_name(self.spec), scoring.table_name(self.spec, shadow=True)):
+            self.con.execute(scoring._ddl(self.spec, table))
+        self.con.execute("CREATE TABLE marts.flight_labels (flight_id VARCHAR, flight_date DATE, is_delayed_15 BOOLEAN)")
+        self.rng = np.random.default_rng(11)
+        self.signal = {1: 1.0, 2: challenger_signal}
+        self.verified = []
+
+    def score_day(self, day: dt.date, served: int, shadow_version: int | None, *, broken: int | None = None):
+        n = 900
+        x = self.rng.normal(size=n)
+        y = self.rng.random(n) < 1 / (1 + np.exp(-(-1.3 + 1.5 * x)))
+        stamp = dt.datetime(2013, 7, 1, tzinfo=dt.UTC)
+        keys = [f"{day}:{i}" for i in range(n)]
+        self.con.executemany("INSERT INTO marts.flight_labels VALUES (?, ?, ?)",
+                             [(k, day, bool(v)) for k, v in zip(keys, y, strict=True)])
+        for version, is_shadow in ((served, False), (shadow_version, True)):
+            if version is None:
+                continue
+            score = self.signal[version] * x + self.rng.normal(size=n)
+            if version == broken:
+                score = self.rng.normal(size=n)  # its features corrupted: scores carry nothing
+            frame = pd.DataFrame({"partition_date": day, "flight_id": keys, "score": 1 / (1 + np.exp(-score)),
+                                  "decision": None, "decision_threshold": None, "model_version": version,
+                                  "model_sha256": f"{version:064x}", "alias": "x", "run_id": "r", "scored_at": stamp,
+                                  "prediction_cutoff": stamp, "feature_fingerprint": "f", "fallback_reason": None})
+            self.con.register("frame", frame)
+            self.con.execute(f"INSERT INTO {scoring.table_name(self.spec, shadow=is_shadow)} SELECT * FROM frame")
+            self.con.unregister("frame")
+
+    def advance(self, through: dt.date):
+        from batch_platform.lib import lifecycle
+
+        return lifecycle.advance(self.spec, self.registry, self.con, now=self.spec.label_final_at(through),
+                                 run_id="test", verify=self.verified.append)
+
+
+DAY1 = dt.date(2013, 7, 1)
+
+
+def _days(first: dt.date, n: int) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range(n)]
+
+
+def test_lifecycle_shadows_then_promotes_on_final_labels_then_rolls_back_a_collapse(tmp_path):
+    lc = Lifecycle(tmp_path)
+    shadow_days = _days(DAY1, 4)
+    for day in shadow_days:
+        lc.score_day(day, served=1, shadow_version=2)
+    waiting = lc.advance(shadow_days[1])  # two days final: not enough
+    assert not waiting.champion_moved and waiting.steps[0].action == "wait" and "2 of 3 day(s)" in waiting.describe()
+    promoted = lc.advance(shadow_days[3])
+    assert promoted.champion_moved and promoted.champion_after == 2, promoted.describe()
+    event = lc.registry.alias_history(lc.spec.name, "champion")[-1]
+    comparison = event.evidence["comparison"]
+    assert event.action == "promote" and comparison["verdict"] == promotion.CONFIRMED and len(comparison["days"]) == 4
+    assert "challenger" not in lc.registry.aliases(lc.spec.name)
+    # the new champion serves; on the third day its features are corrupted and stay so
+    served_days = _days(shadow_days[-1] + dt.timedelta(days=2), 4)
+    lc.score_day(served_days[0], served=2, shadow_version=None)
+    for day in served_days[1:]:
+        lc.score_day(day, served=2, shadow_version=None, broken=2)
+    assert lc.advance(served_days[1]).steps[0].action == "none"  # one served day final: too early to judge
+    rolled = lc.advance(served_days[3])
+    assert rolled.champion_after == 1 and rolled.steps[0].action == "rollback", rolled.describe()
+    assert [v.version for v in lc.verified] == [1]  # the restored version was verified first
+    last = lc.registry.alias_history(lc.spec.name, "champion")[-1]
+    assert last.action == "rollback" and last.evidence["ci_high"] < last.evidence["previous_shadow_metric"]
+    assert not lc.advance(served_days[3]).steps  # after a rollback there is nothing to watch
+    assert not lc.registry.consistency_problems()
+
+
+def test_lifecycle_withdraws_a_worse_challenger_and_a_stale_one(tmp_path):
+    worse = Lifecycle(tmp_path / "worse", challenger_signal=0.3)
+    for day in _days(DAY1, 4):
+        worse.score_day(day, served=1, shadow_version=2)
+    result = worse.advance(DAY1 + dt.timedelta(days=3))
+    assert result.steps[0].action == "withdraw" and "refuted" in result.describe()
+    assert worse.registry.aliases(worse.spec.name) == {"champion": 1}
+
+    stale = Lifecycle(tmp_path / "stale")
+    stale.registry.attach_gate_report(stale.spec.name, 2, {"passed": True, "candidate_version": 2,
+                                                           "champion_version": None})
+    result = stale.advance(DAY1)
+    assert result.steps[0].action == "withdraw" and "gate it again" in result.describe()
+
+
+def test_lifecycle_canary_serves_a_share_then_promotes(tmp_path):
+    lc = Lifecycle(tmp_path, promotion={"canary_share": 0.2, "canary_min_days": 2})
+    for day in _days(DAY1, 3):
+        lc.score_day(day, served=1, shadow_version=2)
+    started = lc.advance(DAY1 + dt.timedelta(days=2))
+    assert started.steps[0].action == "start_canary" and lc.registry.aliases(lc.spec.name)["canary"] == 2
+    first_canary = dt.date.fromisoformat(lc.registry.alias_history(lc.spec.name, "canary")[-1].evidence["first_day"])
+    for day in _days(first_canary, 2):
+        lc.score_day(day, served=1, shadow_version=2)  # (which keys each model serves does not change the pairing)
+    assert lc.advance(first_canary).steps[0].action == "wait"
+    done = lc.advance(first_canary + dt.timedelta(days=1))
+    assert done.champion_after == 2 and done.steps[0].evidence["phase"] == "canary", done.describe()
+    assert set(lc.registry.aliases(lc.spec.name)) == {"champion"}

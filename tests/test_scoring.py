@@ -197,6 +197,31 @@ def test_challenger_scores_the_same_rows_into_the_shadow_table_only(scoring_env)
     pd.testing.assert_series_equal(served["fallback_reason"], shadow["fallback_reason"])
 
 
+def test_canary_keys_are_served_by_the_challenger_and_the_champion_scores_them_in_shadow(scoring_env):
+    from batch_platform.lib import promotion
+
+    s = scoring_env
+    reg: ModelRegistry = s["registry"]
+    variant, _ = _variant_version(s, seed=7)
+    reg.set_alias(SPEC, CHALLENGER, variant.version, reason="canary test", run_id="t")
+    reg.set_alias(SPEC, "canary", variant.version, reason="canary test", run_id="t")
+    spec = s["spec"].model_copy(update={"promotion": s["spec"].promotion.model_copy(update={"canary_share": 0.25})})
+    result = _score(s, spec=spec)
+    served, shadow = _stored(s), _stored(s, shadow=True)
+    champion = reg.get_alias(SPEC, CHAMPION)
+    chosen = promotion.canary_selected(served["flight_id"].tolist(), 0.25, SPEC)
+    assert result.canary_version == variant.version and result.canary_rows == int(chosen.sum()) > 0
+    assert (served.loc[chosen, "model_version"] == variant.version).all() and (served.loc[chosen, "alias"] == "canary").all()
+    assert (served.loc[~chosen, "model_version"] == champion.version).all()
+    # both tables still hold both models' scores of every key, whichever serves it
+    assert list(shadow["flight_id"]) == list(served["flight_id"])
+    assert (shadow.loc[chosen, "model_version"] == champion.version).all()
+    assert (shadow.loc[~chosen, "model_version"] == variant.version).all()
+    again = _score(s, spec=spec)  # a re-score keeps every flight on its side
+    assert again.canary_rows == result.canary_rows and _stored(s).equals(served.assign(
+        run_id=again.run_id, scored_at=_stored(s)["scored_at"]))
+
+
 def test_cold_start_rows_get_the_segment_rate_with_a_reason(scoring_env):
     s = scoring_env
     spec = s["spec"]

@@ -17,7 +17,8 @@ A candidate whose gate passed against the champion becomes the ``challenger``. F
 3. **Canary** (``canary_share > 0``): after a confirmed shadow comparison the challenger serves that share of the
    keys, chosen by a stable hash of the key (:func:`canary_selected`: a flight never flips between days or
    re-scores), the champion still scoring them in the shadow table. Once ``canary_min_days`` canary days have
-   final labels, the comparison is repeated on the canary days (all keys, paired); ``confirmed`` promotes,
+   final labels, the comparison is repeated on every day since the shadow began, canary days included (all keys,
+   paired; two days alone would give an interval ~9 times wider than their spread); ``confirmed`` promotes,
    ``refuted`` withdraws, otherwise it waits (up to ``shadow_max_days`` canary days).
 4. **Promotion** with the gate report and the evidence (the comparisons) in the alias log.
 

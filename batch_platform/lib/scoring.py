@@ -16,6 +16,11 @@
    the previous predictions of D untouched; after it, the new ones are whole. Re-running D replaces the same keys
    with the same scores (only ``run_id`` and ``scored_at`` differ).
 
+Canary: while the registry's ``canary`` alias names the challenger, the spec's ``promotion.canary_share`` of the
+keys (a stable hash of the key: :func:`batch_platform.lib.promotion.canary_selected`) is *served* by the challenger
+(rows with alias ``canary`` in ``predictions.<spec>``) and the champion's score of those keys goes to the shadow
+table instead: the two tables always hold both models' scores of every key, whichever serves it.
+
 Served features: ``predictions.<spec>_served_features`` holds, per champion row of the day, the values the model
 was given: ``partition_date``, the entity key, ``prediction_cutoff``, ``model_version``, ``run_id`` and one column
 per model input under the training set's column name (:func:`served_feature_columns`: the spec's join keys and
@@ -35,6 +40,7 @@ overall rate over those days when the segment has fewer than ``min_segment_rows`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -50,8 +56,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_platform.lib import model_ops, training
-from batch_platform.lib.registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersion
+from batch_platform.lib import model_ops, promotion, training
+from batch_platform.lib.registry import CANARY, CHALLENGER, CHAMPION, ModelRegistry, ModelVersion
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL_SCHEMA
 from batch_platform.lib.warehouse import table_exists
@@ -259,6 +265,8 @@ class ScoringResult:
     seconds: float
     replaced_rows: int  # rows of the previous predictions of D that the swap deleted
     timings: dict[str, float] = field(default_factory=dict)
+    canary_version: int | None = None  # the challenger, serving a share of the keys (canary phase)
+    canary_rows: int = 0
     sample: pd.DataFrame | None = None  # sample_rows model-scored rows: champion features + SAMPLE_SCORE
 
     @property
@@ -318,6 +326,10 @@ def score_partition(
 
     champion, challenger = pin_models(registry, spec)
     models = [champion] + ([challenger] if challenger else [])
+    canary = registry.get_alias(spec.name, CANARY) if challenger else None
+    canary_share = (spec.promotion.canary_share
+                    if canary is not None and canary.version == challenger.version.version else 0.0)
+    canary_rows = 0
     emit("pinned", {"champion": champion.version.version,
                     "challenger": challenger.version.version if challenger else None})
 
@@ -383,11 +395,26 @@ def score_partition(
                 cold = reasons.notna().to_numpy()
                 fallback = rates.rates_for(frame.loc[cold]) if cold.any() else np.empty(0)
                 tsc = time.perf_counter()
+                by_alias = {}
                 for m in models:
                     scores = training.score(m.booster, frame, m.categorical)
                     scores = np.asarray(scores, dtype="float64").copy()
                     scores[cold] = fallback
+                    by_alias[m.alias] = scores
+                in_canary = (promotion.canary_selected(frame[spec.entity.key].astype(str).tolist(), canary_share,
+                                                       spec.name) if canary_share else np.zeros(len(frame), bool))
+                canary_rows += int(in_canary.sum())
+                for m in models:
+                    scores = by_alias[m.alias]
                     table = _output_table(spec, schema, day, frame, scores, reasons, m, run_id, scored_at, cutoff)
+                    if in_canary.any():
+                        # canary keys: the challenger is served, the champion's score goes to the shadow table
+                        other = challenger if m.alias == CHAMPION else champion
+                        swapped = _output_table(spec, schema, day, frame, by_alias[other.alias], reasons,
+                                                dataclasses.replace(other, alias=CANARY) if m.alias == CHAMPION
+                                                else other, run_id, scored_at, cutoff)
+                        table = pa.concat_tables([table.filter(pa.array(~in_canary)),
+                                                  swapped.filter(pa.array(in_canary))])
                     writers[m.alias].write_table(table)
                     if m.alias == CHAMPION:
                         served = _served_features_table(spec, day, frame, served_columns, spine_schema, m, run_id,
@@ -433,6 +460,7 @@ def score_partition(
         champion_sha256=champion.version.sha256,
         shadow_table=table_name(spec, shadow=True) if challenger else None,
         shadow_version=challenger.version.version if challenger else None,
+        canary_version=challenger.version.version if canary_share else None, canary_rows=canary_rows,
         served_features_table=served_features_table(spec), run_id=run_id, scored_at=scored_at,
         prediction_cutoff=cutoff, feature_definitions_fingerprint=defs_fp, fallback_label_days=rates.label_days,
         score_mean=score_sum / total,

@@ -134,6 +134,8 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "replaced_rows": result.replaced_rows,
                 "pushed_online": pushed,
                 "shadow_version": result.shadow_version or 0,
+                "canary_version": result.canary_version or 0,
+                "canary_rows": result.canary_rows,
                 "chunks": result.chunks,
                 "timings_s": dg.MetadataValue.json(result.timings),
                 "table": scoring.table_name(spec),
