@@ -417,7 +417,6 @@ def test_holm_keeps_nineteen_equal_slices_from_failing_a_good_candidate():
     1 of 20 seeds. A genuinely degraded slice still fails."""
     point_rule_failures = holm_failures = 0
     for seed in range(20):
-        rng = np.random.default_rng(500 + seed)
         n = 19 * 300
         y, (a, b) = binormal(n, (1.0, 1.0), seed=900 + seed, rho=0.3, prevalence=0.1)
         a, b = np.round(a, 3), np.round(b, 3)  # fewer distinct scores: a faster bootstrap, same question

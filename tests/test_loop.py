@@ -1,6 +1,8 @@
 """The batch-learning loop end to end on the real 2013 flights: a model trained on February, stable March days
 (no retrain), summer days (drift → exactly one retrain, also across a sensor restart → the challenger passes the
-gate → automation promotes it → the next days are scored by it).
+gate → it shadows the champion on days it never saw → once three have final labels the lifecycle sensor's run
+promotes it on a paired, day-blocked comparison → its feed breaks → it is rolled back automatically and the next
+day is scored by the restored model).
 
 One spec (flight_delay with 14/4/4-day windows), flight days 2013-01-15 .. 2013-07-10 loaded through the lib (the
 ingest path has its own tests), then everything else through the Dagster definitions: jobs, checks, sensors and
@@ -12,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import pytest
 import yaml
 
 from batch_platform import settings
-from batch_platform.lib import drift, model_ops, scoring, warehouse
+from batch_platform.lib import drift, lifecycle, model_ops, scoring, warehouse
 from batch_platform.lib.registry import ModelRegistry
 from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
 from batch_platform.lib.time_model import load_time_model
@@ -51,7 +54,7 @@ def loop(tmp_path_factory):
         features = defs.resolve_job_def("build_features").execute_in_process(
             instance=instance, raise_on_error=False, asset_selection=offline)
         assert features.success
-        yield {"env": env, "defs": defs, "instance": instance, "spec": load_specs()[SPEC],
+        yield {"env": env, "defs": defs, "instance": instance, "spec": load_specs()[SPEC], "offline": offline,
                "registry": ModelRegistry(env[settings.REGISTRY_VAR])}
 
 
@@ -94,7 +97,7 @@ def _stored(loop, day: dt.date):
         return scoring.read_partition(con, loop["spec"], day)
 
 
-def test_drift_retrains_once_gates_and_promotes(loop):
+def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     defs, instance, registry = loop["defs"], loop["instance"], loop["registry"]
 
     # A winter model: trained as of the morning after 2013-02-28, gated against the floor, promoted.
@@ -144,27 +147,99 @@ def test_drift_retrains_once_gates_and_promotes(loop):
     assert registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
     assert not [e for e in retrain.all_events if (e.step_key or "").endswith("_champion_model")]
 
-    # Declarative automation promotes (the champion asset: its candidate updated).
+    # Declarative automation asks the champion asset (its candidate updated): the lifecycle puts the challenger in
+    # shadow; no day it never saw has final labels yet, so nothing moves.
     automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
     champion_key = dg.AssetKey([f"{SPEC}_champion_model"])
     assert automation.get_num_requested(champion_key) == 1
-    promote = defs.resolve_job_def("promote_champions").execute_in_process(
-        instance=instance, raise_on_error=False, asset_selection=[champion_key],
-        tags={"batch_platform/trigger": "automation"})
+    waiting = _champion_step(loop, {"batch_platform/trigger": "automation"})
+    assert registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
+    assert "wait" in waiting and "0 of 3 day(s)" in waiting, waiting
+
+    # Shadow days: the days after v2's test window are scored by v1 (served) and v2 (shadow); once three of them
+    # have final labels, the promotion_lifecycle sensor asks for one judgement per label build.
+    first_unseen = lifecycle.first_unseen_day(loop["spec"], v2)
+    _load_and_build(loop, LAST + dt.timedelta(days=1), first_unseen + dt.timedelta(days=3))
+    for day in [first_unseen + dt.timedelta(days=i) for i in range(4)]:
+        result = _score(loop, day)
+        md = result.asset_materializations_for_node(f"{SPEC}_predictions")[0].metadata
+        assert md["model_version"].value == v1.version and md["shadow_version"].value == v2.version
+    (request,) = _tick(loop, "promotion_lifecycle").run_requests
+    assert request.run_key.startswith(f"lifecycle:{SPEC}:")
+    promote = _launch(loop, request, request.job_name)
     assert promote.success and registry.get_alias(SPEC, model_ops.CHAMPION).version == v2.version
     last = registry.alias_history(SPEC, model_ops.CHAMPION)[-1]
     assert (last.action, last.from_version, last.to_version) == ("promote", v1.version, v2.version)
-    assert "automation" in last.reason and last.gate_report["passed"]
+    comparison = last.evidence["comparison"]
+    assert comparison["verdict"] == "confirmed" and len(comparison["days"]) >= 3 and comparison["ci_low"] > -0.005
+    assert min(comparison["days"]) >= first_unseen.isoformat()  # never a day v2 was trained or tested on
+    (mat,) = promote.asset_materializations_for_node(f"{SPEC}_champion_model")
+    assert mat.metadata["action"].value == "promote" and "shadow comparison confirmed" in mat.metadata["reason"].value
+    assert not _tick(loop, "promotion_lifecycle").run_requests  # the same label build is judged once
+    assert not _tick(loop, "retrain_on_drift").run_requests  # the winter model's drift evidence no longer counts
 
-    # The future day scored again (on the live clock automation re-scores the due day after a promotion, see
-    # tests/daily_cycle.py; replayed 2013 days are never due) is scored by the new champion.
-    _score(loop, NEXT_DAY)
-    rows = _stored(loop, NEXT_DAY)
-    assert (rows["model_version"] == v2.version).all() and (rows["alias"] == model_ops.CHAMPION).all()
+    # The promoted model's feed breaks: its days' schedule rows are misaligned (every column but the key shuffled
+    # within the day), so it serves noise. Within the rollback window, once those days' labels are final, the
+    # lifecycle restores v1 (artefact verified, smoke-scored) and the next day is scored by v1 again.
+    promoted_at = dt.datetime.fromisoformat(last.evidence["as_of"]).date()
+    broken = [promoted_at + dt.timedelta(days=i) for i in range(1, 4)]
+    _load_and_build(loop, first_unseen + dt.timedelta(days=4), broken[-1] - dt.timedelta(days=1))
+    _misalign_schedule(loop, broken)
+    for day in broken:
+        assert (_stored_after(loop, day)["model_version"] == v2.version).all()
+    _load_and_build(loop, broken[-1], broken[-1] + dt.timedelta(days=2))
+    (request,) = _tick(loop, "promotion_lifecycle").run_requests
+    rollback = _launch(loop, request, request.job_name)
+    assert rollback.success and registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
+    last = registry.alias_history(SPEC, model_ops.CHAMPION)[-1]
+    assert (last.action, last.from_version, last.to_version) == ("rollback", v2.version, v1.version)
+    assert last.evidence["ci_high"] < last.evidence["previous_shadow_metric"], last.evidence
+    (mat,) = rollback.asset_materializations_for_node(f"{SPEC}_champion_model")
+    assert mat.metadata["action"].value == "rollback"  # visible in the UI: the champion asset's materialization
+    future = broken[-1] + dt.timedelta(days=3)  # only its schedule is loaded: not flown yet
+    rows = _stored_after(loop, future)
+    assert (rows["model_version"] == v1.version).all() and (rows["alias"] == model_ops.CHAMPION).all()
+    assert not registry.consistency_problems()
 
-    # With the summer model in charge, the drift evidence of the winter model no longer counts.
-    quiet = _tick(loop, "retrain_on_drift")
-    assert not quiet.run_requests
+
+def _champion_step(loop, tags: dict) -> str:
+    """Run the champion asset once (what automation or the lifecycle sensor requests); its log line."""
+    key = dg.AssetKey([f"{SPEC}_champion_model"])
+    result = loop["defs"].resolve_job_def("promote_champions").execute_in_process(
+        instance=loop["instance"], raise_on_error=False, asset_selection=[key], tags=tags)
+    assert result.success
+    return " ".join(e.message or "" for e in loop["instance"].all_logs(result.run_id)
+                    if e.step_key == f"{SPEC}_champion_model")
+
+
+def _load_and_build(loop, first: dt.date, last: dt.date) -> None:
+    """Land and load more flight days, then rebuild the features (labels included) as the morning build does."""
+    load_days(loop["env"], first, last)
+    result = loop["defs"].resolve_job_def("build_features").execute_in_process(
+        instance=loop["instance"], raise_on_error=False, asset_selection=loop["offline"])
+    assert result.success
+
+
+def _misalign_schedule(loop, days: list[dt.date]) -> None:
+    """A broken feed: within each day, every column of the scoring model's rows but the key is shuffled."""
+    from batch_platform.lib.feature_generations import published_relation
+
+    spec = loop["spec"]
+    with warehouse.connect(loop["env"][settings.WAREHOUSE_VAR]) as con:
+        table = published_relation(con, f"marts.{spec.scoring.model}")
+        for day in days:
+            frame = con.execute(f"SELECT * FROM {table} WHERE {spec.label.date_column} = ?", [day]).df()
+            others = [c for c in frame.columns if c not in (spec.entity.key, spec.label.date_column)]
+            frame[others] = frame[others].sample(frac=1, random_state=day.toordinal()).to_numpy()
+            con.execute(f"DELETE FROM {table} WHERE {spec.label.date_column} = ?", [day])
+            con.register("broken", frame)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM broken")
+            con.unregister("broken")
+
+
+def _stored_after(loop, day: dt.date):
+    _score(loop, day)
+    return _stored(loop, day)
 
 
 def test_production_accuracy_once_labels_are_final(loop):
@@ -178,3 +253,46 @@ def test_production_accuracy_once_labels_are_final(loop):
     md = result.asset_materializations_for_node(f"{SPEC}_production_accuracy")[0].metadata
     assert md["metric"].value == "roc_auc" and 0.5 < md["value"].value < 1
     assert ev.metadata["versions"].value and spec.monitoring.accuracy_tolerance == ev.metadata["tolerance"].value
+
+
+def test_real_summer_challengers_shuffled_never_promoted_better_always(loop):
+    """Runs after the loop test (module order): the summer retrain's training set. Two challengers per seed, 10
+    seeds, trained on its 28 training days (the last 2 for early stopping) and judged by the shadow comparison on
+    its 14 validation and test days, which neither model saw: one trained on shuffled labels against a champion
+    trained on the real ones is never promoted; one trained on every feature against a champion that knows only
+    the schedule (known-in-advance features) is promoted every time."""
+    import pandas as pd
+
+    from batch_platform.lib import promotion, training
+    from batch_platform.lib.training_set import LABEL, SPLIT
+
+    spec, registry = loop["spec"], loop["registry"]
+    summer = max(registry.list_versions(SPEC), key=lambda v: v.fingerprint["training_cutoff"])
+    frame = pd.read_parquet(summer.fingerprint["training_set_snapshot"])
+    train = frame[frame[SPLIT] == "train"].copy()
+    train.loc[train[spec.label.date_column].isin(sorted(set(train[spec.label.date_column]))[-2:]), SPLIT] = "validation"
+    days = frame[frame[SPLIT] != "train"]
+    config = lambda seed: training.TrainConfig(n_trials=1, max_rounds=200, seed=seed)  # noqa: E731
+    schedule_only = [c for c in frame.columns if c in (*spec.passthrough_features, LABEL, SPLIT,
+                                                       spec.label.date_column, spec.entity.key)]
+    real_champion = training.train(train, spec, config(100))
+    weak_champion = training.train(train[schedule_only], spec, config(100))
+
+    def shadow_step(champion, challenger, seed):
+        score = lambda m: training.score(training.load_booster(m.model_text), days, m.categorical)  # noqa: E731
+        rows = pd.DataFrame({promotion.DAY: days[spec.label.date_column].to_numpy(),
+                             promotion.LABEL: days[LABEL].to_numpy(),
+                             promotion.CHAMPION_SCORE: score(champion), promotion.CHALLENGER_SCORE: score(challenger)})
+        policy = promotion.PromotionPolicy.from_spec(spec, n_bootstrap=500, seed=seed)
+        comparison = promotion.compare(rows, policy, min_days=spec.promotion.shadow_min_days,
+                                       min_rows=spec.promotion.shadow_min_rows)
+        return promotion.shadow_step(comparison, policy, shadow_days=len(comparison.days))
+
+    steps = {"shuffled": [], "better": []}
+    for seed in range(10):
+        shuffled = train.assign(**{LABEL: np.random.default_rng(seed).permutation(train[LABEL].to_numpy())})
+        steps["shuffled"].append(shadow_step(real_champion, training.train(shuffled, spec, config(seed)), seed))
+        steps["better"].append(shadow_step(weak_champion, training.train(train, spec, config(seed)), seed))
+    print({k: [s.action for s in v] for k, v in steps.items()})
+    assert not [s for s in steps["shuffled"] if s.action in ("promote", "start_canary")]
+    assert all(s.action == "promote" for s in steps["better"]), [s.reason for s in steps["better"]]

@@ -1,6 +1,7 @@
 """The promotion lifecycle's decisions (:mod:`batch_platform.lib.promotion`) and its warehouse evidence
-(:mod:`batch_platform.lib.shadow`): synthetic cases with known answers, and challengers trained on the session
-platform's real training set, compared on days neither model saw."""
+(:mod:`batch_platform.lib.shadow`) and the lifecycle applied to a registry and a warehouse
+(:mod:`batch_platform.lib.lifecycle`), on synthetic cases with known answers. Real challengers on the 2013 summer
+are in test_loop.py."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ import datetime as dt
 import subprocess
 import sys
 
-import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
-import pytest
 
-from batch_platform.lib import promotion, scoring, shadow, training
+from batch_platform.lib import promotion, scoring, shadow
 from batch_platform.lib.promotion import PromotionPolicy, compare, rollback_step, shadow_step
 from batch_platform.lib.specs import load_specs
-from batch_platform.lib.training_set import LABEL, SPLIT
-
-FAST = training.TrainConfig(n_trials=1, max_rounds=150)
-
 
 def policy(**kw) -> PromotionPolicy:
     return PromotionPolicy(**{"metric": "roc_auc", "tolerance": 0.005, "n_bootstrap": 400, **kw})
@@ -93,53 +88,6 @@ def test_canary_keys_are_a_stable_hash_the_same_in_another_process():
     other = subprocess.run([sys.executable, "-c", code], input=json.dumps(keys), capture_output=True, text=True,
                            check=True).stdout.strip()
     assert other == "".join("1" if c else "0" for c in chosen)
-
-
-# -- real challengers on the session platform ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def real(platform):
-    event = platform["instance"].get_latest_materialization_event(dg.AssetKey(["flight_delay_training_set"]))
-    frame = pd.read_parquet(event.asset_materialization.metadata["snapshot"].value)
-    spec = load_specs(platform["env"]["BATCH_PLATFORM_MODEL_SPECS"])["flight_delay"]
-    # both models learn the training window (its last 2 days for early stopping); the 8 validation and test days
-    # play the shadow days: final labels, unseen by either model
-    train = frame[frame[SPLIT] == "train"].copy()
-    last_two = sorted(set(train[spec.label.date_column]))[-2:]
-    train.loc[train[spec.label.date_column].isin(last_two), SPLIT] = "validation"
-    shadow_days = frame[frame[SPLIT] != "train"]
-    weak_columns = [c for c in frame.columns if c in (*spec.passthrough_features, LABEL, SPLIT,
-                                                       spec.label.date_column, spec.entity.key)]
-    champion = training.train(train[weak_columns], spec, FAST)  # schedule-only features: a weaker champion
-    return {"spec": spec, "train": train, "shadow": shadow_days, "champion": champion}
-
-
-def _shadow_rows(real, challenger: training.TrainedModel) -> pd.DataFrame:
-    days, spec = real["shadow"], real["spec"]
-    champion = real["champion"]
-    score = lambda m: training.score(training.load_booster(m.model_text), days, m.categorical)  # noqa: E731
-    return pd.DataFrame({promotion.DAY: days[spec.label.date_column].to_numpy(),
-                         promotion.LABEL: days[LABEL].to_numpy(),
-                         promotion.CHAMPION_SCORE: score(champion), promotion.CHALLENGER_SCORE: score(challenger)})
-
-
-def test_real_challengers_shuffled_never_promoted_better_always(real):
-    """10 seeds each: a challenger trained on shuffled labels is never promoted from shadow; one trained on every
-    feature (the champion knows only the schedule) is promoted every time."""
-    spec, pol = real["spec"], PromotionPolicy.from_spec(real["spec"], n_bootstrap=500)
-    steps = {"shuffled": [], "better": []}
-    for seed in range(10):
-        rng = np.random.default_rng(seed)
-        shuffled_train = real["train"].assign(**{LABEL: rng.permutation(real["train"][LABEL].to_numpy())})
-        for kind, data in (("shuffled", shuffled_train), ("better", real["train"])):
-            model = training.train(data, spec, training.TrainConfig(n_trials=2, max_rounds=300, seed=seed))
-            comparison = compare(_shadow_rows(real, model), PromotionPolicy.from_spec(
-                spec, n_bootstrap=500, seed=seed), min_days=3, min_rows=1000)
-            steps[kind].append(shadow_step(comparison, pol, shadow_days=len(comparison.days)))
-    print({k: [s.action for s in v] for k, v in steps.items()})
-    assert not any(s.action in ("promote", "start_canary") for s in steps["shuffled"])
-    assert all(s.action == "promote" for s in steps["better"]), [s.reason for s in steps["better"]]
 
 
 # -- evidence from the warehouse ------------------------------------------------------------------------------------
