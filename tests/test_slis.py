@@ -3,6 +3,7 @@
 import datetime as dt
 import math
 import time
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -165,3 +166,84 @@ def test_peak_rss_sees_an_allocation_during_the_block():
     assert usage.seconds > 0
     assert usage.peak_mb >= usage.start_mb
     assert usage.increase_mb >= 48
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The asset on the session platform (runs, a champion per spec; predictions may not exist)
+
+
+def _numbers(materialization) -> dict:
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_the_asset_on_the_platform_matches_the_instance(on_platform):
+    import os
+
+    import dagster as dg
+
+    from batch_platform import settings
+    from batch_platform.defs.feature_store.assets import FEATURE_DEFINITIONS_KEY
+    from batch_platform.defs.monitoring.slis import slis_key
+    from batch_platform.defs.resources import build_resources
+    from batch_platform.defs.training.models import candidate_key
+    from batch_platform.lib import warehouse
+    from batch_platform.lib.registry import ModelRegistry
+    from batch_platform.lib.specs import load_specs
+    from batch_platform.lib.time_model import load_time_model
+
+    instance, env = on_platform["instance"], on_platform["env"]
+    spec = load_specs()["flight_delay"]
+    tz = load_time_model().spec.timezone
+    db = env[settings.WAREHOUSE_VAR]
+    with warehouse.connect(db, read_only=True) as con:
+        newest = warehouse.newest_publication(con)
+        day = newest.astimezone(ZoneInfo(tz)).date()  # the current data day: every run since the loads is on it
+        midnight = dt.datetime.combine(day, dt.time(0), ZoneInfo(tz))
+        (start, last_load), = con.execute(
+            f"SELECT min(loaded_at) FILTER (WHERE published_at >= ?), max(loaded_at) "
+            f"FROM {warehouse.LOAD_HISTORY_TABLE}", [midnight]).fetchall()
+        has_accuracy = warehouse.table_exists(con, "monitoring", "production_accuracy")
+    registry = ModelRegistry(env[settings.REGISTRY_VAR])
+    champion = registry.get_alias(spec.name, "champion")
+    assert champion is not None and dt.datetime.fromisoformat(champion.created_at) > last_load
+    mtime = os.stat(db).st_mtime_ns
+
+    result = dg.materialize([on_platform["defs"].resolve_assets_def(slis_key(spec))], instance=instance,
+                            resources=build_resources(), partition_key=day.isoformat())
+    assert result.success
+    md = _numbers(result.asset_materializations_for_node(slis_key(spec).path[-1])[0])
+    assert os.stat(db).st_mtime_ns == mtime  # read only
+
+    # run success: every run created since the day began, except this one (it was running)
+    runs = [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(created_after=start))
+            if r.dagster_run.run_id != result.run_id]
+    succeeded = sum(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    failed = sum(r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) for r in runs)
+    assert runs and (md["runs_succeeded"], md["runs_failed"]) == (succeeded, failed)
+    assert md["pipeline_success_rate"] == pytest.approx(succeeded / (succeeded + failed))
+    # the champion registered after the last load: 0 days old on the data clock; features built after it too
+    assert md["champion_version"] == champion.version and md["model_age_days"] == 0.0
+    built = instance.fetch_materializations(FEATURE_DEFINITIONS_KEY, limit=1).records[0]
+    assert built.timestamp > last_load.timestamp() and md["feature_age_hours"] == 0.0
+    # promotions, from the registry (gate reports attached, champion moves) rather than the check history
+    promoted = {e.to_version for e in registry.alias_history(spec.name, "champion") if e.action == "promote"
+                and dt.datetime.fromisoformat(e.at) > start}
+    gated = {v.version: v.gate_report["passed"] for v in registry.list_versions(spec.name) if v.gate_report}
+    assert md["promotions_attempted"] == len(set(gated) | promoted) >= 1
+    assert md["promotions_failed"] == len({v for v, ok in gated.items() if not ok} - promoted)
+    assert md["promotions_succeeded"] == len(promoted)
+    # training time and peak memory of the candidates trained that day
+    trained = [{k: v.value for k, v in r.asset_materialization.metadata.items()}
+               for r in instance.fetch_materializations(candidate_key(spec), limit=100).records
+               if r.timestamp > start.timestamp()]
+    assert md["trainings"] == len(trained) >= 1
+    assert md["training_seconds"] == max(t["training_seconds"] for t in trained) > 0
+    assert md["peak_memory_mb"] == max(t["peak_memory_mb"] for t in trained) > 0
+    # accuracy and drift only where they exist
+    if not has_accuracy:
+        assert math.isnan(md["production_gap"])
+    drift = [ev for ev in instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey([f"{spec.name}_predictions"]), "feature_drift"), limit=50)]
+    if not drift:
+        assert math.isnan(md["drift_score"])
+    assert "| pipeline_success_rate |" in md["slis"]
