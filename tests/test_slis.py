@@ -184,7 +184,6 @@ def test_the_asset_on_the_platform_matches_the_instance(on_platform):
     from batch_platform import settings
     from batch_platform.defs.feature_store.assets import FEATURE_DEFINITIONS_KEY
     from batch_platform.defs.monitoring.slis import slis_key
-    from batch_platform.defs.resources import build_resources
     from batch_platform.defs.training.models import candidate_key
     from batch_platform.lib import warehouse
     from batch_platform.lib.registry import ModelRegistry
@@ -208,8 +207,9 @@ def test_the_asset_on_the_platform_matches_the_instance(on_platform):
     assert champion is not None and dt.datetime.fromisoformat(champion.created_at) > last_load
     mtime = os.stat(db).st_mtime_ns
 
+    # the platform's definition (its resources bound)
     result = dg.materialize([on_platform["defs"].resolve_assets_def(slis_key(spec))], instance=instance,
-                            resources=build_resources(), partition_key=day.isoformat())
+                            partition_key=day.isoformat())
     assert result.success
     md = _numbers(result.asset_materializations_for_node(slis_key(spec).path[-1])[0])
     assert os.stat(db).st_mtime_ns == mtime  # read only
