@@ -15,7 +15,7 @@ from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
-from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, performance_estimate, training
+from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, performance_estimate, slis, training
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -113,8 +113,12 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                              f"{training_set_key(spec).to_user_string()} too (jobs train_gate_promote and "
                              "train_and_gate do)")
         frame = pd.read_parquet(ts_md["snapshot"])
-        trained = training.train(frame, spec, training.TrainConfig(
-            n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed, num_threads=config.num_threads))
+        # wall time and peak RSS of the training step itself, sampled while it runs (the process may have run
+        # other steps before: its lifetime peak would not say what training took)
+        with slis.PeakRss() as usage:
+            trained = training.train(frame, spec, training.TrainConfig(
+                n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
+                num_threads=config.num_threads))
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
         path, sha = artifacts.save_model_text(trained.model_text, model_dir)
         faults.point("train.model_saved")
@@ -174,6 +178,9 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 f"validation_{spec.gate.metric}": trained.validation_metric,
                 "test_metrics": dg.MetadataValue.json(metrics["test"]),
                 "best_iteration": trained.best_iteration,
+                "training_seconds": usage.seconds,
+                "peak_memory_mb": usage.peak_mb,
+                "training_memory_increase_mb": usage.increase_mb,
                 "search": dg.MetadataValue.json(trained.trials),
                 "fingerprint": dg.MetadataValue.json(fingerprint),
                 "plots": dg.MetadataValue.md(_image_markdown(plots)),
