@@ -17,25 +17,27 @@ SPEC = load_spec(DEFAULT_SPECS_DIR / "flight_delay.yaml")
 DAY = dt.date(2013, 3, 1)
 
 
-def _warehouse(n: int = 600, *, flip: bool = False, seed: int = 0) -> duckdb.DuckDBPyConnection:
-    """Predictions of DAY by two versions (v1 on even rows, v2 on odd ones) and their outcomes; scores informative
-    (AUC ≈ 0.8) unless ``flip``; a few fallback rows."""
+def _warehouse(n: int = 600, *, flip: bool = False, seed: int = 0, days: int = 5) -> duckdb.DuckDBPyConnection:
+    """Predictions of the ``days`` days ending at DAY by two versions (v1 on even rows, v2 on odd ones) and their
+    outcomes; scores informative (AUC ≈ 0.8) unless ``flip``; a few fallback rows."""
     rng = np.random.default_rng(seed)
-    y = rng.random(n) < 0.25
-    score = np.clip(0.25 + 0.35 * (y - 0.25) + rng.normal(0, 0.2, n), 0.01, 0.99)
-    if flip:
-        score = 1 - score
     con = duckdb.connect()
     con.execute("CREATE SCHEMA marts; CREATE SCHEMA raw; CREATE SCHEMA predictions")
     con.execute("CREATE TABLE marts.flight_labels (flight_id VARCHAR, flight_date DATE, is_delayed_15 BOOLEAN)")
     con.execute(scoring._ddl(SPEC, scoring.table_name(SPEC)))
-    rows = [(f"f{i}", DAY, bool(y[i])) for i in range(n)] + [("cancelled", DAY, None)]
-    con.executemany("INSERT INTO marts.flight_labels VALUES (?, ?, ?)", rows)
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    for i in range(n):
-        con.execute(f"INSERT INTO {scoring.table_name(SPEC)} VALUES (?, ?, ?, NULL, NULL, ?, 'sha', 'champion', 'r', "
-                    "?, ?, 'fp', ?)", [DAY, f"f{i}", float(score[i]), 1 + i % 2, now, now,
-                                       "missing_features:x" if i % 50 == 0 else None])
+    for back in range(days):
+        day = DAY - dt.timedelta(days=back)
+        y = rng.random(n) < 0.25
+        score = np.clip(0.25 + 0.35 * (y - 0.25) + rng.normal(0, 0.2, n), 0.01, 0.99)
+        if flip:
+            score = 1 - score
+        keys = [f"{day}-f{i}" for i in range(n)]
+        rows = [(keys[i], day, bool(y[i])) for i in range(n)] + ([("cancelled", DAY, None)] if back == 0 else [])
+        con.executemany("INSERT INTO marts.flight_labels VALUES (?, ?, ?)", rows)
+        con.executemany(f"INSERT INTO {scoring.table_name(SPEC)} VALUES (?, ?, ?, NULL, NULL, ?, 'sha', 'champion', "
+                        "'r', ?, ?, 'fp', ?)", [[day, keys[i], float(score[i]), 1 + i % 2, now, now,
+                                                 "missing_features:x" if i % 50 == 0 else None] for i in range(n)])
     return con
 
 
@@ -51,10 +53,19 @@ def test_accuracy_waits_for_final_labels_then_compares_each_version_with_validat
     assert all(0.7 < v.metric < 0.99 for v in result.by_version) and result.passed, result.describe()
     assert sum(v.rows + v.fallback_rows for v in result.by_version) == 600  # the unlabelled flight is left out
     assert [v.fallback_rows for v in result.by_version] == [12, 0]  # every 50th row (all v1's), measured apart
-    # a version whose validation was much better than production degrades past the tolerance
+    # a version whose test-window metric was much better than production degrades past the tolerance, beyond the
+    # interval of its last 5 days; one bad day alone (a single-day window) decides nothing
     worse = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.99, 2: 0.80})
     assert not worse.passed and [v.passed for v in worse.by_version] == [False, True]
     assert worse.by_version[0].degradation > SPEC.monitoring.accuracy_tolerance
+    window = worse.by_version[0].window
+    assert len(window["days"]) == 5 and window["ci_low"] < window["metric"] < window["ci_high"] < 0.99 - 0.05
+    # the served quality counts the fallback rows too
+    v1 = result.by_version[0]
+    assert v1.served_metric is not None and v1.served_metric != v1.metric
+    one_day = _warehouse(days=1)
+    _published(one_day, final)
+    assert monitoring.production_accuracy(one_day, SPEC, DAY, {1: 0.99, 2: 0.99}).passed
 
 
 def test_accuracy_check_fails_on_a_broken_model_and_results_are_stored_idempotently():
@@ -62,13 +73,13 @@ def test_accuracy_check_fails_on_a_broken_model_and_results_are_stored_idempoten
     _published(con, SPEC.label_final_at(DAY) + dt.timedelta(days=3))
     result = monitoring.production_accuracy(con, SPEC, DAY, {1: 0.75, 2: 0.75})
     assert not result.passed and all(v.metric < 0.3 for v in result.by_version)
-    assert "degraded" in result.describe()
+    assert "worse by more than" in result.describe()
     monitoring.store_accuracy(con, result, "run-1")
     monitoring.store_accuracy(con, result, "run-2")
     rows = con.execute(f"SELECT model_version, passed, run_id FROM {monitoring.ACCURACY_TABLE} ORDER BY 1").fetchall()
     assert rows == [(1, False, "run-2"), (2, False, "run-2")]
     with pytest.raises(monitoring.NoPredictions):
-        monitoring.production_accuracy(con, SPEC, DAY - dt.timedelta(days=1), {})
+        monitoring.production_accuracy(con, SPEC, DAY - dt.timedelta(days=10), {})
 
 
 def test_each_version_gets_the_estimate_its_scores_gave_beside_the_realised_value_and_it_is_stored():

@@ -1,5 +1,6 @@
 """Monitoring: production accuracy per scored day once its labels are final (one asset per spec), with a check
-against the model version's validation performance. Drift checks live on the prediction assets (scoring stage)."""
+against the model version's test-window performance over a rolling window of days (day-block interval). Drift
+checks live on the prediction assets (scoring stage)."""
 
 import datetime as dt
 
@@ -35,10 +36,12 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         partitions_def=daily_partitions,
         deps=[predictions_key(spec), get_asset_key_for_model([dbt_feature_models], spec.label.model)],
         check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset=key, partitions_def=daily_partitions, description=(
-            f"Production {spec.gate.metric} of each model version that scored the day is at most "
-            f"{spec.monitoring.accuracy_tolerance} below its validation {spec.gate.metric}"))],
+            f"Production {spec.gate.metric} of each model version that scored the day, over its last "
+            f"{spec.monitoring.retrain.window_partitions} days with final labels: the upper end of its day-block "
+            f"interval is at most {spec.monitoring.accuracy_tolerance} below the version's test-window "
+            f"{spec.gate.metric}"))],
         description=f"`{spec.name}` predictions of the day joined with their outcomes once final ({spec.label.embargo_days} "
-        f"day(s) after, {spec.label.final_local_time}): {spec.gate.metric} per model version vs validation; "
+        f"day(s) after, {spec.label.final_local_time}): {spec.gate.metric} per model version vs its test-window metric (rolling day-block interval), fallback rows apart and served quality with them; "
         f"rows in `{monitoring.ACCURACY_TABLE}`.",
     )
     def _accuracy(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -46,11 +49,11 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         day = dt.date.fromisoformat(context.partition_key)
         registry = model_registry.registry()
         versions = registry.list_versions(spec.name)
-        validation = {v.version: (v.metrics.get("validation") or {}).get(spec.gate.metric) for v in versions}
+        reference = {v.version: (v.metrics.get("test") or {}).get(spec.gate.metric) for v in versions}
         calibrations = {v.version: performance_estimate.calibration_of(v.metrics) for v in versions}
         try:
             with warehouse.connect(read_only=True) as con:
-                result = monitoring.production_accuracy(con, spec, day, validation, calibrations=calibrations)
+                result = monitoring.production_accuracy(con, spec, day, reference, calibrations=calibrations)
         except (monitoring.LabelsNotFinal, monitoring.NoPredictions) as e:
             raise dg.Failure(f"{type(e).__name__}: {e}") from e
         with warehouse.connect() as con:
@@ -60,6 +63,12 @@ def build_accuracy_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(metadata={
             "metric": spec.gate.metric,
             "value": champion_rows.metric if champion_rows.metric is not None else float("nan"),
+            "served_value": _num(champion_rows.served_metric),  # model + fallback rows: what callers got
+            "fallback_rows": champion_rows.fallback_rows,
+            "window_value": _num((champion_rows.window or {}).get("metric")),
+            "window_ci_low": _num((champion_rows.window or {}).get("ci_low")),
+            "window_ci_high": _num((champion_rows.window or {}).get("ci_high")),
+            "test_window_value": _num(champion_rows.validation_metric),
             # the performance its scores predicted before the labels, and how far the day fell from it
             "estimated_value": _num(champion_rows.estimated_metric),
             "estimate_gap": _num(champion_rows.estimate_gap),
