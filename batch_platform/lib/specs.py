@@ -146,18 +146,35 @@ class ScoringSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    """Drift of each scored day against the reference frozen with the model version (see lib/drift.py)."""
+    """Drift of each scored day against the reference frozen with the model version (the rule: lib/drift.py)."""
 
     reference_rows: int = Field(default=5000, gt=0, description="Training-window rows frozen as the reference.")
-    wasserstein_warn: float = Field(default=0.1, gt=0, description="Numeric column: normed Wasserstein for WARN.")
-    wasserstein_error: float = Field(default=1.0, gt=0, description="... and for ERROR.")
-    psi_warn: float = Field(default=0.1, gt=0, description="Categorical column / binned score: PSI for WARN.")
-    psi_error: float = Field(default=0.5, gt=0, description="... and for ERROR.")
-    min_error_columns: int = Field(default=3, gt=0,
-                                   description="The day's drift is ERROR when at least this many columns are.")
+    wasserstein_warn: float = Field(default=0.1, gt=0, description="Numeric column: normed Wasserstein (reference "
+                                    "std devs) below which it is never WARN.")
+    wasserstein_error: float = Field(default=0.15, gt=0, description="... below which it is never ERROR.")
+    psi_warn: float = Field(default=0.1, gt=0, description="Categorical column / binned score: PSI below which it "
+                            "is never WARN.")
+    psi_error: float = Field(default=0.25, gt=0, description="... below which it is never ERROR.")
+    calibration_ratio: float = Field(default=2.25, ge=1, description="A distance is ERROR beyond this multiple of "
+                                     "the largest distance of a training day to the rest of the training window "
+                                     "(WARN beyond that largest distance), and beyond the floors above.")
+    min_error_columns: int = Field(default=1, gt=0, description="The day's drift is ERROR when at least this many "
+                                   "groups of feature columns (correlated columns form one group) have an ERROR "
+                                   "distance; a missing-share or score ERROR is enough on its own.")
+    missing_share_jump: float = Field(default=0.1, gt=0, le=1, description="A column's missing share is ERROR when "
+                                      "it rises above the reference's by more than this (absolute) and beyond the "
+                                      "binomial bound; a column entirely missing is always ERROR.")
+    missing_share_z: float = Field(default=5.0, gt=0, description="Binomial bound on the missing share, in standard "
+                                   "errors of the reference share at the day's row count.")
     exclude: list[str] = Field(default_factory=list,
                                description="Features not tested: those that vary by day by nature (weather of "
                                "the day, calendar position), whose day-to-day change is not a population shift.")
+
+    @model_validator(mode="after")
+    def _floors_ordered(self) -> DriftSpec:
+        if self.wasserstein_warn > self.wasserstein_error or self.psi_warn > self.psi_error:
+            raise ValueError("drift WARN floors must not exceed the ERROR floors")
+        return self
 
 
 class RetrainSpec(_Strict):

@@ -196,21 +196,23 @@ def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.Scoring
         return dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    description="no model-scored rows to test (every row fell back)",
                                    metadata=common)
-    d = spec.monitoring.drift
-    thresholds = drift.DriftThresholds(d.wasserstein_warn, d.wasserstein_error, d.psi_warn, d.psi_error,
-                                       d.min_error_columns)
+    thresholds = drift.DriftThresholds.from_spec(spec.monitoring.drift)
     reference = drift.load_reference(ref_path, version.fingerprint["drift_reference_sha256"])
     html = settings.artifacts_dir() / "drift_reports" / spec.name / day.isoformat() / f"{context.run.run_id}.html"
     features = result.sample.drop(columns=[scoring.SAMPLE_SCORE])
     report = drift.evaluate(reference, features, result.sample[scoring.SAMPLE_SCORE].to_numpy(), thresholds,
                             html_path=html)
     context.log.info(f"{spec.name} {day} drift: {report.severity} — {report.describe()}")
+
+    def _num(v, fmt=".3g"):
+        return "" if v is None else f"{v:{fmt}}"
+
     table = "\n".join(
-        ["| column | test | value | severity | ref mean | cur mean |", "|---|---|---|---|---|---|"]
-        + [f"| {c.column} | {c.method} | {c.value:.3f} | {c.severity} | "
-           f"{'' if c.reference_mean is None else f'{c.reference_mean:.3g}'} | "
-           f"{'' if c.current_mean is None else f'{c.current_mean:.3g}'} |"
-           for c in sorted(report.columns, key=lambda c: -c.value)])
+        ["| column | test | value | WARN at | ERROR at | severity | group | ref mean | cur mean |",
+         "|---|---|---|---|---|---|---|---|---|"]
+        + [f"| {c.column} | {c.method} | {c.value:.3f} | {_num(c.warn_at, '.3f')} | {_num(c.error_at, '.3f')} | "
+           f"{c.severity} | {c.group or ''} | {_num(c.reference_mean)} | {_num(c.current_mean)} |"
+           for c in sorted(report.columns, key=lambda c: (-drift.RANK[c.severity], c.column, c.method))])
     return dg.AssetCheckResult(
         check_name=DRIFT_CHECK,
         passed=report.passed,
@@ -219,14 +221,17 @@ def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.Scoring
         metadata={
             **common,
             "drift_severity": report.severity,
-            "error_columns": dg.MetadataValue.json([c.column for c in report.flagged(drift.ERROR)]),
-            "warn_columns": dg.MetadataValue.json([c.column for c in report.flagged(drift.WARN)]),
-            "columns_tested": len(report.columns),
+            "error_reasons": dg.MetadataValue.json(report.reasons()),
+            "error_columns": dg.MetadataValue.json(sorted({c.column for c in report.flagged(drift.ERROR)})),
+            "warn_columns": dg.MetadataValue.json(sorted({c.column for c in report.flagged(drift.WARN)})),
+            "error_groups": dg.MetadataValue.json(report.error_groups()),
+            "reference_calibrated": report.calibrated,
+            "columns_tested": len({c.column for c in report.columns}),
+            "tests": len(report.columns),
             "rows_current": report.n_current,
             "rows_reference": report.n_reference,
             "statistics": dg.MetadataValue.md(table),
-            "column_values": dg.MetadataValue.json({f"{c.column}:{c.method}": round(c.value, 5)
-                                                    for c in report.columns}),
+            "column_values": dg.MetadataValue.json(report.values()),
             "html_report": dg.MetadataValue.path(str(html)),
             "html_report_url": dg.MetadataValue.url(settings.report_url(html)),
             "reference": dg.MetadataValue.path(str(ref_path)),

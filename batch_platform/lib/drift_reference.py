@@ -1,0 +1,241 @@
+"""The drift reference: what a model version's training window looked like, frozen when the version is trained.
+
+:func:`build_reference` samples up to ``rows`` training rows (the model's features plus its score) and freezes,
+besides the sample: the categories of categorical columns, decile edges of the score, each column's missing
+share over the whole training window, groups of strongly correlated columns, and the **calibration**: the training
+rows are split into the batches scoring would have seen (one per prediction cutoff, i.e. per flight day), and
+each batch's distance to the sample rows of the *other* batches is computed per column with the same Evidently
+tests the daily check uses. That is what normal day-to-day variation of each column looks like within the
+training window; :mod:`batch_platform.lib.drift` judges a scored day against it.
+
+:func:`save_reference` writes it content-addressed (one parquet file, the frozen parts as JSON in its metadata);
+the path and sha256 go into the model version's fingerprint and :func:`load_reference` verifies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_platform.lib.training_set import EVENT_TIMESTAMP
+
+SCORE = "prediction_score"
+SCORE_BIN = "prediction_score_bin"
+OTHER = "__other__"
+MISSING = "__missing__"
+WASSERSTEIN, PSI = "wasserstein", "psi"
+GROUP_CORRELATION = 0.8  # |Spearman ρ| in the reference sample at or above which two numeric columns share a group
+MIN_BATCH_ROWS = 100  # training batches (days) smaller than this are not used for the calibration
+MIN_CALIBRATION_BATCHES = 7  # fewer usable batches: the reference is not calibrated
+_META_KEY = b"batch_platform.drift_reference"
+
+
+class DriftReferenceError(RuntimeError):
+    """A drift reference is missing, altered (sha256 mismatch) or does not fit the batch."""
+
+
+@dataclass
+class DriftReference:
+    sample: pd.DataFrame  # feature columns + SCORE
+    numeric: list[str]
+    categorical: list[str]
+    categories: dict[str, list[str]]
+    score_edges: list[float]
+    reference_std: dict[str, float]
+    source: dict = field(default_factory=dict)  # where it came from: spec, windows, rows sampled of how many
+    missing_share: dict[str, float] = field(default_factory=dict)  # per column, over every training row
+    groups: list[list[str]] = field(default_factory=list)  # feature columns; correlated ones share a group
+    # {"batch_column", "batches": [...], "rows": [...], "distances": {column: [one per batch]}}; {} = none
+    calibration: dict = field(default_factory=dict)
+
+    def tests(self) -> list[tuple[str, str]]:
+        """(column, method) of every distance the drift check computes, score included."""
+        return ([(c, WASSERSTEIN) for c in self.numeric] + [(SCORE, WASSERSTEIN)]
+                + [(c, PSI) for c in self.categorical] + [(SCORE_BIN, PSI)])
+
+    def group_of(self, column: str) -> str:
+        for g in self.groups:
+            if column in g:
+                return g[0]
+        return column
+
+    def calibrated(self, column: str) -> list[float]:
+        """The distances of the training batches to the rest of the training window ([] when not calibrated)."""
+        return [v for v in self.calibration.get("distances", {}).get(column, []) if v is not None]
+
+    def meta(self) -> dict:
+        return {"numeric": self.numeric, "categorical": self.categorical, "categories": self.categories,
+                "score_edges": self.score_edges, "reference_std": self.reference_std, "source": self.source,
+                "missing_share": self.missing_share, "groups": self.groups, "calibration": self.calibration}
+
+
+def score_bins(values: pd.Series, edges: list[float]) -> pd.Series:
+    return pd.Series(np.digitize(values.to_numpy(), edges), index=values.index).map(lambda b: f"bin{b:02d}")
+
+
+def prepare(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """A batch in the reference's terms: numeric columns as float64, categories outside the reference's as
+    ``__other__``, missing categories as ``__missing__``, the score and its frozen bin."""
+    missing = [c for c in ref.numeric + ref.categorical if c not in features.columns]
+    if missing:
+        raise DriftReferenceError(f"the scored batch lacks reference column(s) {missing}")
+    cur = pd.DataFrame(index=range(len(features)))
+    for c in ref.numeric:
+        cur[c] = pd.to_numeric(features[c].reset_index(drop=True), errors="coerce").astype("float64")
+    for c in ref.categorical:
+        values = features[c].reset_index(drop=True).astype("string").fillna(MISSING).astype(str)
+        cur[c] = values.where(values.isin(ref.categories[c]), OTHER)
+    cur[SCORE] = np.asarray(scores, dtype="float64")
+    cur[SCORE_BIN] = score_bins(cur[SCORE], ref.score_edges)
+    return cur
+
+
+def missing_shares(ref: DriftReference, features: pd.DataFrame) -> dict[str, float]:
+    """Share of missing values per reference column, before any category mapping."""
+    return {c: float(features[c].isna().mean()) for c in ref.numeric + ref.categorical}
+
+
+def distances(reference: pd.DataFrame, current: pd.DataFrame, tests: list[tuple[str, str]]) -> dict:
+    """Evidently's registered stat tests (those ``ValueDrift(method=...)`` runs), without its report rendering:
+    ``{(column, method): value}``, NaN where either side has no value."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    out = {}
+    for column, method in tests:
+        kind = ColumnType.Numerical if method == WASSERSTEIN else ColumnType.Categorical
+        ref, cur = reference[column].dropna(), current[column].dropna()
+        if ref.empty or cur.empty:
+            out[(column, method)] = float("nan")
+            continue
+        test = get_stattest(ref, cur, kind, method)
+        out[(column, method)] = float(test(ref, cur, kind, 0.1).drift_score)
+    return out
+
+
+def _groups(sample: pd.DataFrame, numeric: list[str], categorical: list[str]) -> list[list[str]]:
+    """Single-linkage groups of numeric columns with |Spearman ρ| >= GROUP_CORRELATION; categoricals alone."""
+    parent = {c: c for c in numeric + categorical}
+
+    def root(c):
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    if len(numeric) > 1:
+        rho = sample[numeric].corr(method="spearman").abs()
+        for i, a in enumerate(numeric):
+            for b in numeric[i + 1:]:
+                if rho.loc[a, b] >= GROUP_CORRELATION:
+                    parent[root(b)] = root(a)
+    groups: dict[str, list[str]] = {}
+    for c in numeric + categorical:
+        groups.setdefault(root(c), []).append(c)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _calibrate(ref: DriftReference, frame: pd.DataFrame, scores: np.ndarray, batches: pd.Series,
+               sample_batches: np.ndarray) -> dict:
+    """Distance of each training batch (all its rows) to the sample rows of the other batches, per test."""
+    tests = ref.tests()
+    refs = ref.sample.copy()
+    refs[SCORE_BIN] = score_bins(refs[SCORE], ref.score_edges)
+    keys, rows, values = [], [], {c: [] for c, _ in tests}
+    positions = pd.Series(np.arange(len(frame))).groupby(batches.to_numpy(), sort=True)
+    for key, pos in positions:
+        pos = pos.to_numpy()
+        if len(pos) < MIN_BATCH_ROWS:
+            continue
+        cur = prepare(ref, frame.iloc[pos], np.asarray(scores)[pos])
+        d = distances(refs[sample_batches != key], cur, tests)
+        keys.append(str(key))
+        rows.append(int(len(pos)))
+        for c, m in tests:
+            v = d[(c, m)]
+            values[c].append(round(v, 6) if np.isfinite(v) else None)
+    if len(keys) < MIN_CALIBRATION_BATCHES:
+        return {}
+    return {"batch_column": str(batches.name), "batches": keys, "rows": rows, "distances": values}
+
+
+def build_reference(frame: pd.DataFrame, features: list[str], categorical: list[str], scores: np.ndarray, *,
+                    rows: int = 5000, seed: int = 0, exclude: list[str] = (), source: dict | None = None,
+                    batch_column: str | None = EVENT_TIMESTAMP) -> DriftReference:
+    """Freeze a reference from the training frame (the rows the model learned from) and the model's scores.
+
+    ``batch_column`` groups the rows into the batches scoring sees: by default the prediction cutoff each
+    training row is timestamped at (one per flight day). Without it in ``frame`` the reference is not
+    calibrated (its drift verdicts can then only WARN, see :mod:`batch_platform.lib.drift`)."""
+    if len(frame) != len(scores):
+        raise ValueError("one score per frame row")
+    keep = [c for c in features if c not in set(exclude)]
+    cats = [c for c in keep if c in set(categorical)]
+    nums = [c for c in keep if c not in set(categorical) and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])]
+    idx = np.sort(np.random.default_rng(seed).choice(len(frame), size=min(rows, len(frame)), replace=False))
+    sample = frame.iloc[idx][nums + cats].reset_index(drop=True).copy()
+    for c in nums:
+        sample[c] = pd.to_numeric(sample[c], errors="coerce").astype("float64")
+    for c in cats:
+        sample[c] = sample[c].astype("string").fillna(MISSING).astype(str)
+    sample[SCORE] = np.asarray(scores, dtype="float64")[idx]
+    edges = np.unique(np.quantile(np.asarray(scores, dtype="float64"), np.linspace(0, 1, 11)[1:-1]))
+    ref = DriftReference(
+        sample=sample, numeric=nums, categorical=cats,
+        categories={c: sorted(sample[c].unique().tolist()) for c in cats},
+        score_edges=[float(e) for e in edges],
+        reference_std={c: float(np.nanstd(sample[c].to_numpy())) for c in nums + [SCORE]},
+        source={"rows": int(len(sample)), "of_rows": int(len(frame)), "seed": seed, **(source or {})},
+        missing_share={c: float(frame[c].isna().mean()) for c in nums + cats},
+        groups=_groups(sample, nums, cats),
+    )
+    if batch_column is not None and batch_column in frame.columns:
+        batches = frame[batch_column].reset_index(drop=True)
+        ref.calibration = _calibrate(ref, frame, scores, batches, batches.to_numpy()[idx])
+    return ref
+
+
+def save_reference(ref: DriftReference, directory: Path) -> tuple[Path, str]:
+    """Write ``<directory>/<sha256[:16]>.parquet`` (the frozen parts in the file's metadata); returns path, sha256."""
+    table = pa.Table.from_pandas(ref.sample, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                          _META_KEY: json.dumps(ref.meta(), sort_keys=True).encode()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{sha[:16]}.parquet"
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path, sha
+
+
+def load_reference(path: Path | str, sha256: str) -> DriftReference:
+    """Read a reference after verifying its sha256. References frozen before calibration existed load without
+    one (no missing shares, groups or calibration)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DriftReferenceError(f"drift reference {path} is missing") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DriftReferenceError(f"drift reference {path} was altered: sha256 {actual} != {sha256}")
+    table = pq.read_table(io.BytesIO(data))
+    meta = json.loads(table.schema.metadata[_META_KEY])
+    return DriftReference(sample=table.to_pandas(), numeric=meta["numeric"], categorical=meta["categorical"],
+                          categories=meta["categories"], score_edges=meta["score_edges"],
+                          reference_std=meta["reference_std"], source=meta.get("source", {}),
+                          missing_share=meta.get("missing_share", {}), groups=meta.get("groups", []),
+                          calibration=meta.get("calibration", {}))
