@@ -129,7 +129,7 @@ def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     (request,) = first.run_requests
     again = _tick(loop, "retrain_on_drift")
     assert [r.run_key for r in again.run_requests] == [request.run_key] == [f"retrain:{SPEC}:v{v1.version}:1"]
-    assert request.tags["batch_platform/retrain_rule"] == "drift" and "ERROR drift in 5" in \
+    assert request.tags["batch_platform/retrain_rule"] == "drift" and "ERROR drift in" in \
         request.tags["batch_platform/retrain_reason"]
 
     # Automation's baseline tick before the retrain (the evaluator needs a previous tick to see updates).

@@ -15,11 +15,14 @@ resamples).
 
    * ``difference >= 0`` -- the point estimate (the metric on all test rows, computed with scikit-learn) of the
      candidate is at least as good as the reference. Ties pass: "not worse on the point estimate".
-   * ``ci_low > -tolerance`` -- the lower end of the two-sided ``confidence`` percentile-bootstrap interval of
-     the oriented difference rules out "worse by more than ``tolerance``". With a champion the bootstrap is
-     *paired* (each resample draws the same rows for both models); with the floor it resamples the candidate's
-     metric and subtracts the constant floor, i.e. ``ci_low(candidate) > floor - tolerance`` (for ``log_loss``:
-     ``ci_high(candidate) < floor + tolerance``).
+   * with a champion, ``ci_low > -tolerance`` -- the lower end of the two-sided ``confidence`` bootstrap interval
+     of the oriented difference rules out "worse by more than ``tolerance``". The bootstrap is *paired* (each
+     resample draws the same rows, or days, for both models).
+   * a **first model** (the floor) is judged on the point estimate alone: there is no champion to keep, and on a
+     7-day test window a day-block interval of a weak but real model routinely reaches below chance (a January
+     cancellation model: AP 0.036 vs a 0.021 positive rate, interval 0.008 .. 0.094). Its interval is reported,
+     and ``notes`` says so when it does not exclude chance (ROC AUC 0.5, AP the positive rate, log loss the base
+     rate's); production monitoring and the rollback judge it from there.
 
    Consequence, intended: a candidate whose scores are identical to the champion's (difference exactly 0, every
    resample 0, so ``ci_low = 0``) **passes when tolerance > 0** and fails when ``tolerance == 0``. A retrain that
@@ -267,14 +270,25 @@ def evaluate_gate(y_true: Any, candidate_scores: Any, champion_scores: Any | Non
     if not difference >= 0:
         reasons.append(f"{metric}: candidate {cand_value:.4f} is worse than {ref_name} "
                        f"(oriented difference {difference:+.4f} < 0)")
-    if not ci_low > -policy.tolerance:
-        unit = f"{len(np.unique(block_labels))}-day block" if block_labels is not None else "row"
+    unit = f"{len(np.unique(block_labels))}-day block" if block_labels is not None else "row"
+    first_model_notes = []
+    if champ is None:
+        # A first model has nothing to fall back on: the floor is judged on the point estimate, and the interval
+        # is reported -- with a note when it does not even exclude a ranking no better than chance.
+        chance = _chance_level(metric, y)
+        cand_low, cand_high = _interval(boot[:, 0], cand_value, policy.confidence, inflate)
+        if not (cand_low > chance if sign > 0 else cand_high < chance):
+            first_model_notes.append(
+                f"first model: its {pct} {unit} interval of {metric} [{cand_low:.4f}, {cand_high:.4f}] does not "
+                f"exclude chance ({chance:.4f}): its advantage over a random ranking is not established on "
+                f"{n} test rows; production monitoring judges it")
+    elif not ci_low > -policy.tolerance:
         reasons.append(f"{metric}: the {pct} {unit} bootstrap interval of the oriented difference vs {baseline} "
                        f"[{ci_low:+.4f}, {ci_high:+.4f}] does not exclude a degradation larger than the "
                        f"tolerance {policy.tolerance:.4f} (ci_low must be > {-policy.tolerance:+.4f})")
 
     slices = _evaluate_slices(metric, y, cand, champ, frame, policy, judged, slice_boot, inflate)
-    notes = []
+    notes = first_model_notes
     alpha = 1 - policy.confidence
     if judged and 1 / (policy.n_bootstrap + 1) > alpha / len(judged):
         notes.append(f"n_bootstrap {policy.n_bootstrap} cannot give a p-value below {alpha:g} / {len(judged)} "
@@ -514,6 +528,17 @@ def _metric_from_counts(metric: str, neg: np.ndarray, pos: np.ndarray) -> np.nda
             precision = tp / np.maximum(tp + fp, 1)  # tp + fp == 0 only where tp == 0 (and pos == 0)
             value = np.einsum("ij,ij->i", pos, precision) / total_pos
     return np.where((total_pos > 0) & (total_neg > 0), value, np.nan)
+
+
+def _chance_level(metric: str, y: np.ndarray) -> float:
+    """What a model without signal scores: ROC AUC 0.5, average precision the positive rate, log loss the base
+    rate's own log loss."""
+    rate = float(y.mean())
+    if metric == "roc_auc":
+        return 0.5
+    if metric == "average_precision":
+        return rate
+    return float(-(rate * math.log(rate) + (1 - rate) * math.log(1 - rate)))
 
 
 def _as_blocks(blocks: Any | None, n: int) -> np.ndarray | None:

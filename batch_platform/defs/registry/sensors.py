@@ -58,7 +58,7 @@ def promotion_lifecycle(context: dg.SensorEvaluationContext, model_registry: Mod
             notes.append(f"{spec.name}: {why or 'nothing to judge'}" + ("" if built else " (labels never built)"))
             continue
         requests.append(dg.RunRequest(
-            run_key=f"lifecycle:{spec.name}:{built.storage_id}",  # one judgement per build of the labels
+            run_key=f"lifecycle:{spec.name}:{built.run_id}",  # one judgement per build of the labels
             job_name=promote_champions_job.name, asset_selection=[champion_key(spec)],
             tags={TRIGGER: LIFECYCLE_SENSOR}))
         notes.append(f"{spec.name}: {why}")

@@ -62,11 +62,13 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 f"The stored partition has exactly one row per {spec.entity.key}, as many as were scored")),
             dg.AssetCheckSpec(DRIFT_CHECK, asset=key, partitions_def=daily_partitions, description=(
                 "Evidently drift of the day's scored features and score vs the reference frozen with the model "
-                f"version: normed Wasserstein per numeric feature (WARN {spec.monitoring.drift.wasserstein_warn}, "
-                f"ERROR {spec.monitoring.drift.wasserstein_error}), PSI per categorical feature and for the score "
-                f"binned at frozen deciles (WARN {spec.monitoring.drift.psi_warn}, ERROR "
-                f"{spec.monitoring.drift.psi_error}); ERROR when {spec.monitoring.drift.min_error_columns}+ "
-                "columns are; HTML report linked in the metadata")),
+                "version: normed Wasserstein per numeric feature, PSI per categorical feature and for the score "
+                "binned at frozen deciles, each ERROR beyond "
+                f"{spec.monitoring.drift.calibration_ratio:g}x its largest training-day distance (never below "
+                f"{spec.monitoring.drift.wasserstein_error:g} / {spec.monitoring.drift.psi_error:g}); a missing "
+                "share far above the reference's, or a column gone NULL, is ERROR. The day is ERROR on a "
+                f"missing-share or score ERROR, or {spec.monitoring.drift.min_error_columns}+ feature groups in "
+                "ERROR (correlated columns count once); HTML report linked in the metadata")),
         ],
         description=f"Predictions of `{spec.name}` for every {spec.entity.key} of the day in "
         f"`marts.{spec.scoring.model}`, scored by the registry's `champion` (pinned at run start) with features "
