@@ -139,7 +139,8 @@ class Lifecycle:
         from batch_platform.lib.registry import ModelRegistry
 
         base = load_specs()["flight_delay"]
-        self.spec = base.model_copy(update={"promotion": base.promotion.model_copy(update=promotion or {})})
+        self.spec = base.model_copy(update={"promotion": base.promotion.model_copy(
+            update={"shadow_min_days": 3, **(promotion or {})})})  # (the shipped 7 days: test_loop.py)
         self.registry = ModelRegistry(tmp_path / "registry.db")
         self.cutoff = dt.datetime(2013, 7, 1, 10, tzinfo=dt.UTC)
         for n in (1, 2):
