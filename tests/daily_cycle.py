@@ -72,6 +72,7 @@ class Cycle:
         self.traveller = None
         self.log: list[str] = []
         self.retrain_requests: Counter = Counter()
+        self.promoted: dict[str, dt.date] = {}  # spec -> the day its champion moved by a promotion
         self.last_automation = None
         self.timings: Counter = Counter()
         self.skew_checks: list = []
@@ -141,6 +142,9 @@ class Cycle:
         for r in data.run_requests or []:
             self.retrain_requests[r.tags["batch_platform/retrain_spec"]] += 1
         return list(data.run_requests or [])
+
+    def tick_lifecycle(self) -> list[dg.RunRequest]:
+        return list(self._tick_sensor("promotion_lifecycle", None).run_requests or [])
 
     def tick_automation(self) -> list[dg.RunRequest]:
         started = time.perf_counter()
@@ -341,6 +345,18 @@ def morning(c: Cycle, i: int, day: dt.date) -> None:
     # yesterday's operational SLIs, once the morning's loads are due (publication + the 2 h service level)
     c.move_to(c.at(day, "08:30"))
     c.run_due(c.tick_automation(), {slis(yesterday)}, "automation 08:30")
+    # a champion promoted over another is watched for 7 days (the rollback window): one lifecycle judgement per
+    # morning's label build; these specs promote on the gate (no shadow evidence), so nothing rolls back
+    c.move_to(c.at(day, "08:40"))
+    watched = sorted(s for s, d in c.promoted.items() if 1 <= (day - d).days <= 7)
+    from batch_platform.lib import model_ops
+    from batch_platform.lib.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_path())
+    before = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
+    c.run_due(c.tick_lifecycle(), {f"-:{s}_champion_model" for s in watched}, "promotion_lifecycle 08:40")
+    after = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
+    expect(after == before, f"08:40: the lifecycle moved a champion without evidence: {before} -> {after}")
     if withheld:
         c.move_to(c.at(day, "10:00"))
         c.publish(yesterday, yesterday, schedule_through=tomorrow, tables=["weather"])
@@ -384,6 +400,7 @@ def evening(c: Cycle, i: int, day: dt.date) -> None:
         c.run_due(c.tick_automation(), {"-:" + ",".join(f"{s}_champion_model" for s in specs)}, "automation 19:00")
         after = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
         moved = sorted(s for s in SPECS if after[s] != before[s])
+        c.promoted.update({s: day for s in moved})
         c.say(f"champions after the retrain: {after} (moved: {moved or 'none'})")
         c.move_to(c.at(day, "19:10"))
         # tomorrow's flights (not flown yet) are re-scored by the new champion; nothing else

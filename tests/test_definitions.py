@@ -88,7 +88,7 @@ def test_scoring_and_monitoring_assets_checks_jobs_sensors(defs):
     assert {k.path[-1] for k in scoring.asset_layer.executable_asset_keys} == {
         "flight_delay_predictions", "flight_cancellation_predictions"}
     assert {s.name for s in defs.sensors} == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation",
-                                              "dead_run_repair"}
+                                              "dead_run_repair", "promotion_lifecycle"}
     retrain = defs.resolve_sensor_def("retrain_on_drift")
     assert [j.name for j in retrain.jobs] == ["train_and_gate"]  # never a promotion job
     # ingest is triggered by arrivals, not by the clock: no schedule is left
@@ -133,7 +133,7 @@ def test_the_daily_cycle_sensors_are_off_on_the_replay(platform_env):
     assert not settings.clock_path().exists()
     sensors = _definitions_summary()["sensors"]
     assert sensors.pop("dead_run_repair") == "DefaultSensorStatus.RUNNING"
-    assert set(sensors) == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation"}
+    assert set(sensors) == {"retrain_on_drift", "landing_arrivals", "daily_cycle_automation", "promotion_lifecycle"}
     assert set(sensors.values()) == {"DefaultSensorStatus.STOPPED"}, sensors
 
 
