@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -173,3 +174,33 @@ def on_platform(platform, monkeypatch):
     for k, v in platform["env"].items():
         monkeypatch.setenv(k, str(v))
     return platform
+
+
+@contextlib.contextmanager
+def replayed_platform(base: Path, spec: str, windows: dict, first: dt.date, last: dt.date):
+    """One shipped spec (its windows replaced) on flight days ``first .. last`` loaded through the lib, with the
+    offline features built (dbt + Feast apply; no online store: scoring reads offline features and pushes rows), in
+    the environment while the context lasts. Yields ``(env, instance, defs, offline)``: ``offline`` is the
+    build_features selection to rebuild with after loading more days."""
+    import yaml
+
+    from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR
+
+    env = platform_env_vars(base)
+    env[SPECS_DIR_VAR].mkdir(parents=True)
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{spec}.yaml").read_text())
+    raw["windows"] = windows
+    (env[SPECS_DIR_VAR] / f"{spec}.yaml").write_text(yaml.safe_dump(raw))
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, str(v))
+        load_days(env, first, last)
+        from batch_platform.definitions import defs as lazy_defs
+
+        defs = lazy_defs()
+        offline = [k for k in defs.resolve_all_asset_keys()
+                   if k.path[0] in ("staging", "intermediate", "marts", "seeds")]
+        offline.append(dg.AssetKey(["feast", "feature_definitions"]))
+        assert defs.resolve_job_def("build_features").execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=offline).success
+        yield env, instance, defs, offline

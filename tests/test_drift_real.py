@@ -16,13 +16,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from batch_platform.lib import drift, training
-from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR, load_specs
+from batch_platform.lib.specs import load_specs
 from batch_platform.lib.time_model import load_time_model
 from batch_platform.lib.training_set import SPLIT
-from tests.conftest import load_days, platform_env_vars
+from tests.conftest import replayed_platform
 
 SPEC = "flight_delay"
 TRAIN_LAST = dt.date(2013, 9, 15)
@@ -37,22 +36,8 @@ LAST = SCORED[-1] + dt.timedelta(days=2)  # the scored days' labels final: they 
 def days(tmp_path_factory):
     """(reference, {day: (features, scores)}) for the held-out days."""
     base = tmp_path_factory.mktemp("drift_real")
-    env = platform_env_vars(base)
-    env[SPECS_DIR_VAR].mkdir(parents=True)
-    raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{SPEC}.yaml").read_text())
-    raw["windows"] = {"train_days": (LAST - FIRST).days, "validation_days": 1, "test_days": 1}
-    (env[SPECS_DIR_VAR] / f"{SPEC}.yaml").write_text(yaml.safe_dump(raw))
-    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, str(v))
-        load_days(env, FIRST, LAST)
-        from batch_platform.definitions import defs as lazy_defs
-
-        defs = lazy_defs()
-        offline = [k for k in defs.resolve_all_asset_keys() if k.path[0] in ("staging", "intermediate", "marts",
-                                                                            "seeds")] + [dg.AssetKey(["feast", "feature_definitions"])]
-        assert defs.resolve_job_def("build_features").execute_in_process(
-            instance=instance, raise_on_error=False, asset_selection=offline).success
+    windows = {"train_days": (LAST - FIRST).days, "validation_days": 1, "test_days": 1}
+    with replayed_platform(base, SPEC, windows, FIRST, LAST) as (env, instance, defs, _):
         cutoff = load_time_model().published_at("flights", LAST)
         built = defs.resolve_job_def("train_gate_promote").execute_in_process(
             instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey([f"{SPEC}_training_set"])],
