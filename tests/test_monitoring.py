@@ -141,6 +141,10 @@ def test_same_evidence_same_key_cooldown_and_in_progress_suppress_then_a_new_epi
     assert later.request and later.run_key == f"retrain:{SPEC.name}:v1:2"
     none = retrain_decision(SPEC, None, None, evidence, previous_retrains=[], retrain_in_progress=False, now=NOW)
     assert not none.request and none.reason == "no champion yet"
+    # a challenger in shadow answers the evidence: no retrain would replace it and restart its shadow days
+    shadowing = retrain_decision(SPEC, 1, CREATED, evidence, previous_retrains=[], retrain_in_progress=False, now=NOW,
+                                 challenger_version=2)
+    assert not shadowing.request and shadowing.suppressed and "challenger v2 is in shadow" in shadowing.reason
 
 
 def _published(con, at: dt.datetime, table: str = "raw.flights", partition: str = "2013-03-02") -> None:

@@ -17,7 +17,8 @@ transaction).
 **Retraining rule** (:func:`retrain_decision`): over the last ``retrain.window_partitions`` scored days of the
 *current* champion, retrain when at least ``drift_error_partitions`` had ERROR drift or ``accuracy_failures``
 failed the accuracy check, or when the champion is older than ``max_model_age_days``. A request is suppressed while
-a retrain of the spec is in progress or within ``cooldown_hours`` of the previous one. The run key is
+a retrain of the spec is in progress, within ``cooldown_hours`` of the previous one, or while a challenger is in
+shadow (a retrain would replace it and restart its shadow days). The run key is
 ``retrain:<spec>:v<champion>:<episode>``, where the episode counts earlier retrain runs for that champion, so the
 same evidence always yields the same key (a restarted daemon cannot launch it twice) and a new key only exists once
 a cooldown has passed.
@@ -253,10 +254,12 @@ class RetrainDecision:
 def retrain_decision(spec: ModelSpec, champion_version: int | None, champion_created_at: dt.datetime | None,
                      evidence: list[PartitionEvidence], *, previous_retrains: list[dt.datetime],
                      retrain_in_progress: bool, now: dt.datetime,
-                     evidence_after: str | None = None) -> RetrainDecision:
+                     evidence_after: str | None = None, challenger_version: int | None = None) -> RetrainDecision:
     """Apply the spec's rule to the latest evidence of the current champion (see the module docstring).
     ``evidence_after``: the newest day an earlier retrain request of this champion was based on; a new request
-    needs the rule to hold on later days (one request per episode, also when that retrain failed its gate)."""
+    needs the rule to hold on later days (one request per episode, also when that retrain failed its gate).
+    ``challenger_version``: a challenger in shadow or canary answers the evidence already; a retrain now would
+    replace it and restart its shadow days, so none is requested until it is promoted or withdrawn."""
     r = spec.monitoring.retrain
     if champion_version is None:
         return RetrainDecision(spec.name, False, "no champion yet", None, None, None)
@@ -283,6 +286,9 @@ def retrain_decision(spec: ModelSpec, champion_version: int | None, champion_cre
     if retrain_in_progress:
         return RetrainDecision(spec.name, False, f"suppressed: a retrain of {spec.name} is in progress ({why})", rule,
                                None, champion_version, partitions, suppressed=True)
+    if challenger_version is not None and challenger_version != champion_version:
+        return RetrainDecision(spec.name, False, f"suppressed: challenger v{challenger_version} is in shadow against "
+                               f"v{champion_version} ({why})", rule, None, champion_version, partitions, suppressed=True)
     cooldown = dt.timedelta(hours=r.cooldown_hours)
     if previous_retrains and now - max(previous_retrains) < cooldown:
         return RetrainDecision(spec.name, False, f"suppressed: cooldown, last retrain requested "

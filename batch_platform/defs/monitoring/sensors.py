@@ -64,10 +64,11 @@ def decide(instance: dg.DagsterInstance, registry, spec: ModelSpec, now: dt.date
     in_progress = any(r.dagster_run.status in IN_PROGRESS_RUN_STATUSES for r in retrain_runs(instance, spec.name))
     created = dt.datetime.fromisoformat(champion.created_at) if champion else None
     used = [p for r in previous for p in r.dagster_run.tags.get(TAG_EVIDENCE, "").split(",") if p]
+    challenger = registry.get_alias(spec.name, model_ops.CHALLENGER)
     return monitoring.retrain_decision(
         spec, version, created, evidence(instance, spec),
         previous_retrains=[r.create_timestamp for r in previous], retrain_in_progress=in_progress, now=now,
-        evidence_after=max(used) if used else None)
+        evidence_after=max(used) if used else None, challenger_version=challenger.version if challenger else None)
 
 
 @dg.sensor(
