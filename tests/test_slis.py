@@ -247,3 +247,31 @@ def test_the_asset_on_the_platform_matches_the_instance(on_platform):
     if not drift:
         assert math.isnan(md["drift_score"])
     assert "| pipeline_success_rate |" in md["slis"]
+
+
+def test_yesterdays_slis_are_due_once_this_morning_not_at_midnight():
+    """The partition that became yesterday overnight waits for this morning's loads (08:00 New York), once."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import dagster as dg
+
+    from batch_platform.defs.monitoring.slis import slis_due
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2026-10-01", end_offset=1),
+              automation_condition=slis_due("America/New_York"))
+    def day_asset(): ...
+
+    defs = dg.Definitions(assets=[day_asset])
+    ny = ZoneInfo("America/New_York")
+    seen = {}
+    with dg.instance_for_test() as instance:
+        cursor = None
+        for day, hm in [(1, "05:00"), (1, "08:30"), (1, "18:05"), (2, "06:15"), (2, "07:59"), (2, "08:30"),
+                        (2, "09:00")]:
+            at = dt.datetime(2026, 11, day, int(hm[:2]), int(hm[3:]), tzinfo=ny)
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at, cursor=cursor)
+            cursor = result.cursor
+            seen[(day, hm)] = sorted(result.get_requested_partitions(dg.AssetKey("day_asset")))
+    assert seen == {(1, "05:00"): [], (1, "08:30"): ["2026-10-31"], (1, "18:05"): [], (2, "06:15"): [],
+                    (2, "07:59"): [], (2, "08:30"): ["2026-11-01"], (2, "09:00"): []}

@@ -28,7 +28,6 @@ from batch_platform.defs.scoring.assets import DRIFT_CHECK, predictions_key
 from batch_platform.defs.training.models import GATE_CHECK, candidate_key, run_metadata
 from batch_platform.lib import slis
 from batch_platform.lib.contracts import DAILY_CONTRACTS
-from batch_platform.lib.cycle import cron_at
 from batch_platform.lib.monitoring import ACCURACY_TABLE
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.time_model import load_time_model
@@ -74,11 +73,32 @@ class PreviousDayDue(dg.AutomationCondition):
                                    .compute_intersection_with_partition_keys(keys))
 
 
+class AfterLocalTime(dg.AutomationCondition):
+    """True (for every candidate partition) once the evaluation time's local time of day is ``at`` or later."""
+
+    def __init__(self, at: str, timezone: str):
+        self.at, self.timezone = at, timezone
+
+    @property
+    def name(self) -> str:
+        return "after_local_time"
+
+    @property
+    def description(self) -> str:
+        return f"after {self.at} ({self.timezone})"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        local = context.evaluation_time.astimezone(ZoneInfo(self.timezone))
+        after = local.strftime("%H:%M") >= self.at
+        return dg.AutomationResult(context, true_subset=context.candidate_subset if after
+                                   else context.get_empty_subset())
+
+
 def slis_due(timezone: str) -> dg.AutomationCondition:
-    """Yesterday's partition, once, after the day-complete time."""
+    """Yesterday's partition, once, when today reaches the day-complete time (not at midnight: a partition that
+    became yesterday overnight waits for this morning's loads)."""
     return (
-        PreviousDayDue(timezone)
-        & dg.AutomationCondition.cron_tick_passed(cron_at(day_complete_local_time()), timezone).since_last_handled()
+        (PreviousDayDue(timezone) & AfterLocalTime(day_complete_local_time(), timezone)).newly_true()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("slis_due")
 
