@@ -31,8 +31,6 @@ def promote_version(registry, spec_name: str, version: int, run_id: str, reason:
         skipped.append("its shadow comparison on final labels")
     if aliases.get(CANARY) == version:
         skipped.append("its canary window")
-    elif aliases.get(model_ops.CHALLENGER) == version:
-        skipped.append("the canary")
     note = f"manual promotion, skipping {' and '.join(skipped)}" if skipped else "manual promotion"
     event = registry.promote(spec_name, version, gate_report=candidate.gate_report, run_id=run_id,
                              reason=f"{reason} ({note})", evidence={"manual": True, "skipped": skipped})
