@@ -253,3 +253,14 @@ def test_lifecycle_canary_serves_a_share_then_promotes(tmp_path):
     done = lc.advance(first_canary + dt.timedelta(days=1))
     assert done.champion_after == 2 and done.steps[0].evidence["phase"] == "canary", done.describe()
     assert set(lc.registry.aliases(lc.spec.name)) == {"champion"}
+
+
+def test_manual_promotion_still_works_and_logs_what_it_skipped(tmp_path):
+    from batch_platform.defs.registry.assets import promote_version
+
+    lc = Lifecycle(tmp_path)  # v2 is the challenger, in shadow
+    event = promote_version(lc.registry, lc.spec.name, 2, "manual-run", "hotfix")
+    assert (event.action, event.from_version, event.to_version) == ("promote", 1, 2)
+    assert "hotfix (manual promotion, skipping its shadow comparison on final labels)" == event.reason
+    assert event.evidence == {"manual": True, "skipped": ["its shadow comparison on final labels"]}
+    assert lc.registry.aliases(lc.spec.name) == {"champion": 2}
