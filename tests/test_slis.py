@@ -262,16 +262,21 @@ def test_yesterdays_slis_are_due_once_this_morning_not_at_midnight():
               automation_condition=slis_due("America/New_York"))
     def day_asset(): ...
 
-    defs = dg.Definitions(assets=[day_asset])
+    @dg.asset(group_name="raw")
+    def raw_table(): ...
+
+    defs = dg.Definitions(assets=[day_asset, raw_table])
     ny = ZoneInfo("America/New_York")
     seen = {}
     with dg.instance_for_test() as instance:
         cursor = None
-        for day, hm in [(1, "05:00"), (1, "08:30"), (1, "18:05"), (2, "06:15"), (2, "07:59"), (2, "08:30"),
-                        (2, "09:00")]:
+        for day, hm in [(1, "05:00"), (1, "08:30"), (1, "08:35"), (1, "18:05"), (2, "06:15"), (2, "07:59"),
+                        (2, "08:30"), (2, "09:00")]:
+            if (day, hm) == (1, "08:35"):  # a fresh instance: nothing is due before its history is loaded
+                dg.materialize([raw_table], instance=instance)
             at = dt.datetime(2026, 11, day, int(hm[:2]), int(hm[3:]), tzinfo=ny)
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at, cursor=cursor)
             cursor = result.cursor
             seen[(day, hm)] = sorted(result.get_requested_partitions(dg.AssetKey("day_asset")))
-    assert seen == {(1, "05:00"): [], (1, "08:30"): ["2026-10-31"], (1, "18:05"): [], (2, "06:15"): [],
-                    (2, "07:59"): [], (2, "08:30"): ["2026-11-01"], (2, "09:00"): []}
+    assert seen == {(1, "05:00"): [], (1, "08:30"): [], (1, "08:35"): ["2026-10-31"], (1, "18:05"): [],
+                    (2, "06:15"): [], (2, "07:59"): [], (2, "08:30"): ["2026-11-01"], (2, "09:00"): []}

@@ -20,6 +20,7 @@ import dagster as dg
 from batch_platform import settings
 from batch_platform.defs.feature_store.assets import FEATURE_DEFINITIONS_KEY
 from batch_platform.defs.monitoring.assets import accuracy_key
+from batch_platform.defs.monitoring.conditions import RawLayerLoaded
 from batch_platform.defs.monitoring.history import check_evaluations
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.registry.assets import champion_key
@@ -98,7 +99,8 @@ def slis_due(timezone: str) -> dg.AutomationCondition:
     """Yesterday's partition, once, when today reaches the day-complete time (not at midnight: a partition that
     became yesterday overnight waits for this morning's loads)."""
     return (
-        (PreviousDayDue(timezone) & AfterLocalTime(day_complete_local_time(), timezone)).newly_true()
+        (PreviousDayDue(timezone) & AfterLocalTime(day_complete_local_time(), timezone)
+         & RawLayerLoaded("raw")).newly_true()  # a fresh instance: once its history is loaded
         & ~dg.AutomationCondition.in_progress()
     ).with_label("slis_due")
 
