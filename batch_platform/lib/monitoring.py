@@ -175,23 +175,20 @@ def window_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: in
     """The gate metric of ``version`` over its model-scored rows of the last ``retrain.window_partitions`` days up
     to ``day`` with final labels, with a day-block bootstrap interval (``lib/gate.py``); ``{}`` when those rows
     hold a single class, ``days`` empty when fewer than two days (no interval from one day)."""
-    from batch_platform.lib import gate
+    from batch_platform.lib import gate, promotion, shadow
 
     now = now or data_clock(con)
-    last = min(day, spec.last_final_day(now)) if now is not None else day
+    if now is None:
+        return {"days": [], "rows": 0}
+    last = min(day, spec.last_final_day(now))
     first = last - dt.timedelta(days=spec.monitoring.retrain.window_partitions - 1)
-    key = _q(spec.entity.key)
-    rows = con.execute(
-        f"SELECT p.{scoring.PARTITION} AS day, p.score, CAST({spec.label.sql} AS INTEGER) AS y "
-        f"FROM {scoring.table_name(spec)} p JOIN {LABEL_SCHEMA}.{spec.label.model} l ON l.{key} = p.{key} "
-        f"WHERE p.{scoring.PARTITION} BETWEEN ? AND ? AND p.model_version = ? AND p.fallback_reason IS NULL "
-        f"AND ({spec.label.sql}) IS NOT NULL", [first, last, version]).df()
-    days = sorted({str(d)[:10] for d in rows["day"]})
-    if len(days) < 2 or rows["y"].nunique() < 2:
+    rows = shadow.served_rows(con, spec, version=version, first_day=first, now=now, last_day=day)
+    days = sorted({str(d) for d in rows[promotion.DAY]})
+    if len(days) < 2 or rows[promotion.LABEL].nunique() < 2:
         return {"days": [], "rows": int(len(rows))}
-    value, low, high = gate.bootstrap_metric(spec.gate.metric, rows["y"].to_numpy(), rows["score"].to_numpy(),
-                                             n=n_bootstrap, confidence=confidence,
-                                             blocks=rows["day"].astype(str).to_numpy())
+    value, low, high = gate.bootstrap_metric(spec.gate.metric, rows[promotion.LABEL].to_numpy(),
+                                             rows[promotion.CHAMPION_SCORE].to_numpy(), n=n_bootstrap,
+                                             confidence=confidence, blocks=rows[promotion.DAY].astype(str).to_numpy())
     return {"days": days, "rows": int(len(rows)), "metric": value, "ci_low": low, "ci_high": high}
 
 

@@ -56,12 +56,12 @@ def paired_rows(con: duckdb.DuckDBPyConnection, spec: ModelSpec, *, champion: in
 
 
 def served_rows(con: duckdb.DuckDBPyConnection, spec: ModelSpec, *, version: int, first_day: dt.date,
-                now: dt.datetime) -> pd.DataFrame:
-    """The model-scored rows ``version`` served from ``first_day`` on, labels final at ``now``: columns ``day``,
-    ``key``, ``y``, ``champion_score``."""
+                now: dt.datetime, last_day: dt.date | None = None) -> pd.DataFrame:
+    """The model-scored rows ``version`` served from ``first_day`` (through ``last_day``, if given), labels final at
+    ``now``: columns ``day``, ``key``, ``y``, ``champion_score``."""
     served = scoring.table_name(spec)
     columns = [promotion.DAY, "key", promotion.LABEL, promotion.CHAMPION_SCORE]
-    last = spec.last_final_day(now)
+    last = spec.last_final_day(now) if last_day is None else min(last_day, spec.last_final_day(now))
     if last < first_day or not _exists(con, served):
         return pd.DataFrame(columns=columns)
     key, part = _q(spec.entity.key), scoring.PARTITION
