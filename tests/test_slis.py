@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from batch_platform.lib import slis
+from batch_platform.lib import resource_usage, slis
 
 TZ = "America/New_York"
 UTC = dt.UTC
@@ -157,7 +157,7 @@ def test_day_slis_filters_by_the_platform_day_and_reports_nan_for_nothing():
 
 
 def test_peak_rss_sees_an_allocation_during_the_block():
-    with slis.PeakRss(interval_s=0.005) as usage:
+    with resource_usage.PeakRss(interval_s=0.005) as usage:
         block = bytearray(64 * 2**20)
         for i in range(0, len(block), 4096):  # touch every page so it is resident
             block[i] = 1

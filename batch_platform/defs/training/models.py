@@ -15,7 +15,8 @@ from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
-from batch_platform.lib import artifacts, drift, evaluation, faults, model_ops, performance_estimate, slis, training
+from batch_platform.lib import (artifacts, drift, evaluation, faults, model_ops, performance_estimate, resource_usage,
+                                training)
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -115,7 +116,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         frame = pd.read_parquet(ts_md["snapshot"])
         # wall time and peak RSS of the training step itself, sampled while it runs (the process may have run
         # other steps before: its lifetime peak would not say what training took)
-        with slis.PeakRss() as usage:
+        with resource_usage.PeakRss() as usage:
             trained = training.train(frame, spec, training.TrainConfig(
                 n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
                 num_threads=config.num_threads))
