@@ -179,7 +179,8 @@ def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     assert rollback.success and registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
     last = registry.alias_history(SPEC, model_ops.CHAMPION)[-1]
     assert (last.action, last.from_version, last.to_version) == ("rollback", v2.version, v1.version)
-    assert last.evidence["ci_high"] < last.evidence["previous_shadow_metric"], last.evidence
+    assert last.evidence["ci_high"] < last.evidence["previous_metric"], last.evidence
+    assert last.evidence["previous_metric_source"] == "shadow comparison"
     (mat,) = rollback.asset_materializations_for_node(f"{SPEC}_champion_model")
     assert mat.metadata["action"].value == "rollback"  # visible in the UI: the champion asset's materialization
     future = broken[-1] + dt.timedelta(days=3)  # only its schedule is loaded: not flown yet

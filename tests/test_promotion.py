@@ -220,7 +220,8 @@ def test_lifecycle_shadows_then_promotes_on_final_labels_then_rolls_back_a_colla
     assert rolled.champion_after == 1 and rolled.steps[0].action == "rollback", rolled.describe()
     assert [v.version for v in lc.verified] == [1]  # the restored version was verified first
     last = lc.registry.alias_history(lc.spec.name, "champion")[-1]
-    assert last.action == "rollback" and last.evidence["ci_high"] < last.evidence["previous_shadow_metric"]
+    assert last.action == "rollback" and last.evidence["ci_high"] < last.evidence["previous_metric"]
+    assert last.evidence["previous_metric_source"] == "shadow comparison"
     assert not lc.advance(served_days[3]).steps  # after a rollback there is nothing to watch
     assert not lc.registry.consistency_problems()
 
@@ -259,8 +260,50 @@ def test_manual_promotion_still_works_and_logs_what_it_skipped(tmp_path):
     from batch_platform.defs.registry.assets import promote_version
 
     lc = Lifecycle(tmp_path)  # v2 is the challenger, in shadow
-    event = promote_version(lc.registry, lc.spec.name, 2, "manual-run", "hotfix")
+    lc.registry.attach_gate_report(lc.spec.name, 2, {**lc.registry.get_version(lc.spec.name, 2).gate_report,
+                                                     "metric": "roc_auc", "champion_metric": 0.74})
+    as_of = lc.spec.label_final_at(DAY1)
+    event = promote_version(lc.registry, lc.spec.name, 2, "manual-run", "hotfix", as_of=as_of)
     assert (event.action, event.from_version, event.to_version) == ("promote", 1, 2)
     assert "hotfix (manual promotion, skipping its shadow comparison on final labels)" == event.reason
-    assert event.evidence == {"manual": True, "skipped": ["its shadow comparison on final labels"]}
+    assert event.evidence == {"manual": True, "skipped": ["its shadow comparison on final labels"],
+                              "as_of": as_of.isoformat()}
     assert lc.registry.aliases(lc.spec.name) == {"champion": 2}
+    # a champion promoted by hand is watched like any other: its feed breaks, it is rolled back
+    served = _days(as_of.date() + dt.timedelta(days=1), 3)
+    for day in served:
+        lc.score_day(day, served=2, shadow_version=None, broken=2)
+    rolled = lc.advance(served[-1])
+    assert rolled.champion_after == 1 and rolled.steps[0].action == "rollback", rolled.describe()
+    assert rolled.steps[0].evidence["previous_metric_source"] == "gate's test window"
+
+
+def test_a_champion_promoted_on_its_gate_is_rolled_back_against_the_gate_window_metric(tmp_path):
+    """shadow_min_days 0: no shadow comparison, so the previous champion's metric on the gate's test window is what
+    the new champion's production metric is held to (a gate report on another metric, or against another champion,
+    holds nothing to compare with: then only the hard floor could roll it back)."""
+    lc = Lifecycle(tmp_path, promotion={"shadow_min_days": 0})
+    report = {"passed": True, "candidate_version": 2, "champion_version": 1, "metric": "roc_auc",
+              "champion_metric": 0.74, "candidate_metric": 0.76}
+    lc.registry.attach_gate_report(lc.spec.name, 2, report)
+    promoted = lc.advance(DAY1)
+    assert promoted.champion_after == 2 and "promoted on its gate" in promoted.describe()
+    as_of = dt.datetime.fromisoformat(lc.registry.alias_history(lc.spec.name, "champion")[-1].evidence["as_of"])
+    served = _days(as_of.date() + dt.timedelta(days=1), 3)  # the days it serves, its feed broken
+    for day in served:
+        lc.score_day(day, served=2, shadow_version=None, broken=2)
+    assert lc.advance(served[0]).steps[0].action == "none"  # one day final: too early
+    rolled = lc.advance(served[-1])
+    assert rolled.champion_after == 1 and rolled.steps[0].action == "rollback", rolled.describe()
+    evidence = rolled.steps[0].evidence
+    assert evidence["previous_metric"] == 0.74 and evidence["previous_metric_source"] == "gate's test window"
+    assert evidence["ci_high"] < 0.74 and "gate's test window" in rolled.describe()
+    assert [v.version for v in lc.verified] == [1]
+
+    other = Lifecycle(tmp_path / "other", promotion={"shadow_min_days": 0})
+    other.registry.attach_gate_report(other.spec.name, 2, {**report, "metric": "average_precision"})
+    other.advance(DAY1)
+    for day in served:
+        other.score_day(day, served=2, shadow_version=None, broken=2)
+    kept = other.advance(served[-1])
+    assert kept.champion_after == 2 and kept.steps[0].evidence["previous_metric"] is None, kept.describe()

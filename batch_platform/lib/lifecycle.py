@@ -11,8 +11,10 @@ logged in the alias log with its evidence:
   its test window, so never a day it was measured on), with labels final at the data clock;
 * a challenger in canary: :func:`promotion.canary_step` once ``canary_min_days`` canary days have final labels, on
   every day since the shadow began (the canary days add to the shadow evidence);
-* no challenger, a champion promoted over an earlier one: :func:`promotion.rollback_step` on the days it served;
-  a rollback verifies the earlier version first (``verify``: artefact sha256 and smoke score).
+* no challenger, a champion promoted over an earlier one (by the lifecycle, its gate or by hand):
+  :func:`promotion.rollback_step` on the days it served, against what the earlier one measured when it was
+  replaced (its shadow-comparison metric, else its metric on the gate's test window); a rollback verifies the
+  earlier version first (``verify``: artefact sha256 and smoke score).
 
 Promotion clears the ``challenger`` and ``canary`` aliases; a withdrawal clears them too. Days are data days: the
 data clock (``now``, when the newest loaded batch was published) decides which labels are final, so the lifecycle
@@ -163,15 +165,31 @@ def _rollback_watch(spec, policy, registry, con, champion, now, run_id, verify, 
     if promoted_as_of is None:
         return None  # promoted before the lifecycle recorded its data clock
     since = (now - dt.datetime.fromisoformat(promoted_as_of)).total_seconds() / 86_400
-    previous_metric = (evidence.get("comparison") or {}).get("champion_metric")
+    previous_metric, source = _previous_metric(policy, evidence, champion, last.from_version)
     rows = shadow.served_rows(con, spec, version=champion.version,
                               first_day=dt.datetime.fromisoformat(promoted_as_of).date() + dt.timedelta(days=1),
                               now=now)
     step = promotion.rollback_step(rows, policy, champion=champion.version, previous=last.from_version,
-                                   previous_metric=previous_metric, days_since_promotion=since)
+                                   previous_metric=previous_metric, days_since_promotion=since,
+                                   previous_source=source)
     if step.action != "rollback":
         return step
     step = Step(step.action, step.reason, {**step.evidence, **as_of})
     registry.rollback(spec.name, last.from_version, verify=verify, run_id=run_id, reason=step.reason[:500],
                       evidence=step.evidence)
     return step
+
+
+def _previous_metric(policy: PromotionPolicy, evidence: dict, champion: ModelVersion,
+                     previous: int) -> tuple[float | None, str]:
+    """What the previous champion measured on held-out flights when ``champion`` replaced it: its metric in the
+    shadow comparison that promoted ``champion``; for a promotion without one (``shadow_min_days`` 0, or by hand),
+    its metric on the test window of ``champion``'s gate, when that gate judged against it on the same metric."""
+    shadow_metric = (evidence.get("comparison") or {}).get("champion_metric")
+    if shadow_metric is not None:
+        return float(shadow_metric), "shadow comparison"
+    report = champion.gate_report or {}
+    if (report.get("champion_version") == previous and report.get("metric") == policy.metric
+            and report.get("champion_metric") is not None):
+        return float(report["champion_metric"]), "gate's test window"
+    return None, "shadow comparison"

@@ -25,9 +25,10 @@ A candidate whose gate passed against the champion becomes the ``challenger``. F
 **Rollback** (:func:`rollback_step`): within ``rollback_window_days`` of a promotion, once ``rollback_min_days``
 days served by the new champion have final labels, its production metric on them gets a day-block bootstrap
 interval; when the interval's upper end lies below the previous champion's metric in its shadow comparison (the
-metric it had on the same kind of days, measured on final labels), or the point estimate below the hard
-``rollback_floor``, the previous champion is restored (by the caller, after verifying its artefact and
-smoke-scoring it).
+metric it had on the same kind of days, measured on final labels) -- or, for a champion promoted without a shadow
+(``shadow_min_days`` 0, or by hand), the previous champion's metric on the gate's test window -- or the point
+estimate below the hard ``rollback_floor``, the previous champion is restored (by the caller, after verifying its
+artefact and smoke-scoring it).
 """
 
 from __future__ import annotations
@@ -169,10 +170,12 @@ def canary_step(comparison: Comparison, policy: PromotionPolicy, canary_days: in
 
 
 def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int, previous: int,
-                  previous_metric: float | None, days_since_promotion: float) -> Step:
+                  previous_metric: float | None, days_since_promotion: float,
+                  previous_source: str = "shadow comparison") -> Step:
     """Whether to restore ``previous`` (see the module docstring). ``rows``: columns ``day``, ``y`` and
     ``champion_score`` -- the new champion's served, model-scored rows with final labels since its promotion;
-    ``previous_metric``: the previous champion's metric in the shadow comparison that promoted ``champion``."""
+    ``previous_metric``: what ``previous`` measured on held-out flights when ``champion`` was promoted, named by
+    ``previous_source`` (the shadow comparison, or the gate's test window for a promotion without a shadow)."""
     if days_since_promotion > policy.rollback_window_days:
         return Step("none", f"v{champion} was promoted {days_since_promotion:.1f} days ago, outside the rollback "
                     f"window of {policy.rollback_window_days} days")
@@ -188,17 +191,20 @@ def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int,
     higher = gate.HIGHER_IS_BETTER[policy.metric]
     evidence = {"phase": "rollback_watch", "metric": policy.metric, "champion": champion, "previous": previous,
                 "days": days, "rows": n, "positives": positives, "production_metric": value, "ci_low": low,
-                "ci_high": high, "previous_shadow_metric": previous_metric, "floor": policy.rollback_floor}
+                "ci_high": high, "previous_metric": previous_metric,
+                "previous_metric_source": previous_source if previous_metric is not None else None,
+                "floor": policy.rollback_floor}
     what = (f"v{champion} production {policy.metric} {value:.4f} [{low:.4f}, {high:.4f}] on {n} rows of "
             f"{len(days)} day(s)")
     if previous_metric is not None and (high < previous_metric if higher else low > previous_metric):
-        return Step("rollback", f"{what}: below v{previous}'s shadow-era {previous_metric:.4f} beyond its "
-                    "interval", evidence)
+        return Step("rollback", f"{what}: below v{previous}'s {previous_metric:.4f} (its {previous_source}) "
+                    "beyond its interval", evidence)
     floor = policy.rollback_floor
     if floor is not None and (value < floor if higher else value > floor):
         return Step("rollback", f"{what}: beyond the hard floor {floor:g}", evidence)
-    return Step("none", f"{what}: holds (previous champion's shadow-era "
-                f"{'n/a' if previous_metric is None else f'{previous_metric:.4f}'})", evidence)
+    return Step("none", f"{what}: holds (v{previous}'s "
+                f"{'n/a' if previous_metric is None else f'{previous_metric:.4f}, its {previous_source}'})",
+                evidence)
 
 
 def canary_selected(keys: Iterable[Any], share: float, salt: str) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The registry stage: champion models (moved by the promotion lifecycle: gate, shadow, canary, rollback) and the
 manual promote/rollback jobs."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -19,9 +21,11 @@ def champion_key(spec: ModelSpec) -> dg.AssetKey:
     return dg.AssetKey([f"{spec.name}_champion_model"])
 
 
-def promote_version(registry, spec_name: str, version: int, run_id: str, reason: str):
+def promote_version(registry, spec_name: str, version: int, run_id: str, reason: str,
+                    as_of: dt.datetime | None = None):
     """Promote a version whose stored gate report passed against the current champion (the registry refuses
-    otherwise), skipping the lifecycle: the log entry says what was skipped."""
+    otherwise), skipping the lifecycle: the log entry says what was skipped. ``as_of``: the data clock, recorded so
+    that the rollback watch covers the new champion as it covers any promotion."""
     candidate = registry.get_version(spec_name, version)
     if not candidate.gate_report:
         raise dg.Failure(f"{spec_name} v{version} has no gate report: run its `{GATE_CHECK}` check first")
@@ -33,7 +37,8 @@ def promote_version(registry, spec_name: str, version: int, run_id: str, reason:
         skipped.append("its canary window")
     note = f"manual promotion, skipping {' and '.join(skipped)}" if skipped else "manual promotion"
     event = registry.promote(spec_name, version, gate_report=candidate.gate_report, run_id=run_id,
-                             reason=f"{reason} ({note})", evidence={"manual": True, "skipped": skipped})
+                             reason=f"{reason} ({note})", evidence={"manual": True, "skipped": skipped,
+                                                                     **({"as_of": as_of.isoformat()} if as_of else {})})
     for alias in (CANARY, model_ops.CHALLENGER):
         if aliases.get(alias) == version:
             registry.set_alias(spec_name, alias, None, run_id=run_id, reason=f"v{version} promoted by hand")
@@ -126,9 +131,16 @@ class ModelOpConfig(dg.Config):
     reason: str = Field(default="manual", description="Why (recorded in the alias log).")
 
 
-@dg.op(description="Promote a version whose gate passed to champion.")
-def promote_model(context: dg.OpExecutionContext, config: ModelOpConfig, model_registry: ModelRegistryResource):
-    event = promote_version(model_registry.registry(), config.spec, config.version, context.run.run_id, config.reason)
+@dg.op(description="Promote a version whose gate passed to champion (watched for rollback like any promotion).",
+       pool=settings.WAREHOUSE_POOL)  # reads the data clock
+def promote_model(context: dg.OpExecutionContext, config: ModelOpConfig, model_registry: ModelRegistryResource,
+                  warehouse: WarehouseResource):
+    as_of = None
+    if warehouse.db_path.exists():
+        with warehouse.connect(read_only=True) as con:
+            as_of = monitoring.data_clock(con)
+    event = promote_version(model_registry.registry(), config.spec, config.version, context.run.run_id, config.reason,
+                            as_of=as_of)
     context.log.info(f"{config.spec}: champion {event.from_version} -> {event.to_version} ({event.reason})")
 
 
