@@ -222,7 +222,9 @@ def bootstrap_metric(metric: str, y_true: Any, scores: Any, n: int = 1000, confi
     values, _ = _bootstrap_values(metric, y, [s], n, seed, block_labels)
     value = metric_value(metric, y, s)
     low, high = _interval(values[:, 0], value, confidence, _inflation(block_labels, confidence))
-    return value, low, high
+    # widening for few blocks can reach past what the metric can be (an AUC below 0): clip to its range
+    top = np.inf if metric == "log_loss" else 1.0
+    return value, float(np.clip(low, 0.0, top)), float(np.clip(high, 0.0, top))
 
 
 # -- the gate ----------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class PromotionPolicy:
     canary_share: float = 0.0
     canary_min_days: int = 2
     rollback_window_days: int = 7
-    rollback_min_days: int = 2
+    rollback_min_days: int = 3
     rollback_floor: float | None = None
     confidence: float = 0.95
     n_bootstrap: int = 1000
@@ -169,6 +169,11 @@ def canary_step(comparison: Comparison, policy: PromotionPolicy, canary_days: in
     return Step("wait", f"canary: {comparison.reason}", evidence)
 
 
+MIN_BLOCKS = 3
+"""Fewest days a day-block interval is computed on: resampling two days has three outcomes (each day twice, or
+both), so an "interval" of two days can sit entirely on one side of its own point estimate."""
+
+
 def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int, previous: int,
                   previous_metric: float | None, days_since_promotion: float,
                   previous_source: str = "shadow comparison") -> Step:
@@ -181,7 +186,7 @@ def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int,
                     f"window of {policy.rollback_window_days} days")
     days = sorted({str(d) for d in rows[DAY]}) if len(rows) else []
     n, positives = len(rows), int(rows[LABEL].sum()) if len(rows) else 0
-    if len(days) < max(2, policy.rollback_min_days) or positives in (0, n):
+    if len(days) < max(MIN_BLOCKS, policy.rollback_min_days) or positives in (0, n):
         return Step("none", f"v{champion}: {len(days)} of {policy.rollback_min_days} day(s) with final labels "
                     "since its promotion")
     y, s = rows[LABEL].to_numpy(), rows[CHAMPION_SCORE].to_numpy(dtype="float64")

@@ -211,8 +211,9 @@ class PromotionSpec(_Strict):
     canary_min_days: int = Field(default=2, gt=0, description="Canary days with final labels before promotion.")
     rollback_window_days: int = Field(default=7, gt=0, description=(
         "Days after a promotion during which the new champion is rolled back automatically."))
-    rollback_min_days: int = Field(default=2, ge=2, description=(
-        "Days served by the new champion with final labels before a rollback can be decided."))
+    rollback_min_days: int = Field(default=3, ge=3, description=(
+        "Days served by the new champion with final labels before a rollback can be decided (at least 3: whole "
+        "days are resampled, and two days hold no interval)."))
     rollback_floor: float | None = Field(default=None, description=(
         "Hard floor on the new champion's production metric (a ceiling for log_loss); none: no floor."))
 
