@@ -12,7 +12,12 @@ yesterday's flights and weather and tomorrow's schedule land at 06:05; features 
 labels became final; every evening at 18:05 the predictions of tomorrow. One morning the weather batch is withheld
 until 10:00 (raw freshness FAIL, then PASS); three days' schedules arrive with their distances shifted (a drift
 episode → exactly one retrain request per spec, whose training sets find 0 rows where scoring served other feature
-values than training sees). Exits non-zero with a message on the first broken expectation.
+values than training sees). The retrain's candidates take the promotion lifecycle on the live clock: in ``SHADOWED``
+specs a passed gate makes the candidate the challenger, scored in shadow every evening and judged every morning by
+the ``promotion_lifecycle`` sensor's run until its comparison on final labels decides (or it expires); the other specs
+promote on the gate, and then the scoring rows of four evenings are misaligned on purpose (a broken feed no drift test
+sees): the rollback watch restores the previous champion within its window, and the next evening is scored by it.
+Exits non-zero with a message on the first broken expectation.
 """
 
 from __future__ import annotations
@@ -25,22 +30,24 @@ import json
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 import time_machine
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
 from batch_platform import settings
-from batch_platform.lib import clock as clocks
 from batch_platform.lib.landing import daily_batch_path, manifest_path, replay
 from batch_platform.lib.time_model import load_time_model
 
 HISTORY_DAYS = 50  # flight days published before the first live morning
-LIVE_DAYS = 21
+LIVE_DAYS = 16
 WITHHELD_DAY = 5  # live day index whose morning weather batch is withheld until 10:00
-DRIFT_DAYS = (11, 12, 13)  # live day indexes whose published schedule (tomorrow's) has shifted distances
+DRIFT_DAYS = (7, 8, 9)  # live day indexes whose published schedule (tomorrow's) has shifted distances
 SPECS = ("flight_delay", "flight_cancellation")
+SHADOWED = ("flight_cancellation",)  # their challengers shadow SHADOW_MIN_DAYS days; the others promote on the gate
+SHADOW_MIN_DAYS, SHADOW_MAX_DAYS = 2, 6
+BROKEN_EVENINGS = (9, 10, 11, 12)  # live day indexes at whose 18:00 tomorrow's scoring rows are misaligned
+ROLLBACK_BY = 15  # live day index by whose lifecycle tick a champion promoted on its gate then is rolled back
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -73,6 +80,11 @@ class Cycle:
         self.log: list[str] = []
         self.retrain_requests: Counter = Counter()
         self.promoted: dict[str, dt.date] = {}  # spec -> the day its champion moved by a promotion
+        self.replaced: dict[str, int] = {}  # spec -> the champion its last promotion replaced (a rollback's target)
+        self.gate_promoted: set[str] = set()  # specs whose drift retrain was promoted on its gate
+        self.rolled_back: dict[str, dt.date] = {}
+        self.challengers: dict[str, int] = {}  # spec -> its challenger in shadow
+        self.decided: dict[str, str] = {}  # spec -> how its challenger's shadow ended (promote | withdraw)
         self.last_automation = None
         self.timings: Counter = Counter()
         self.skew_checks: list = []
@@ -345,18 +357,10 @@ def morning(c: Cycle, i: int, day: dt.date) -> None:
     # yesterday's operational SLIs, once the morning's loads are due (publication + the 2 h service level)
     c.move_to(c.at(day, "08:30"))
     c.run_due(c.tick_automation(), {slis(yesterday)}, "automation 08:30")
-    # a champion promoted over another is watched for 7 days (the rollback window): one lifecycle judgement per
-    # morning's label build; these specs promote on the gate (no shadow evidence), so nothing rolls back
+    # one lifecycle judgement per morning's label build, for every spec with a challenger in shadow or a champion
+    # promoted over another within its rollback window (7 days)
     c.move_to(c.at(day, "08:40"))
-    watched = sorted(s for s, d in c.promoted.items() if 1 <= (day - d).days <= 7)
-    from batch_platform.lib import model_ops
-    from batch_platform.lib.registry import ModelRegistry
-
-    registry = ModelRegistry(settings.registry_path())
-    before = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
-    c.run_due(c.tick_lifecycle(), {f"-:{s}_champion_model" for s in watched}, "promotion_lifecycle 08:40")
-    after = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
-    expect(after == before, f"08:40: the lifecycle moved a champion without evidence: {before} -> {after}")
+    lifecycle_morning(c, i, day)
     if withheld:
         c.move_to(c.at(day, "10:00"))
         c.publish(yesterday, yesterday, schedule_through=tomorrow, tables=["weather"])
@@ -372,6 +376,67 @@ def morning(c: Cycle, i: int, day: dt.date) -> None:
         c.run_due(requests, None, "automation 10:10")
 
 
+def lifecycle_morning(c: Cycle, i: int, day: dt.date) -> None:
+    """The 08:40 tick of ``promotion_lifecycle``: exactly the specs with something to judge are requested; each
+    champion moves only as its evidence says (a shadow comparison confirmed on final labels, or a rollback)."""
+    from batch_platform.lib import model_ops
+    from batch_platform.lib.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_path())
+    watched = {s for s, d in c.promoted.items() if 1 <= (day - d).days <= 7}
+    due = sorted(watched | set(c.challengers))
+    before = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
+    logged = {s: len(registry.alias_history(s)) for s in SPECS}
+    c.run_due(c.tick_lifecycle(), {f"-:{s}_champion_model" for s in due}, "promotion_lifecycle 08:40")
+    for s in SPECS:
+        after = registry.get_alias(s, model_ops.CHAMPION).version
+        moves = [e for e in registry.alias_history(s)[logged[s]:] if e.alias == model_ops.CHAMPION]
+        expect(s in due or not moves, f"08:40: {s} moved without a judgement: {moves}")
+        if s in c.challengers and registry.get_alias(s, model_ops.CHALLENGER) is None:
+            ended = registry.alias_history(s, model_ops.CHALLENGER)[-1]
+            action = "promote" if moves else "withdraw"
+            evidence = (moves[-1].evidence if moves else ended.evidence) or {}
+            comparison = evidence.get("comparison") or {}
+            final = [d for d in comparison.get("days", []) if dt.date.fromisoformat(d) > day - dt.timedelta(days=2)]
+            expect(not final, f"{s}: judged on days whose labels are not final at {day}: {final}")
+            if action == "promote":
+                expect(after == c.challengers[s] and comparison.get("verdict") == "confirmed"
+                       and len(comparison["days"]) >= SHADOW_MIN_DAYS, f"{s}: promoted on {evidence}")
+                c.promoted[s], c.replaced[s] = day, before[s]
+            else:
+                expect(after == before[s] and (comparison.get("verdict") == "refuted" or "expired" in ended.reason),
+                       f"{s}: withdrawn on {ended.reason} {evidence}")
+            c.decided[s] = action
+            c.say(f"{s}: shadow ended: {action} v{c.challengers.pop(s)} ({ended.reason[:160]})")
+        elif moves:
+            (move,) = moves
+            expect(s in watched and move.action == "rollback" and move.to_version == c.replaced.get(s),
+                   f"08:40: {s} moved {move.action} {move.from_version} -> {move.to_version}: {move.reason}")
+            evidence = move.evidence or {}
+            expect(evidence["ci_high"] < evidence["previous_metric"], f"{s}: rolled back on {evidence}")
+            c.rolled_back[s] = day
+            c.promoted.pop(s)
+            c.say(f"{s}: rolled back v{move.from_version} -> v{move.to_version} ({move.reason[:200]})")
+        else:
+            expect(after == before[s], f"08:40: {s}'s champion moved without a log entry")
+
+
+def check_served(c: Cycle, tomorrow: dt.date, specs=SPECS) -> None:
+    """Tomorrow's predictions are the champion's; a challenger's scores are in the shadow table, never served."""
+    from batch_platform.lib import model_ops
+    from batch_platform.lib.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_path())
+    for s in specs:
+        event = c.instance.get_latest_materialization_event(dg.AssetKey([f"{s}_predictions"]))
+        md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        champion = registry.get_alias(s, model_ops.CHAMPION).version
+        expect(event.asset_materialization.partition == tomorrow.isoformat() and md["model_version"] == champion,
+               f"{s} {tomorrow}: served by v{md['model_version']}, the champion is v{champion}")
+        expect(md["shadow_version"] == c.challengers.get(s, 0),
+               f"{s} {tomorrow}: shadow v{md['shadow_version']}, the challenger is {c.challengers.get(s)}")
+
+
 def evening(c: Cycle, i: int, day: dt.date) -> None:
     from batch_platform.lib import model_ops
     from batch_platform.lib.registry import ModelRegistry
@@ -381,8 +446,18 @@ def evening(c: Cycle, i: int, day: dt.date) -> None:
     if quiet_ticks:
         c.move_to(c.at(day, "17:55"))
         c.run_due(c.tick_automation(), set(), "automation 17:55 (before the cutoff)")
+    if i in BROKEN_EVENINGS:
+        c.move_to(c.at(day, "18:00"))
+        from batch_platform.lib import warehouse
+        from batch_platform.lib.specs import load_specs
+        from tests.broken_feed import misalign_scoring_rows
+
+        with warehouse.connect(settings.warehouse_path()) as con:
+            rows = misalign_scoring_rows(con, load_specs()[SPECS[0]], [tomorrow])  # (the specs score one model)
+        c.say(f"18:00 the scoring rows of {tomorrow} are misaligned on purpose ({rows} rows)")
     c.move_to(c.at(day, "18:05"))
     c.run_due(c.tick_automation(), {predictions(tomorrow)}, "automation 18:05")
+    check_served(c, tomorrow)
     if quiet_ticks:
         c.move_to(c.at(day, "18:10"))
         c.run_due(c.tick_automation(), set(), "automation 18:10")
@@ -400,12 +475,20 @@ def evening(c: Cycle, i: int, day: dt.date) -> None:
         c.run_due(c.tick_automation(), {"-:" + ",".join(f"{s}_champion_model" for s in specs)}, "automation 19:00")
         after = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
         moved = sorted(s for s in SPECS if after[s] != before[s])
+        expect(not set(moved) & set(SHADOWED), f"a shadowed spec promoted at its gate: {moved}")
         c.promoted.update({s: day for s in moved})
-        c.say(f"champions after the retrain: {after} (moved: {moved or 'none'})")
+        c.replaced.update({s: before[s] for s in moved})
+        c.gate_promoted.update(moved)
+        for s in SHADOWED:
+            challenger = registry.get_alias(s, model_ops.CHALLENGER)
+            if challenger is not None:
+                c.challengers[s] = challenger.version
+        c.say(f"champions after the retrain: {after} (moved: {moved or 'none'}; in shadow: {c.challengers})")
         c.move_to(c.at(day, "19:10"))
         # tomorrow's flights (not flown yet) are re-scored by the new champion; nothing else
         expected = {f"{tomorrow}:" + ",".join(f"{s}_predictions" for s in moved)} if moved else set()
         c.run_due(c.tick_automation(), expected, "automation 19:10 (after a promotion)")
+        check_served(c, tomorrow, moved)
     c.move_to(c.at(day, "20:05"))
     states = c.freshness()
     failing = {k: v for k, v in states.items() if v != "PASS"}
@@ -460,6 +543,16 @@ def run(first_live_day: dt.date, days: int = LIVE_DAYS) -> Cycle:
                 expect(ev.passed and md["rows_compared"] > 3_000 and md["rows_mismatched"] == 0,
                        f"{ev.asset_key.to_user_string()} skew: {ev.description} {md}")
             expect(len(c.skew_checks) == len(SPECS), f"skew checks: {len(c.skew_checks)}")
+        if days > ROLLBACK_BY:
+            # the drift retrain's candidates: a shadowed one ended by a decision on final labels (or expired by
+            # its age), a champion promoted on its gate served the broken feed and was rolled back in time
+            expect(not c.challengers, f"challengers still in shadow at the end: {c.challengers}")
+            expect(c.gate_promoted <= set(c.rolled_back), f"rolled back {sorted(c.rolled_back)}, promoted "
+                   f"on the gate {sorted(c.gate_promoted)}")
+            late = {s: d for s, d in c.rolled_back.items() if d > d0 + ROLLBACK_BY * one}
+            expect(not late, f"rolled back after day {ROLLBACK_BY}: {late}")
+            expect(c.gate_promoted and c.decided, f"the lifecycle was not exercised: gate promotions "
+                   f"{c.gate_promoted}, shadow decisions {c.decided}")
         return c
 
 

@@ -1,5 +1,7 @@
-"""The daily cycle runs itself: 21 live days driven by Dagster's evaluation APIs at explicit times (see
-``tests/daily_cycle.py``, run in a process of its own because partitions follow the data dir's clock at import)."""
+"""The daily cycle runs itself: 16 live days driven by Dagster's evaluation APIs at explicit times (see
+``tests/daily_cycle.py``, run in a process of its own because partitions follow the data dir's clock at import):
+ingest, features, scoring, checks, a drift retrain, and the promotion lifecycle (shadow, rollback) on the live
+clock."""
 
 import datetime as dt
 import os
@@ -13,8 +15,10 @@ from batch_platform import settings
 from batch_platform.lib import clock as clocks
 from batch_platform.lib.time_model import load_time_model
 from tests.conftest import platform_env_vars, write_test_specs
+from tests.daily_cycle import LIVE_DAYS, SHADOW_MAX_DAYS, SHADOW_MIN_DAYS, SHADOWED
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE_FIRST_LIVE_DAY = dt.date(2013, 6, 2)  # the 2013 day the first live day is
 
 
 @pytest.mark.timeout(1800)
@@ -28,6 +32,9 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
     for path in specs.glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
         raw["gate"]["floor"] = 0.0  # the cycle needs a champion, not a good one (a month of history)
+        # and its drift retrain must reach the promotion lifecycle: 4 test days give day-block intervals too wide to
+        # show non-inferiority at the shipped tolerance (the gate's statistics: test_gate.py, test_loop.py)
+        raw["gate"].update(tolerance=1.0, max_slice_degradation=1.0)
         # A month of history trains on 10 days, so ordinary days drift by up to ~2 reference std devs (7-day
         # carrier rates, the score's bins). The episode shifts one column (distance) by ~4: thresholds above the
         # ordinary and one ERROR column making an ERROR day.
@@ -35,15 +42,25 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
         # the episode under test is drift: models trained on 10 days miss their validation metric by more than
         # the shipped tolerance on ordinary days, which would be accuracy episodes of their own
         raw["monitoring"]["accuracy_tolerance"] = 1.0
+        if raw["name"] in SHADOWED:  # the drift retrain's challenger shadows, judged on final labels each morning
+            raw["promotion"].update(shadow_min_days=SHADOW_MIN_DAYS, shadow_min_rows=500,
+                                    shadow_max_days=SHADOW_MAX_DAYS)
         path.write_text(yaml.safe_dump(raw))
-    # the live clock puts the newest published source day at yesterday; the simulated days end a week ago
+    # the live clock puts the newest published source day at yesterday; the simulated days are live dates of fixed
+    # source days (a fixed input, like a seed: on them the drift retrain of flight_delay passes its gate, which the
+    # rollback half of the story needs, and a day later or earlier it is a coin toss -- "not worse on the point
+    # estimate" between two models trained on 10 days each)
     tm = load_time_model()
     now = dt.datetime.now(dt.UTC)
     clock = clocks.live_clock_for(tm.last_published_day("flights", now))
     clocks.record_clock(Path(env[settings.DATA_DIR_VAR]) / "clock.json", clock)
-    first_live_day = now.astimezone(tm.tz).date() - dt.timedelta(days=30)
+    first_live_day = SOURCE_FIRST_LIVE_DAY + dt.timedelta(days=clock.shift_days)
+    assert first_live_day + dt.timedelta(days=LIVE_DAYS + 2) < now.astimezone(tm.tz).date()
     out = subprocess.run([sys.executable, "-m", "tests.daily_cycle", first_live_day.isoformat()],
                          cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=1500)
+    log = ROOT / ".test-artifacts" / "daily_cycle.log"  # the whole story (pytest shows the tail)
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(out.stdout + out.stderr)
     print(out.stdout[-20000:])
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
     assert out.stdout.strip().endswith("OK")
