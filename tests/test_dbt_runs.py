@@ -51,3 +51,32 @@ def test_the_next_dbt_invocation_parses_partially(platform, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:]
     log = (target / "dbt.log").read_text()
     assert "Unable to do partial parsing" not in log, [ln for ln in log.splitlines() if "partial" in ln.lower()]
+
+
+def test_the_dbt_resource_knows_its_version_without_starting_dbt(monkeypatch):
+    """FeatureDbtCliResource reads the version of the dbt beside this interpreter from the package metadata:
+    the version `dbt --version` prints, without starting dbt (dagster-dbt starts it at every invocation)."""
+    import re
+
+    import dagster_dbt.core.resource as dbt_resource
+
+    from batch_platform.defs.features.dbt_cli import dbt_cli_resource
+
+    printed = subprocess.run([dbt_executable(), "--version"], capture_output=True, text=True, check=True).stdout
+    started = []
+    monkeypatch.setattr(dbt_resource, "check_output", lambda *a, **k: started.append(a) or b"")
+    resource = dbt_cli_resource()
+    assert str(resource._cli_version) == re.search(r"installed:\s*(\d+\.\d+\.\d+)", printed).group(1)
+    assert resource._initialize_dbt_core_adapter(["build"]) is None  # no adapter: no metadata fetches to serve
+    assert not started
+
+
+def test_the_platform_build_leaves_dbt_unit_tests_to_the_suite(platform):
+    """The session's feature build ran the data tests (they are asset checks) and no unit test (of the SQL:
+    tests/test_features_e2e.py runs them on every `make test`)."""
+    import json
+
+    results = [r for path in (Path(platform["data"]) / "dbt_runs").glob("*/run_results.json")
+               for r in json.loads(path.read_text())["results"]]
+    kinds = {r["unique_id"].split(".")[0] for r in results}
+    assert "test" in kinds and "model" in kinds and "unit_test" not in kinds

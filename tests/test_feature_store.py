@@ -625,3 +625,29 @@ def test_online_equals_offline_at_materialization_end(features_dir):
     # the cancellation service serves the same values minus route_mean_arr_delay_28d
     cancel = client.online_features("flight_cancellation_v1", rows[:3], as_of=end)
     assert "route_mean_arr_delay_28d" not in cancel[0] and "route_cancel_rate_28d" in cancel[0]
+
+
+def test_feast_is_imported_without_typeguards_instrumentation():
+    """The store's entry points import Feast through ``import_feast``: its classes are not recompiled with
+    typeguard's checks (4 s of every process that opens the store). typeguard serves Feast alone here, so nothing
+    else loses a check; answers are unchanged (``test_feast_cli_apply_in_repo_folder`` compares the in-process
+    apply with the instrumented `feast apply`, the joins are checked against a brute force)."""
+    import importlib.metadata
+
+    def needs_typeguard(requirement: str) -> bool:  # at run time (an extra's requirement is not installed for it)
+        name, _, marker = requirement.partition(";")
+        return name.replace(" ", "").lower().startswith("typeguard") and "extra" not in marker
+
+    users = sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                   if any(needs_typeguard(r) for r in d.requires or []))
+    assert users == ["feast"]
+    probe = ("from batch_platform import settings\nfrom batch_platform.lib import feature_store\n"
+             "import sys; assert 'feast' not in sys.modules\n"
+             "feature_store.repo_config(settings.FEATURE_REPO_DIR)\n"
+             "import feast.entity\n"
+             "print(sorted(n for n in feast.entity.Entity.__init__.__code__.co_names if 'check_' in n))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    plain = subprocess.run([sys.executable, "-c", probe.replace("feature_store.repo_config", "import feast; ")
+                            .replace("(settings.FEATURE_REPO_DIR)", "")], capture_output=True, text=True)
+    assert "check_argument_types_internal" in plain.stdout  # the probe sees instrumentation where there is some

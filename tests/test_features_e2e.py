@@ -8,6 +8,7 @@ the same dbt model and feature service), showing that a model needs a YAML entry
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -239,6 +240,11 @@ def test_dbt_build_works_directly_in_its_folder(platform, tmp_path):
                          cwd=settings.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "ERROR=0" in out.stdout
+    # dbt's unit tests (of the SQL, not the data) run here: the platform's builds leave them out
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    unit = [r for r in results if r["unique_id"].startswith("unit_test.")]
+    declared = [n for n in json.loads((tmp_path / "target" / "manifest.json").read_text())["unit_tests"]]
+    assert len(unit) == len(declared) >= 10 and {r["status"] for r in unit} == {"pass"}
     # by hand, dbt writes generation `a` (unpublished: the platform publishes a build that passed)
     assert (tmp_path / "generations" / "a" / "plane_daily_features.parquet").exists()
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from batch_platform import settings
-from batch_platform.defs.features.project import dbt_executable, dbt_project
+from batch_platform.defs.features.dbt_cli import dbt_cli_resource
 from batch_platform.lib import feature_generations, warehouse
 
 
@@ -103,7 +102,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "model_registry": ModelRegistryResource(
             path=dg.EnvVar(settings.REGISTRY_VAR), artifacts_dir=dg.EnvVar(settings.ARTIFACTS_VAR)
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "dbt": dbt_cli_resource(),
     }
 
 

@@ -70,10 +70,32 @@ FEAST_TIMESTAMP = "event_timestamp"  # the entity timestamp column name we hand 
 _ROW = "__batch_platform_entity_row"  # distinct (keys, timestamp) id we add and drop
 _TS_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 _IMPORT_LOCK = threading.Lock()
+_FEAST_IMPORT_LOCK = threading.Lock()
 _NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
 LOCK_TIMEOUT_S = 30 * 60
 KIND_TAG = "batch_platform/kind"  # feature_repo/prediction_views.py tags its views with value "predictions"
 PREDICTIONS_KIND = "predictions"
+
+
+def import_feast() -> None:
+    """Import Feast (once per process) with typeguard's ``@typechecked`` as the identity.
+
+    Feast decorates its classes with typeguard's ``@typechecked``, which recompiles each decorated function's
+    source with argument and return checks when the module is imported: 4 of the 5.5 s ``import feast`` takes
+    here, paid by every process that opens the feature store (a run worker's feature build, training set or
+    scoring step). typeguard is a development aid that does nothing under ``python -O``; Feast is the only
+    installed package that uses it (``tests/test_feature_store.py`` checks both), and a well-typed call behaves the
+    same either way. Called before the first ``from feast ...`` of this module's entry points."""
+    with _FEAST_IMPORT_LOCK:
+        if "feast" in sys.modules:
+            return
+        import typeguard
+
+        def typechecked(target=None, **_options):
+            return target if target is not None else (lambda target: target)
+
+        typeguard.typechecked = typechecked
+        import feast  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,6 +212,7 @@ class FeatureStoreClient:
         (Redis when ``BATCH_PLATFORM_REDIS`` is set then, after checking that the server answers)."""
         if self._store is None:
             _ensure_env()
+            import_feast()
             from feast import FeatureStore
 
             config = repo_config(self.repo_dir)
@@ -643,6 +666,8 @@ def repo_config(repo_dir: Path) -> feast.RepoConfig:
     ``BATCH_PLATFORM_REDIS`` is set, its ``online_store`` block is replaced by Feast's Redis online store at that
     connection string (everything else unchanged)."""
     import yaml
+
+    import_feast()
     from feast.repo_config import RepoConfig
 
     repo_dir = Path(repo_dir).resolve()
@@ -657,6 +682,7 @@ def repo_config(repo_dir: Path) -> feast.RepoConfig:
 
 def _redis_kwargs(connection_string: str) -> dict[str, Any]:
     """redis-py arguments of a Feast connection string, parsed by Feast's own parser (the client Feast opens)."""
+    import_feast()
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
@@ -697,6 +723,7 @@ def load_repo_contents(repo_dir: Path, project: str | None) -> RepoContents:
     """Import the repo's Feast modules (those ``.feastignore`` keeps, as ``feast apply`` selects them) and collect
     their objects. Modules are imported fresh (the FileSource paths come from the environment at import) and
     removed from ``sys.modules`` afterwards, so nothing leaks into the importing process."""
+    import_feast()
     from feast import Entity, FeatureService, FeatureView, Project
     from feast.batch_feature_view import BatchFeatureView
     from feast.data_source import DataSource, PushSource

@@ -13,9 +13,10 @@ from typing import Any
 
 import dagster as dg
 from dagster_shared.record import replace
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from batch_platform import settings
+from batch_platform.defs.features.dbt_cli import FeatureDbtCliResource
 from batch_platform.defs.features.project import dbt_project, ensure_manifest
 from batch_platform.defs.monitoring.conditions import source_test_due, with_its_asset
 from batch_platform.defs.resources import WarehouseResource
@@ -88,8 +89,9 @@ def _environment(**values: str) -> Iterator[None]:
     dagster_dbt_translator=translator,
     pool=settings.WAREHOUSE_POOL,
 )
-def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """`dbt build` of the selected models (tests run as asset checks) into the unpublished feature generation,
+def dbt_feature_models(context: dg.AssetExecutionContext, dbt: FeatureDbtCliResource, warehouse: WarehouseResource):
+    """`dbt build` of the selected models (data tests run as asset checks; dbt's unit tests, which test the SQL and
+    not the data, are left to the test suite: ``tests/test_features_e2e.py``) into the unpublished feature generation,
     under the warehouse's exclusive lock; the generation is published only when the build and its tests passed. A
     build of some of the models starts from a copy of the published generation, so that every generation is
     whole: the models it does not rebuild are the published ones.
@@ -120,7 +122,8 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
         target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path, generation)
         with _environment(**{settings.DBT_GENERATION_VAR: generation}):
             try:
-                yield from dbt.cli(["build"], context=context, target_path=target).stream()
+                yield from dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context,
+                                  target_path=target).stream()
             finally:
                 dbt_runs.keep_parse_state(runs, target, warehouse.db_path, generation)
         faults.point("features.before_publish")
