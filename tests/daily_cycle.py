@@ -17,19 +17,24 @@ specs a passed gate makes the candidate the challenger, scored in shadow every e
 the ``promotion_lifecycle`` sensor's run until its comparison on final labels decides (or it expires); the other specs
 promote on the gate, and then the scoring rows of four evenings are misaligned on purpose (a broken feed no drift test
 sees): the rollback watch restores the previous champion within its window, and the next evening is scored by it.
+The judgement of that rollback's first chance is the real daemon's (``dagster-daemon run`` on the cycle's instance,
+its clock at the cycle's): the ``promotion_lifecycle`` sensor's tick, the queued run and the run worker's rollback.
 Exits non-zero with a message on the first broken expectation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import time_machine
@@ -48,6 +53,14 @@ SHADOWED = ("flight_cancellation",)  # their challengers shadow SHADOW_MIN_DAYS 
 SHADOW_MIN_DAYS, SHADOW_MAX_DAYS = 2, 6
 BROKEN_EVENINGS = (9, 10, 11, 12)  # live day indexes at whose 18:00 tomorrow's scoring rows are misaligned
 ROLLBACK_BY = 15  # live day index by whose lifecycle tick a champion promoted on its gate then is rolled back
+# The lifecycle judgement of the first morning on which a champion promoted on its gate has rollback_min_days
+# served days with final labels (its first chance of a rollback) is made by the real Dagster daemon: the sensor's
+# tick, the queued run, the run worker's rollback (sha256, smoke score). The harness keeps driving the other
+# sensors (their cursors are its own), so they are paused in the instance for the daemon, as the UI's switch does.
+HARNESS_SENSORS = ("landing_arrivals", "daily_cycle_automation", "retrain_on_drift")
+DAEMON_TIMEOUT_S = 420
+ROOT = Path(__file__).resolve().parent.parent
+SHIFT_VAR = "BATCH_PLATFORM_TEST_CLOCK_SHIFT_S"  # tests/clock_shift: the daemon's processes run on the cycle's clock
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -85,6 +98,7 @@ class Cycle:
         self.rolled_back: dict[str, dt.date] = {}
         self.challengers: dict[str, int] = {}  # spec -> its challenger in shadow
         self.decided: dict[str, str] = {}  # spec -> how its challenger's shadow ended (promote | withdraw)
+        self.daemon_judged: dt.date | None = None  # the morning whose lifecycle judgement was the daemon's
         self.last_automation = None
         self.timings: Counter = Counter()
         self.skew_checks: list = []
@@ -381,13 +395,21 @@ def lifecycle_morning(c: Cycle, i: int, day: dt.date) -> None:
     champion moves only as its evidence says (a shadow comparison confirmed on final labels, or a rollback)."""
     from batch_platform.lib import model_ops
     from batch_platform.lib.registry import ModelRegistry
+    from batch_platform.lib.specs import load_specs
 
     registry = ModelRegistry(settings.registry_path())
     watched = {s for s, d in c.promoted.items() if 1 <= (day - d).days <= 7}
     due = sorted(watched | set(c.challengers))
     before = {s: registry.get_alias(s, model_ops.CHAMPION).version for s in SPECS}
     logged = {s: len(registry.alias_history(s)) for s in SPECS}
-    c.run_due(c.tick_lifecycle(), {f"-:{s}_champion_model" for s in due}, "promotion_lifecycle 08:40")
+    expected = {f"-:{s}_champion_model" for s in due}
+    first_chance = {s for s in watched & c.gate_promoted
+                    if (day - c.promoted[s]).days == 2 + load_specs()[s].promotion.rollback_min_days}
+    if first_chance and c.daemon_judged is None:
+        judged_by_daemon(c, expected)
+        c.daemon_judged = day
+    else:
+        c.run_due(c.tick_lifecycle(), expected, "promotion_lifecycle 08:40")
     for s in SPECS:
         after = registry.get_alias(s, model_ops.CHAMPION).version
         moves = [e for e in registry.alias_history(s)[logged[s]:] if e.alias == model_ops.CHAMPION]
@@ -419,6 +441,77 @@ def lifecycle_morning(c: Cycle, i: int, day: dt.date) -> None:
             c.say(f"{s}: rolled back v{move.from_version} -> v{move.to_version} ({move.reason[:200]})")
         else:
             expect(after == before[s], f"08:40: {s}'s champion moved without a log entry")
+
+
+def judged_by_daemon(c: Cycle, expected: set[str]) -> None:
+    """This morning's lifecycle judgement, made by ``dagster-daemon run`` on the cycle's instance with its clock at
+    the cycle's (``tests/clock_shift``): the ``promotion_lifecycle`` sensor must request exactly ``expected`` and
+    its runs must succeed; then the daemon is stopped and the harness checks the moves as on any other morning."""
+    from time_machine import escape_hatch
+
+    from batch_platform.defs.registry.sensors import LIFECYCLE_SENSOR, TRIGGER
+
+    workspace = daemon_workspace()
+    before = {r.dagster_run.run_id for r in c.instance.get_run_records()}
+    shift_s = (c.now - escape_hatch.datetime.datetime.now(dt.UTC)).total_seconds()
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "daemon.log"
+    env = {**os.environ, SHIFT_VAR: str(shift_s),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "clock_shift"), str(ROOT)])}
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while True:
+            runs = [r.dagster_run for r in c.instance.get_run_records() if r.dagster_run.run_id not in before]
+            done = [r for r in runs if r.is_finished]
+            if len(done) >= len(expected) and len(done) == len(runs):
+                break
+            elapsed = time.monotonic() - started
+            expect(daemon.poll() is None and elapsed < DAEMON_TIMEOUT_S,
+                   f"the daemon's lifecycle tick: {len(done)} of {len(expected)} run(s) done after {elapsed:.0f} s "
+                   f"(daemon {'exited' if daemon.poll() is not None else 'running'}); its log ends:\n"
+                   + log_path.read_text()[-3000:])
+            time.sleep(2)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(daemon.pid, sig)
+                daemon.wait(timeout=30)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+    got = {"-:" + ",".join(sorted(k.to_user_string() for k in r.asset_selection or [])) for r in runs}
+    expect(got == expected and all(r.tags.get(TRIGGER) == LIFECYCLE_SENSOR for r in runs),
+           f"the daemon launched {sorted(got)} ({[r.tags for r in runs]}), expected {sorted(expected)}")
+    failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+    expect(not failed, f"the daemon's lifecycle run(s) failed: {failed}; its log ends:\n"
+           + log_path.read_text()[-3000:])
+    c.move_to(c.now + dt.timedelta(seconds=time.monotonic() - started))
+    c.say(f"promotion_lifecycle 08:40 under the daemon: ran {sorted(got)} "
+          f"({time.monotonic() - started:.0f} s from the daemon's start to its runs' end)")
+
+
+def daemon_workspace() -> Path:
+    """The daemon's workspace: the platform alone (the harness is its upstream)."""
+    workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: batch_platform.definitions\n"
+                         "      location_name: batch_platform\n")
+    return workspace
+
+
+def pause_sensors(instance: dg.DagsterInstance, workspace: Path, names: tuple[str, ...]) -> None:
+    """Stop ``names`` in ``instance`` as the UI's switch (or `dagster sensor stop`) does. On the real clock: the
+    code server it starts is a gRPC server, whose deadlines a travelling client would put in the past."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(workspace)])) as context:
+        location = context.create_request_context().get_code_location("batch_platform")
+        (repo,) = location.get_repositories().values()
+        for name in names:
+            sensor = repo.get_sensor(name)
+            instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
 
 
 def check_served(c: Cycle, tomorrow: dt.date, specs=SPECS) -> None:
@@ -496,8 +589,15 @@ def evening(c: Cycle, i: int, day: dt.date) -> None:
 
 
 def run(first_live_day: dt.date, days: int = LIVE_DAYS) -> Cycle:
+    # a persistent instance (DAGSTER_HOME): the daemon that makes one morning's judgement shares it
+    with dg.DagsterInstance.get() as instance:
+        pause_sensors(instance, daemon_workspace(), HARNESS_SENSORS)
+        return _run(instance, first_live_day, days)
+
+
+def _run(instance: dg.DagsterInstance, first_live_day: dt.date, days: int) -> Cycle:
     d0 = first_live_day
-    with contextlib.nullcontext(dg.DagsterInstance.ephemeral()) as instance, time_machine.travel(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) as tr:
+    with time_machine.travel(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) as tr:
         c = Cycle(instance, first_live_day)
         c.traveller = tr
         one = dt.timedelta(days=1)
@@ -553,6 +653,9 @@ def run(first_live_day: dt.date, days: int = LIVE_DAYS) -> Cycle:
             expect(not late, f"rolled back after day {ROLLBACK_BY}: {late}")
             expect(c.gate_promoted and c.decided, f"the lifecycle was not exercised: gate promotions "
                    f"{c.gate_promoted}, shadow decisions {c.decided}")
+            # the daemon judged a rollback's first chance: the broken feed's champion was rolled back by it
+            expect(c.daemon_judged is not None and set(c.rolled_back.values()) == {c.daemon_judged},
+                   f"rolled back {c.rolled_back}, not (only) on the daemon's morning {c.daemon_judged}")
         return c
 
 

@@ -1,10 +1,11 @@
 """The daily cycle runs itself: 16 live days driven by Dagster's evaluation APIs at explicit times (see
 ``tests/daily_cycle.py``, run in a process of its own because partitions follow the data dir's clock at import):
 ingest, features, scoring, checks, a drift retrain, and the promotion lifecycle (shadow, rollback) on the live
-clock."""
+clock; the rollback's morning is judged by the real Dagster daemon on the cycle's instance."""
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,11 +57,17 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
     clocks.record_clock(Path(env[settings.DATA_DIR_VAR]) / "clock.json", clock)
     first_live_day = SOURCE_FIRST_LIVE_DAY + dt.timedelta(days=clock.shift_days)
     assert first_live_day + dt.timedelta(days=LIVE_DAYS + 2) < now.astimezone(tm.tz).date()
+    home = tmp_path / "dagster_home"  # the cycle's instance, which the daemon shares for one morning
+    home.mkdir()
+    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     out = subprocess.run([sys.executable, "-m", "tests.daily_cycle", first_live_day.isoformat()],
-                         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=1500)
+                         cwd=ROOT, env={**os.environ, **env, "DAGSTER_HOME": str(home)}, capture_output=True,
+                         text=True, timeout=1500)
     log = ROOT / ".test-artifacts" / "daily_cycle.log"  # the whole story (pytest shows the tail)
     log.parent.mkdir(exist_ok=True)
     log.write_text(out.stdout + out.stderr)
+    if (home / "daemon.log").exists():
+        shutil.copy(home / "daemon.log", log.with_name("daily_cycle_daemon.log"))
     print(out.stdout[-20000:])
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
     assert out.stdout.strip().endswith("OK")
