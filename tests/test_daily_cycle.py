@@ -6,6 +6,7 @@ clock; the rollback's morning is judged by the real Dagster daemon on the cycle'
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
     clocks.record_clock(Path(env[settings.DATA_DIR_VAR]) / "clock.json", clock)
     first_live_day = SOURCE_FIRST_LIVE_DAY + dt.timedelta(days=clock.shift_days)
     assert first_live_day + dt.timedelta(days=LIVE_DAYS + 2) < now.astimezone(tm.tz).date()
+    from tests.test_daemon import free_port
+
+    env[settings.REPORTS_URL_VAR] = f"http://127.0.0.1:{free_port()}"  # the charts' links (served after the cycle)
     home = tmp_path / "dagster_home"  # the cycle's instance, which the daemon shares for one morning
     home.mkdir()
     shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
@@ -71,3 +75,57 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
     print(out.stdout[-20000:])
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
     assert out.stdout.strip().endswith("OK")
+    check_the_ui({**env, "DAGSTER_HOME": str(home)}, home / "workspace.yaml")
+
+
+SCREENSHOTS = ROOT / ".test-artifacts" / "ui"
+
+
+def check_the_ui(env: dict[str, str], workspace: Path) -> None:
+    """The webserver over the cycle's instance, in headless Chromium: the delay champion's page shows the daemon's
+    rollback (its newest materialization: action, reason); the operational SLIs' page shows the chart of the live
+    days (served by the report server). Screenshots in .test-artifacts/ui/."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_daemon import _wait_http, dismiss_welcome, free_port
+
+    port = free_port()
+    reports = subprocess.Popen([sys.executable, "-m", "batch_platform.lib.report_server", "--port",
+                                env[settings.REPORTS_URL_VAR].rsplit(":", 1)[1], "--directory",
+                                env[settings.ARTIFACTS_VAR]], env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    web = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-w", str(workspace),
+                            "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env={**os.environ, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        _wait_http(f"{base}/server_info")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                         args=["--no-sandbox", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1800, "height": 1400})
+            try:
+                page.goto(f"{base}/assets/flight_delay_champion_model", wait_until="networkidle")
+                page.wait_for_timeout(2000)
+                dismiss_welcome(page)
+                page.screenshot(path=str(SCREENSHOTS / "champion_rollback.png"), full_page=True)
+                body = page.inner_text("body")
+                assert "rollback" in body and "production roc_auc" in body, body[:3000]
+                page.goto(f"{base}/assets/flight_delay_operational_slis", wait_until="networkidle")
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(SCREENSHOTS / "operational_slis.png"), full_page=True)
+                chart = page.locator("img[src*='/slis/flight_delay/']").first
+                assert chart.count(), "the SLI asset's page shows no SLI chart"
+                width = chart.evaluate("img => img.complete ? img.naturalWidth : 0")
+                assert width > 500, f"the SLI chart did not load ({chart.get_attribute('src')})"
+                chart.screenshot(path=str(SCREENSHOTS / "operational_slis_chart.png"))
+            finally:
+                browser.close()
+    finally:
+        for process in (web, reports):
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 import datetime as dt
 import math
 import time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -177,8 +178,6 @@ def _numbers(materialization) -> dict:
 
 
 def test_the_asset_on_the_platform_matches_the_instance(on_platform):
-    import os
-
     import dagster as dg
 
     from batch_platform import settings
@@ -205,14 +204,23 @@ def test_the_asset_on_the_platform_matches_the_instance(on_platform):
     registry = ModelRegistry(env[settings.REGISTRY_VAR])
     champion = registry.get_alias(spec.name, "champion")
     assert champion is not None and dt.datetime.fromisoformat(champion.created_at) > last_load
-    mtime = os.stat(db).st_mtime_ns
 
     # the platform's definition (its resources bound)
     result = dg.materialize([on_platform["defs"].resolve_assets_def(slis_key(spec))], instance=instance,
                             partition_key=day.isoformat())
     assert result.success
     md = _numbers(result.asset_materializations_for_node(slis_key(spec).path[-1])[0])
-    assert os.stat(db).st_mtime_ns == mtime  # read only
+    # kept in the warehouse (the day's rows, NULL for NaN), charted from there, the chart shown by its served URL
+    from batch_platform.lib import sli_history
+
+    with warehouse.connect(db, read_only=True) as con:
+        stored = dict(con.execute(f"SELECT sli, value FROM {sli_history.TABLE} WHERE spec = ? AND day = ?",
+                                  [spec.name, day]).fetchall())
+    assert stored.keys() == {k for k in md if k in slis.DaySlis.NUMERIC}
+    assert all((v is None and math.isnan(md[k])) or v == pytest.approx(md[k]) for k, v in stored.items())
+    plot = Path(env[settings.ARTIFACTS_VAR]) / "slis" / spec.name / f"{day}.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and md["sli_plot_url"] == settings.report_url(plot)
+    assert md["sli_plot"] == f"![operational SLIs]({md['sli_plot_url']})"
 
     # run success: every run created since the day began, except this one (it was running)
     runs = [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(created_after=start))
@@ -280,3 +288,23 @@ def test_yesterdays_slis_are_due_once_this_morning_not_at_midnight():
             seen[(day, hm)] = sorted(result.get_requested_partitions(dg.AssetKey("day_asset")))
     assert seen == {(1, "05:00"): [], (1, "08:30"): [], (1, "08:35"): ["2026-10-31"], (1, "18:05"): [],
                     (2, "06:15"): [], (2, "07:59"): [], (2, "08:30"): ["2026-11-01"], (2, "09:00"): []}
+
+
+def test_the_history_replaces_a_recomputed_day_and_charts_every_sli(tmp_path):
+    import duckdb
+
+    from batch_platform.lib import sli_history
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    first = slis.DaySlis("s", day(10), {"model_age_days": 1.0, "rollbacks": 0, "drift_score": None})
+    assert sli_history.store(con, first, "run-a") == len(slis.DaySlis.NUMERIC)
+    sli_history.store(con, slis.DaySlis("s", day(11), {"model_age_days": 2.0, "rollbacks": 1}), "run-b")
+    sli_history.store(con, slis.DaySlis("s", day(11), {"model_age_days": 0.0, "rollbacks": 1}), "run-c")  # again
+    sli_history.store(con, slis.DaySlis("other", day(11), {"model_age_days": 9.0}), "run-d")
+    got = sli_history.series(con, "s", day(11))
+    assert got["model_age_days"] == [(day(10), 1.0), (day(11), 0.0)]
+    assert got["rollbacks"] == [(day(10), 0.0), (day(11), 1.0)]
+    assert got["drift_score"] == [(day(10), None), (day(11), None)]  # computed, nothing measured
+    assert sli_history.series(con, "s", day(10), days=1)["model_age_days"] == [(day(10), 1.0)]
+    png = sli_history.chart(got, tmp_path / "c" / "slis.png", "s")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000

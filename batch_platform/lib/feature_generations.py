@@ -105,7 +105,8 @@ def publish(con: duckdb.DuckDBPyConnection, generation: str, run_id: str | None 
         con.execute(f"CREATE TABLE IF NOT EXISTS {RECORD} (generation VARCHAR, run_id VARCHAR, "
                     "published_at TIMESTAMPTZ)")
         con.execute(f"DELETE FROM {RECORD}")
-        con.execute(f"INSERT INTO {RECORD} VALUES (?, ?, now())", [generation, run_id])
+        # this process's clock (as the run records and the SLIs), not DuckDB's
+        con.execute(f"INSERT INTO {RECORD} VALUES (?, ?, ?)", [generation, run_id, dt.datetime.now(dt.UTC)])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

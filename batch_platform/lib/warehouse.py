@@ -138,8 +138,9 @@ def load_batch(
     contract; read as a stream) in a single transaction, and record the load in the load log (the version each
     partition holds now) and in the append-only load history (every version ever loaded, with ``archived_path``,
     where its bytes are kept), with when the batch was published and from when its values are final (the time
-    model)."""
+    model). ``loaded_at`` is this process's clock (the one the run records, registry and SLIs use), not DuckDB's."""
     _ensure(con, contract)
+    loaded_at = dt.datetime.now(dt.UTC)
     target = contract.qualified_name
     cols = contract.column_names
     where = f"{PARTITION_COLUMN} = DATE '{partition.isoformat()}'" if partition is not None else "true"
@@ -163,17 +164,17 @@ def load_batch(
             con.execute(
                 f"INSERT OR REPLACE INTO {LOADS_TABLE} (table_name, partition_key, rows, checksum, source_file, "
                 "file_sha256, schema_version, run_id, loaded_at, published_at, final_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [target, partition_key, rows, checksum, str(source_file), file_sha256, contract.schema_version, run_id,
-                 published_at, final_at],
+                 loaded_at, published_at, final_at],
             )
             con.execute(
                 f"INSERT INTO {LOAD_HISTORY_TABLE} (table_name, partition_key, rows, checksum, source_file, "
                 "file_sha256, archived_path, schema_version, run_id, loaded_at, published_at, final_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [target, partition_key, rows, checksum, str(source_file), file_sha256,
-                 str(archived_path) if archived_path else None, contract.schema_version, run_id, published_at,
-                 final_at],
+                 str(archived_path) if archived_path else None, contract.schema_version, run_id, loaded_at,
+                 published_at, final_at],
             )
             faults.point("ingest.before_commit")
             con.execute("COMMIT")

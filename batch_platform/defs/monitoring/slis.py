@@ -1,18 +1,20 @@
 """Operational SLIs, one daily-partitioned asset per spec (``<spec>_operational_slis``): each partition gathers what
 the instance, the registry and the warehouse recorded about its platform day and computes the SLIs with
-:mod:`batch_platform.lib.slis`. Every SLI is a top-level numeric metadata entry, so the asset's *Plots* tab charts
-each across partitions; one markdown entry tables the day.
+:mod:`batch_platform.lib.slis`. Every SLI is a top-level numeric metadata entry and one markdown entry tables the
+day; the day's values are kept in ``monitoring.operational_slis`` (:mod:`batch_platform.lib.sli_history`) and the
+last 60 days charted, one panel per SLI, as an image the UI shows (served by the report server: Dagster's OSS UI
+has no chart of metadata across partitions).
 
 One asset per spec, like every stage below the features: model age, production gap, drift, promotions and training
-are the spec's; run success and feature age are platform-wide and repeated in each, so one asset's plots are the
-whole picture of one model. Reading history is this asset's job: it writes nothing (the warehouse is opened
-read-only, for the load history and ``monitoring.production_accuracy``).
+are the spec's; run success and feature age are platform-wide and repeated in each, so one asset's chart is the
+whole picture of one model. Reading history is this asset's job; the only thing it writes is its own SLI rows.
 
 Automation: once a day, when the previous day is complete (its successor's batches published and loaded, by the
 time model's service level), that day's partition is materialized. On the 2013 replay no such day is a partition.
 """
 
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -27,7 +29,7 @@ from batch_platform.defs.registry.assets import champion_key
 from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
 from batch_platform.defs.scoring.assets import DRIFT_CHECK, predictions_key
 from batch_platform.defs.training.models import GATE_CHECK, candidate_key, run_metadata
-from batch_platform.lib import slis
+from batch_platform.lib import sli_history, slis
 from batch_platform.lib.contracts import DAILY_CONTRACTS
 from batch_platform.lib.monitoring import ACCURACY_TABLE
 from batch_platform.lib.specs import ModelSpec, load_specs
@@ -168,7 +170,8 @@ def build_slis_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         description=f"Operational SLIs of `{spec.name}` for one platform day (runs, promotions and trainings done "
         "while that data day was the newest loaded): pipeline success rate, model age, feature age, production vs "
         "validation gap, drift score, promotions attempted / failed, training time and peak memory. One numeric "
-        "metadata entry each (the Plots tab charts them by day) and a table. Reads only.",
+        f"metadata entry each and a table; the day's values are kept in `{sli_history.TABLE}` and the last 60 days "
+        "charted (the `sli_plot` image, one panel per SLI).",
     )
     def _slis(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
               model_registry: ModelRegistryResource) -> dg.MaterializeResult:
@@ -179,7 +182,18 @@ def build_slis_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                         dt.datetime.now(dt.UTC))
         window = days.window(day)
         context.log.info(f"{spec.name} {day}: " + ", ".join(f"{k}={v}" for k, v in result.values.items()))
+        with warehouse.connect() as con:
+            sli_history.store(con, result, context.run.run_id)
+            history = sli_history.series(con, spec.name, day)
+        plot = sli_history.chart(history, Path(model_registry.artifacts_dir) / "slis" / spec.name / f"{day}.png",
+                                 f"{spec.name}: operational SLIs through platform day {day}")
+        try:
+            shown = {"sli_plot_url": dg.MetadataValue.url(settings.report_url(plot)),
+                     "sli_plot": dg.MetadataValue.md(f"![operational SLIs]({settings.report_url(plot)})")}
+        except ValueError:  # artifacts outside the served folder: the file only
+            shown = {"sli_plot_path": dg.MetadataValue.path(str(plot))}
         return dg.MaterializeResult(metadata={
+            **shown,
             **result.numeric(),
             "champion_version": result.values["champion_version"] or 0,
             "production_gap_flight_day": result.values["production_gap_flight_day"] or "",

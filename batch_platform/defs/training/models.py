@@ -77,7 +77,7 @@ def _image_markdown(paths: dict) -> str:
 
 def _metric_entries(metrics: dict[str, dict]) -> dict[str, float | int]:
     """Each window's scalar metrics as top-level numeric entries (``test_roc_auc``, ``validation_positive_rate``,
-    ``test_rows``, ...): the asset's Plots tab charts numeric metadata across materializations."""
+    ``test_rows``, ...): comparable across materializations in the Events tab and through the GraphQL API."""
     return {f"{window}_{name}": value for window in ("validation", "test")
             for name, value in metrics[window].items() if isinstance(value, int | float)}
 
