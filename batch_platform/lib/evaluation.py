@@ -4,14 +4,17 @@ calibration, feature importance), written as PNG files."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score, roc_curve
+
+if TYPE_CHECKING:  # scikit-learn and LightGBM take a second to import: only where a model is evaluated
+    import lightgbm as lgb
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
     y = np.asarray(y).astype(int)
     out = {"rows": int(len(y)), "positive_rate": float(y.mean()) if len(y) else float("nan")}
     if len(np.unique(y)) == 2:
@@ -26,6 +29,8 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: Path, title: str) -> dict[str, Path]:
     import matplotlib
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

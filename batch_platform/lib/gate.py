@@ -82,7 +82,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "log_loss": False}
 METRICS = tuple(HIGHER_IS_BETTER)
@@ -183,6 +182,8 @@ class GateReport:
 
 def metric_value(metric: str, y_true: Any, scores: Any) -> float:
     """The metric on all rows, computed by scikit-learn (raw value, not oriented)."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
     _check_metric(metric)
     y, s = _as_binary(y_true), _as_scores(scores, metric, len(np.asarray(y_true)))
     if metric == "roc_auc":

@@ -44,8 +44,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.isotonic import IsotonicRegression
 
 CALIBRATION = "calibration"  # key of the calibration map in a model version's metrics
 METRICS = ("roc_auc", "average_precision", "log_loss")
@@ -96,6 +94,8 @@ def fit_calibration(y: np.ndarray, scores: np.ndarray, *, window: str = "", rows
     rows = np.diff(edges)
     centres = np.add.reduceat(scores[order], edges[:-1]) / rows
     rates = np.add.reduceat(y[order], edges[:-1]) / rows
+    from sklearn.isotonic import IsotonicRegression  # (a second to import: only where an estimate is fitted)
+
     fitted = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(centres, rates,
                                                                                      sample_weight=rows)
     if bins == 1:  # a constant map
@@ -192,6 +192,8 @@ def label_metrics(scores: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     pos = y.sum(axis=1)
     ok = (pos > 0) & (pos < n)
     y, pos = y[ok].astype(float), pos[ok].astype(float)
+    from scipy.stats import rankdata
+
     ranks = rankdata(scores[order])  # ascending midranks
     q = np.clip(scores[order], EPS, 1 - EPS)
     tp = np.cumsum(y, axis=1)[:, ends]

@@ -15,13 +15,16 @@ import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL, LABEL_FINAL_AT, SPLIT, VALID_FROM_SUFFIX
+
+if TYPE_CHECKING:  # LightGBM (and the scikit-learn it imports) take a second: only where a model is trained or read
+    import lightgbm as lgb
 
 LGB_METRIC = {"roc_auc": "auc", "average_precision": "average_precision", "log_loss": "binary_logloss"}
 
@@ -131,6 +134,8 @@ def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfi
     X_val = prepare_matrix(val_rows, features, categorical, cats)
     higher_better = spec.gate.metric != "log_loss"
 
+    import lightgbm as lgb
+
     best: TrainedModel | None = None
     trials = []
     for point in candidate_params(config):
@@ -156,6 +161,8 @@ def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfi
 
 
 def load_booster(model_text: str) -> lgb.Booster:
+    import lightgbm as lgb
+
     return lgb.Booster(model_str=model_text)
 
 
