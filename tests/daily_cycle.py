@@ -45,14 +45,14 @@ from batch_platform.lib.landing import daily_batch_path, manifest_path, replay
 from batch_platform.lib.time_model import load_time_model
 
 HISTORY_DAYS = 50  # flight days published before the first live morning
-LIVE_DAYS = 16
+LIVE_DAYS = 15
 WITHHELD_DAY = 5  # live day index whose morning weather batch is withheld until 10:00
 DRIFT_DAYS = (7, 8, 9)  # live day indexes whose published schedule (tomorrow's) has shifted distances
 SPECS = ("flight_delay", "flight_cancellation")
 SHADOWED = ("flight_cancellation",)  # their challengers shadow SHADOW_MIN_DAYS days; the others promote on the gate
-SHADOW_MIN_DAYS, SHADOW_MAX_DAYS = 2, 6
+SHADOW_MIN_DAYS, SHADOW_MAX_DAYS = 2, 5
 BROKEN_EVENINGS = (9, 10, 11, 12)  # live day indexes at whose 18:00 tomorrow's scoring rows are misaligned
-ROLLBACK_BY = 15  # live day index by whose lifecycle tick a champion promoted on its gate then is rolled back
+ROLLBACK_BY = 14  # live day index by whose lifecycle tick a champion promoted on its gate then is rolled back
 # The lifecycle judgement of the first morning on which a champion promoted on its gate has rollback_min_days
 # served days with final labels (its first chance of a rollback) is made by the real Dagster daemon: the sensor's
 # tick, the queued run, the run worker's rollback (sha256, smoke score). The harness keeps driving the other

@@ -1,4 +1,4 @@
-"""The daily cycle runs itself: 16 live days driven by Dagster's evaluation APIs at explicit times (see
+"""The daily cycle runs itself: 15 live days driven by Dagster's evaluation APIs at explicit times (see
 ``tests/daily_cycle.py``, run in a process of its own because partitions follow the data dir's clock at import):
 ingest, features, scoring, checks, a drift retrain, and the promotion lifecycle (shadow, rollback) on the live
 clock; the rollback's morning is judged by the real Dagster daemon on the cycle's instance."""
