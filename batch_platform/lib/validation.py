@@ -530,10 +530,10 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
                 typed.violations(pred, ImpossibleValueError,
                                  f"column {col.name!r} outside physical range [{col.min}, {col.max}]")
 
-        broken = _counts(con, "typed", {r.name: f"NOT coalesce(({r.predicate}), true)" for r in contract.row_rules})
+        broken = _counts(con, "typed", {r.name: f"NOT coalesce(({r.sql}), true)" for r in contract.row_rules})
         for rule in contract.row_rules:
             if broken[rule.name]:
-                typed.violations(f"NOT coalesce(({rule.predicate}), true)", RowRuleViolation,
+                typed.violations(f"NOT coalesce(({rule.sql}), true)", RowRuleViolation,
                                  f"rule {rule.name!r} broken: {rule.description}")
 
         order = ", ".join(_q(k) for k in contract.key)
