@@ -504,6 +504,8 @@ FLIGHTS, WEATHER, FLIGHT_SCHEDULE = CONTRACTS["flights"], CONTRACTS["weather"], 
 PLANES, AIRPORTS, AIRLINES = CONTRACTS["planes"], CONTRACTS["airports"], CONTRACTS["airlines"]
 DAILY_CONTRACTS = (FLIGHTS, WEATHER, FLIGHT_SCHEDULE)
 REFERENCE_CONTRACTS = (PLANES, AIRPORTS, AIRLINES)
+SCHEDULE_COLUMNS = tuple(FLIGHT_SCHEDULE.column_names)
+"""The columns of a flight known before the flight day: its schedule (no outcomes)."""
 ALL_CONTRACTS = DAILY_CONTRACTS + REFERENCE_CONTRACTS
 """DERIVED_TABLES: landed tables that are not in the upstream source but cut from one of its tables (table ->
 source table)."""
