@@ -54,6 +54,10 @@ def test_instance_configs_differ_only_in_storage():
     default = yaml.safe_load((settings.DEFAULT_DAGSTER_HOME / "dagster.yaml").read_text())
     production = yaml.safe_load((POSTGRES_HOME / "dagster.yaml").read_text())
     storage = production.pop("storage")
+    # the embedded default: Dagster's SQLite storage with the index and run databases kept open
+    assert default.pop("storage") == {"custom": {"module": "batch_platform.instance_storage",
+                                                 "class": "PooledSqliteStorage",
+                                                 "config": {"base_dir": {"env": "DAGSTER_HOME"}}}}
     assert production == default
     assert default["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
     assert storage == {"postgres": {"postgres_db": {
