@@ -111,6 +111,13 @@ def write_test_specs(folder: Path) -> None:
     (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
 
 
+def project_storage() -> dict:
+    """Instance overrides giving a test instance the project's storage (``dagster_home/dagster.yaml``)."""
+    import yaml
+
+    return {"storage": yaml.safe_load((settings.DEFAULT_DAGSTER_HOME / "dagster.yaml").read_text())["storage"]}
+
+
 def platform_env_vars(base: Path) -> dict[str, Path]:
     from batch_platform.lib.specs import SPECS_DIR_VAR
 
@@ -152,7 +159,7 @@ def platform(tmp_path_factory):
     base = tmp_path_factory.mktemp("platform")
     env = platform_env_vars(base)
     write_test_specs(env["BATCH_PLATFORM_MODEL_SPECS"])
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides=project_storage()) as instance:
         with pytest.MonkeyPatch.context() as mp:
             for k, v in env.items():
                 mp.setenv(k, str(v))
@@ -191,7 +198,7 @@ def replayed_platform(base: Path, spec: str, windows: dict, first: dt.date, last
     raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{spec}.yaml").read_text())
     raw["windows"] = windows
     (env[SPECS_DIR_VAR] / f"{spec}.yaml").write_text(yaml.safe_dump(raw))
-    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
+    with dg.instance_for_test(overrides=project_storage()) as instance, pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, str(v))
         load_days(env, first, last)

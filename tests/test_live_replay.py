@@ -31,7 +31,7 @@ from batch_platform.lib.contracts import CONTRACTS, REFERENCE_CONTRACTS
 from batch_platform.lib.ingest import ingest_many
 from batch_platform.lib.landing import daily_batch_path, manifest_path, reference_batch_path, replay
 from batch_platform.lib.time_model import load_time_model
-from tests.conftest import platform_env_vars, write_test_specs
+from tests.conftest import platform_env_vars, project_storage, write_test_specs
 
 HISTORY = (dt.date(2013, 1, 1), dt.date(2013, 1, 24))  # source days loaded before the live days
 HONEST_DAYS = 3  # mornings published one by one; each evening scores the next day
@@ -174,7 +174,7 @@ def _environ() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def timeline(tmp_path_factory):
     base = tmp_path_factory.mktemp("live")
-    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
+    with dg.instance_for_test(overrides=project_storage()) as instance, pytest.MonkeyPatch.context() as mp:
         t = Timeline(base, instance)
         for k, v in t.env.items():
             mp.setenv(k, str(v))
