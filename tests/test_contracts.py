@@ -4,6 +4,7 @@ same), and a malformed file fails at load with a named error pointing at the fil
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ PYTHON_DECLARED = ["flights.v1+d5b51827fcff", "weather.v1+991fe8f5e3f8", "flight
 
 
 def test_the_shipped_contracts_are_the_python_ones_they_replace():
-    assert [c.schema_version for c in contracts.ALL_CONTRACTS] == PYTHON_DECLARED
+    assert sorted(c.schema_version for c in contracts.ALL_CONTRACTS) == sorted(PYTHON_DECLARED)
     assert contracts.DERIVED_TABLES == {"flight_schedule": "flights"}
     assert not list(contracts.SOURCES_DIR.glob("*.py"))
     # the schedule is derived: its rules are the flights rules over its columns, then its own
@@ -63,6 +64,8 @@ def _good() -> dict:
                          "timezone": "Europe/Paris"},
         "row_rules": [{"name": "kwh_not_absurd", "predicate": "kwh < 1000 OR meter LIKE 'bulk%'",
                        "description": "Household meters read under 1 MWh."}],
+        "published": {"day_offset": 1, "local_time": "04:30"},
+        "format": "parquet",
     }
 
 
@@ -74,10 +77,35 @@ def _load(tmp_path: Path, *docs: dict) -> dict:
 
 def test_a_well_formed_contract_loads(tmp_path):
     derived = {"table": "meters_seen", "version": "1", "kind": "derived", "description": "Which meter read when.",
-               "derived_from": "readings", "columns": ["meter", "year", "month", "day", "read_at"]}
+               "derived_from": "readings", "columns": ["meter", "year", "month", "day", "read_at"],
+               "published": {"day_offset": -1, "local_time": "18:00"}}
     got = _load(tmp_path, _good(), derived)
     assert got["readings"].row_rules[0].sql == "kwh < 1000 OR meter LIKE 'bulk%'"
     assert got["meters_seen"].key == ("meter", "read_at") and got["meters_seen"].row_rules == ()  # kwh dropped
+    # when and how batches arrive: the derived table has its own publication time, and CSV by default
+    assert got["readings"].published == contracts.Publication(1, "04:30") and got["readings"].final is None
+    assert got["readings"].file_format == "parquet" and got["readings"].extension == ".parquet"
+    assert got["meters_seen"].published == contracts.Publication(-1, "18:00")
+    assert got["meters_seen"].file_format == "csv"
+
+
+def test_publication_and_format_are_not_the_schema(tmp_path):
+    """Moving a publication time or changing the file format leaves the schema version (and so every raw asset's
+    code version) as it was; the shipped publication times are the time model's feed rules."""
+    first = _load(tmp_path, _good())["readings"]
+    moved = _good() | {"published": {"day_offset": 2, "local_time": "07:00"}, "format": "csv",
+                       "final": {"day_offset": 3, "local_time": "07:00"}}
+    second = _load(tmp_path, moved)["readings"]
+    assert second.published != first.published and second.schema_version == first.schema_version
+    from batch_platform.lib.time_model import load_time_model
+
+    tm = load_time_model()
+    for c in contracts.ALL_CONTRACTS:
+        rule = tm.feed(c.table)
+        assert (rule.published.day_offset, rule.published.local_time) == (c.published.day_offset,
+                                                                          c.published.local_time)
+        assert rule.snapshot == c.is_snapshot
+    assert tm.final_at("flights", dt.date(2013, 7, 1)).isoformat() == "2013-07-03T10:00:00+00:00"
 
 
 def _broken(tmp_path, change) -> contracts.ContractError:
@@ -108,6 +136,11 @@ def _set(path: str, value):
     ("columns.5.min", "zero", BadContractValue, "columns[5].min"),
     ("columns.5.on_out_of_range", None, BadContractValue, "columns[5].on_out_of_range"),  # a bare `null`
     ("description", None, MissingContractField, "description"),
+    ("published", None, MissingContractField, "published"),
+    ("published.local_time", "6am", BadContractValue, "published.local_time"),
+    ("published.day_offset", 1.5, BadContractValue, "published.day_offset"),
+    ("published.hour", 6, UnknownContractField, "published.hour"),
+    ("format", "xlsx", BadContractValue, "format"),
     # names are plain identifiers: nothing to quote, nothing to escape
     ("columns.0.name", "meter; DROP TABLE raw.flights", BadName, "columns[0].name"),
     ("columns.0.name", 'meter" VARCHAR, x', BadName, "columns[0].name"),
@@ -131,7 +164,8 @@ def test_a_malformed_contract_fails_at_load_naming_file_and_field(tmp_path, path
 
 def test_a_derived_table_keeps_its_base_columns_only(tmp_path):
     derived = {"table": "meters_seen", "version": "1", "kind": "derived", "description": "d",
-               "derived_from": "readings", "columns": ["meter", "year", "month", "day", "read_at", "volts"]}
+               "derived_from": "readings", "columns": ["meter", "year", "month", "day", "read_at", "volts"],
+               "published": {"day_offset": -1, "local_time": "18:00"}}
     with pytest.raises(UndeclaredColumn, match="meters_seen.yaml, field columns"):
         _load(tmp_path, _good(), derived)
     derived["columns"] = ["meter", "year", "month", "day"]  # the key's read_at dropped

@@ -59,8 +59,12 @@ def test_a_spec_whose_labels_are_final_before_the_feed_is_refused(tmp_path):
 
 def test_time_model_errors_are_named(tmp_path):
     bad = tmp_path / "tm.yaml"
-    bad.write_text("timezone: America/New_York\nfeeds: {}\nfeatures:\n  x: {feed: nope, valid_when: final}\n")
+    bad.write_text("timezone: America/New_York\nfeatures:\n  x: {feed: nope, valid_when: final}\n")
     with pytest.raises(TimeModelError, match="unknown feed 'nope'"):
+        load_time_model(bad)
+    # publication times moved to the source contracts: a time model that still declares them says where they went
+    bad.write_text("timezone: America/New_York\nfeeds: {}\nfeatures: {}\n")
+    with pytest.raises(TimeModelError, match="declared in its source contract"):
         load_time_model(bad)
     with pytest.raises(TimeModelError, match="no time model file"):
         load_time_model(tmp_path / "missing.yaml")

@@ -71,10 +71,10 @@ def _candidates(landing: Path, daily: list[TableContract], reference: list[Table
         folder = landing / contract.table
         if not folder.is_dir():
             continue
-        for mpath in sorted(folder.glob(f"*.csv{MANIFEST_SUFFIX}")):
+        for mpath in sorted(folder.glob(f"*{contract.extension}{MANIFEST_SUFFIX}")):
             name = mpath.name[: -len(MANIFEST_SUFFIX)]
             try:
-                day = dt.date.fromisoformat(name.removesuffix(".csv"))
+                day = dt.date.fromisoformat(name.removesuffix(contract.extension))
             except ValueError:
                 continue
             yield contract, day, daily_batch_path(landing, contract.table, day)

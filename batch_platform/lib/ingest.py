@@ -45,12 +45,12 @@ def batch_times(batch: ValidatedBatch, partition: dt.date | None, *, time_model:
     tm = time_model or load_time_model()
     table = batch.contract.table
     day = partition if partition is not None else clock.first_day
-    published = batch.published_at or tm.published_at(table, day)
+    published = batch.published_at or tm.published_at(table, day, batch.contract)
     now = now or dt.datetime.now(dt.UTC)
     if published > now:
         raise NotYetPublishedError(batch.path, f"published at {published.isoformat()} by its manifest, after now "
                                    f"({now.isoformat()}): load it once published")
-    return BatchTimes(published, tm.final_at(table, day, published))
+    return BatchTimes(published, tm.final_at(table, day, published, batch.contract))
 
 
 def _times_or_close(batch: ValidatedBatch, partition: dt.date | None, clock: DataClock,

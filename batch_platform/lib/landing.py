@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +40,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch_platform.lib.batch_files import MANIFEST_SUFFIX, manifest_path, publish
 from batch_platform.lib.clock import REPLAY_CLOCK, DataClock
-from batch_platform.lib.contracts import CONTRACTS, DAILY_CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS
-from batch_platform.lib.files import atomic_write, fsync_dir
+from batch_platform.lib.contracts import CONTRACTS, FLIGHT_SCHEDULE, FLIGHTS, declared
+from batch_platform.lib.files import fsync_dir
 from batch_platform.lib.source import (
     SOURCE_NAME,
     SOURCE_SCHEMAS,
@@ -52,8 +52,6 @@ from batch_platform.lib.source import (
 )
 from batch_platform.lib.time_model import TimeModel, load_time_model
 
-MANIFEST_SUFFIX = ".manifest.json"
-SNAPSHOT_NAME = "snapshot.csv"
 SYNTHETIC_FLIGHT_OFFSET = 10_000
 """Copy ``k`` of a scaled replay uses flight number ``flight + k * 10_000`` (real flight numbers are < 10,000)."""
 DELAY_NOISE_SD = 5.0
@@ -68,7 +66,7 @@ SCHEDULE_TABLE = FLIGHT_SCHEDULE.table
 LANDED_TABLES: tuple[str, ...] = ("flights", SCHEDULE_TABLE, "weather", "planes", "airports", "airlines")
 """Every table the landing zone holds: the source's tables plus the flight schedule cut from flights."""
 _COLUMNS: dict[str, dict[str, str]] = {t: {c.name: c.type for c in CONTRACTS[t].columns} for t in LANDED_TABLES}
-_DAILY: frozenset[str] = frozenset(c.table for c in DAILY_CONTRACTS)
+_DAILY: frozenset[str] = frozenset(c.table for c in CONTRACTS.values() if not c.is_snapshot)
 
 SORT_ORDER: dict[str, tuple[str, ...]] = {
     "flights": ("year", "month", "day", "sched_dep_time", "carrier", "flight", "origin"),
@@ -83,19 +81,20 @@ SORT_ORDER: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------------------------------- layout
 
 
+def batch_extension(table: str) -> str:
+    """The landed files' extension of ``table``: its contract's format (``.csv`` or ``.parquet``)."""
+    contract = declared(table)
+    return contract.extension if contract is not None else ".csv"
+
+
 def daily_batch_path(landing_dir: Path | str, table: str, day: dt.date) -> Path:
-    """``<landing_dir>/<table>/<YYYY-MM-DD>.csv``."""
-    return Path(landing_dir) / table / f"{day.isoformat()}.csv"
+    """``<landing_dir>/<table>/<YYYY-MM-DD>.<csv|parquet>`` (the contract's format)."""
+    return Path(landing_dir) / table / f"{day.isoformat()}{batch_extension(table)}"
 
 
 def reference_batch_path(landing_dir: Path | str, table: str) -> Path:
-    """``<landing_dir>/<table>/snapshot.csv``."""
-    return Path(landing_dir) / table / SNAPSHOT_NAME
-
-
-def manifest_path(batch_path: Path | str) -> Path:
-    """The manifest beside a batch file: ``<batch_path>.manifest.json``."""
-    return Path(str(batch_path) + MANIFEST_SUFFIX)
+    """``<landing_dir>/<table>/snapshot.<csv|parquet>`` (the contract's format)."""
+    return Path(landing_dir) / table / f"snapshot{batch_extension(table)}"
 
 
 def schedule_lead_days(time_model: TimeModel | None = None) -> int:
@@ -142,31 +141,6 @@ class ReplaySummary:
 
 
 # --------------------------------------------------------------------------------------------------- writing
-
-
-def _same_bytes(path: Path, data: bytes) -> bool:
-    try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
-    except FileNotFoundError:
-        return False
-
-
-def _publish(path: Path, data: bytes, manifest: dict) -> bool:
-    """Land ``data`` at ``path`` with its manifest; return whether anything was written."""
-    mpath = manifest_path(path)
-    mbytes = (json.dumps(manifest, indent=2) + "\n").encode()
-    data_same = _same_bytes(path, data)
-    if data_same and _same_bytes(mpath, mbytes):
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not data_same:
-        # The old marker vouches for the old bytes: withdraw it before the data changes.
-        mpath.unlink(missing_ok=True)
-        atomic_write(path, data, sync_dir=False)
-    atomic_write(mpath, mbytes, sync_dir=False)
-    return True
 
 
 def _manifest(table: str, partition: dt.date | None, rows: int, data: bytes, scale: int, seed: int,
@@ -512,7 +486,7 @@ def replay(
 
     def land(table: str, path: Path, partition: dt.date | None, data: bytes, n: int) -> None:
         published = tm.published_at(table, partition if partition is not None else clock.first_day)
-        if _publish(path, data, _manifest(table, partition, n, data, scale, seed, published, clock)):
+        if publish(path, data, _manifest(table, partition, n, data, scale, seed, published, clock)):
             written.append(path)
             touched_dirs.add(path.parent)
         files.append(path)

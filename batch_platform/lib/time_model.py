@@ -1,6 +1,7 @@
 """The time model: when raw data is published and final, from when features are valid, when labels are final.
 
-Declared once in ``batch_platform/time_model.yaml`` (or the file in ``BATCH_PLATFORM_TIME_MODEL``) and used by every
+Declared in ``batch_platform/time_model.yaml`` (or the file in ``BATCH_PLATFORM_TIME_MODEL``), with each raw
+table's publication and final times in its source contract (``published``, ``final``), and used by every
 stage: the landing replay stamps each manifest with its batch's ``published_at`` (:func:`TimeModel.published_at`);
 ingest records ``published_at`` and ``final_at`` per batch in the warehouse's load log; dbt computes each feature
 row's ``feature_ts`` from those recorded instants; model specs are checked against the label rule
@@ -85,7 +86,7 @@ class ServiceLevels(_Strict):
 
 class TimeModelSpec(_Strict):
     timezone: str
-    feeds: dict[str, FeedRule]
+    feeds: dict[str, FeedRule] = Field(description="Per raw table, from its source contract (published, final).")
     features: dict[str, FeatureRule]
     labels: dict[str, FeedRef] = Field(default_factory=dict)
     frames: dict[str, FeedRef] = Field(default_factory=dict)
@@ -119,22 +120,26 @@ class TimeModel:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.spec.timezone)
 
-    def feed(self, table: str) -> FeedRule:
+    def feed(self, table: str, contract=None) -> FeedRule:
+        """The feed rule of ``table``: as its ``contract`` declares it when given, else the declared table's."""
+        if contract is not None:
+            return contract_feeds([contract])[contract.table]
         try:
             return self.spec.feeds[table]
         except KeyError:
             raise TimeModelError(f"{self.source}: no feed {table!r} in the time model") from None
 
-    def published_at(self, table: str, day: dt.date) -> dt.datetime:
+    def published_at(self, table: str, day: dt.date, contract=None) -> dt.datetime:
         """When the batch of ``table`` for day ``day`` is published (UTC). For a snapshot, ``day`` is the first
         data day it serves."""
-        return self.feed(table).published.at(day, self.tz)
+        return self.feed(table, contract).published.at(day, self.tz)
 
-    def final_at(self, table: str, day: dt.date, published_at: dt.datetime | None = None) -> dt.datetime:
+    def final_at(self, table: str, day: dt.date, published_at: dt.datetime | None = None,
+                 contract=None) -> dt.datetime:
         """When the batch of ``table`` for ``day`` is final: its feed's ``final`` rule, never before it was
         published (``published_at``, default the rule's publication time)."""
-        rule = self.feed(table)
-        published = published_at or self.published_at(table, day)
+        rule = self.feed(table, contract)
+        published = published_at or self.published_at(table, day, contract)
         if rule.final is None:
             return published
         return max(published, rule.final.at(day, self.tz))
@@ -183,19 +188,35 @@ def time_model_path() -> Path:
     return Path(os.environ.get(TIME_MODEL_VAR) or DEFAULT_TIME_MODEL)
 
 
+def contract_feeds(contracts) -> dict[str, FeedRule]:
+    """The feed rule of each raw table, as its source contract declares it (``published``, ``final``)."""
+
+    def rule(p) -> LocalTimeRule | None:
+        return None if p is None else LocalTimeRule(day_offset=p.day_offset, local_time=p.local_time)
+
+    return {c.table: FeedRule(published=rule(c.published), final=rule(c.final), snapshot=c.is_snapshot)
+            for c in contracts}
+
+
 @cache
 def _load(path: Path, mtime_ns: int) -> TimeModel:
+    from batch_platform.lib.contracts import ALL_CONTRACTS
+
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise TimeModelError(f"{path}: cannot read the time model: {e}") from e
+    if isinstance(raw, dict) and "feeds" in raw:
+        raise TimeModelError(f"{path}: 'feeds' is not a time model field: each raw table's publication times are "
+                             "declared in its source contract (published, final)")
     try:
-        return TimeModel(TimeModelSpec.model_validate(raw), path)
+        return TimeModel(TimeModelSpec.model_validate({**(raw or {}), "feeds": contract_feeds(ALL_CONTRACTS)}), path)
     except ValidationError as e:
         raise TimeModelError(f"{path}: invalid time model:\n{e}") from e
 
 
 def load_time_model(path: Path | None = None) -> TimeModel:
+    """The time model of ``path`` (default :func:`time_model_path`) over the declared source contracts."""
     path = Path(path or time_model_path())
     try:
         mtime = path.stat().st_mtime_ns

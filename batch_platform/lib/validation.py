@@ -288,10 +288,21 @@ def _read_header(path: Path, shown: Path) -> list[str]:
     return [h.strip() for h in header]
 
 
+def _parquet_header(con: duckdb.DuckDBPyConnection, path: Path, shown: Path) -> list[str]:
+    """The column names of the Parquet file ``path`` (errors name ``shown``)."""
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(path)})").fetchall()
+    except duckdb.Error as e:
+        raise CorruptBatchError(shown, f"cannot read as Parquet: {str(e).splitlines()[0]}") from e
+    if not described:
+        raise EmptyBatchError(shown, "no columns")
+    return [row[0] for row in described]
+
+
 def _private_copy(path: Path, folder: Path) -> tuple[Path, str]:
     """Copy ``path`` into ``folder`` in bounded chunks, hashing the bytes as they are copied: what is validated,
     loaded and recorded is one read of the file, even if upstream replaces it meanwhile."""
-    copy = folder / f".incoming-{uuid.uuid4().hex}.csv"
+    copy = folder / f".incoming-{uuid.uuid4().hex}{path.suffix}"
     h = hashlib.sha256()
     with open(path, "rb") as src, open(copy, "wb") as dst:
         for chunk in iter(lambda: src.read(1 << 20), b""):
@@ -394,7 +405,7 @@ def validate_batch(
             raise
         archived = None
         if archive_dir is not None:
-            archived = folder / f"{sha}.csv"
+            archived = folder / f"{sha}{contract.extension}"
             os.replace(copy, archived)  # same bytes under the same name when this version was seen before
     except BaseException:
         work.remove()
@@ -408,7 +419,18 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
     """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``); the typed rows go to
     ``work``/rows.parquet (returned with their count and the values nulled per column), DuckDB's spill files to
     ``work`` too."""
-    header = _read_header(copy, path)
+    con = duckdb.connect()
+    try:
+        header = (_parquet_header(con, copy, path) if contract.file_format == "parquet"
+                  else _read_header(copy, path))
+        return _check_rows(con, header, copy, path, contract, partition, manifest, work, memory_limit)
+    finally:
+        con.close()
+
+
+def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, path: Path, contract: TableContract,
+                partition: dt.date | None, manifest: dict | None, work: Path,
+                memory_limit: str) -> tuple[Path, int, dict[str, int]]:
     expected = contract.column_names
     missing = [c for c in expected if c not in header]
     if missing:
@@ -420,13 +442,22 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
         raise CorruptBatchError(path, f"repeated column names in header {header}")
 
     tokens = contract.null_tokens
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
-        con.execute(f"SET temp_directory = {_lit(work / 'duckdb.tmp')}")
-        con.execute("SET preserve_insertion_order = false")  # every result below that has an order says so
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
+    con.execute(f"SET temp_directory = {_lit(work / 'duckdb.tmp')}")
+    con.execute("SET preserve_insertion_order = false")  # every result below that has an order says so
+    if contract.file_format == "parquet":
+        # typed in the file: every value as its text, then the same checks as a CSV's (a declared null token
+        # in a text column means null, as in a CSV; the casts back check the declared types)
+        token_list = ", ".join(_str(t) for t in tokens) or "NULL"
+        texts = ", ".join(f"CASE WHEN CAST({_q(h)} AS VARCHAR) IN ({token_list}) THEN NULL "
+                          f"ELSE CAST({_q(h)} AS VARCHAR) END AS {_q(h)}" for h in header)
+        try:
+            con.execute(f"CREATE TEMP TABLE text_rows AS SELECT {texts} FROM read_parquet({_lit(copy)})")
+        except duckdb.InvalidInputException as e:
+            raise CorruptBatchError(path, f"cannot read as Parquet: {str(e).splitlines()[0]}") from e
+    else:
         columns = "{" + ", ".join(f"{_lit(Path(h))}: 'VARCHAR'" for h in header) + "}"
         try:
             con.execute(
@@ -438,108 +469,106 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
         except duckdb.InvalidInputException as e:  # the file's fault (not, say, out of memory)
             raise CorruptBatchError(path, f"cannot parse as CSV: {_csv_error_detail(str(e))}") from e
 
-        n = con.execute("SELECT count(*) FROM text_rows").fetchall()[0][0]
-        if n == 0:
-            raise EmptyBatchError(path, "header only, no rows")
-        if manifest is not None and manifest.get("rows") is not None and int(manifest["rows"]) != n:
-            raise ChecksumMismatchError(path, f"{n} rows parsed but the manifest says {manifest['rows']}", rows=n)
+    n = con.execute("SELECT count(*) FROM text_rows").fetchall()[0][0]
+    if n == 0:
+        raise EmptyBatchError(path, "header only, no rows")
+    if manifest is not None and manifest.get("rows") is not None and int(manifest["rows"]) != n:
+        raise ChecksumMismatchError(path, f"{n} rows parsed but the manifest says {manifest['rows']}", rows=n)
 
-        undeclared = [t for t in NULL_LIKE if t not in tokens]
-        if undeclared:
-            in_list = ", ".join(_str(t) for t in undeclared)
-            suspicious = {col.name: f"trim({_q(col.name)}) IN ({in_list})" for col in contract.columns}
-            text = _Checker(con, contract, path, "text_rows")
-            found = _counts(con, "text_rows", suspicious)
-            for col in contract.columns:
-                if found[col.name]:
-                    values = [r[0] for r in con.execute(
-                        f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {suspicious[col.name]} ORDER BY 1 "
-                        f"LIMIT {MAX_EXAMPLES}").fetchall()]
-                    text.violations(suspicious[col.name], UndeclaredNullTokenError,
-                                    f"column {col.name!r} holds {values}, not declared null tokens of this table "
-                                    f"({list(tokens)}): a value or a missing one?")
-
-        # Types: every non-null text value must cast to the declared type. One scan counts every column's
-        # failures; the detail queries run only for a column that has some (the first one raises).
+    undeclared = [t for t in NULL_LIKE if t not in tokens]
+    if undeclared:
+        in_list = ", ".join(_str(t) for t in undeclared)
+        suspicious = {col.name: f"trim({_q(col.name)}) IN ({in_list})" for col in contract.columns}
         text = _Checker(con, contract, path, "text_rows")
-        uncastable_by_col = {col.name: f"{_q(col.name)} IS NOT NULL AND ({_uncastable(col.name, col.type)})"
-                             for col in contract.columns}
-        failing = _counts(con, "text_rows", uncastable_by_col)
+        found = _counts(con, "text_rows", suspicious)
         for col in contract.columns:
-            if not failing[col.name]:
-                continue
-            uncastable = uncastable_by_col[col.name]
-            values = [r[0] for r in con.execute(
-                f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {uncastable} ORDER BY 1 LIMIT {MAX_EXAMPLES}"
-            ).fetchall()]
-            if values:
-                text.violations(uncastable, ColumnTypeError,
-                                f"column {col.name!r} must be {col.type}; uncastable values {values}")
+            if found[col.name]:
+                values = [r[0] for r in con.execute(
+                    f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {suspicious[col.name]} ORDER BY 1 "
+                    f"LIMIT {MAX_EXAMPLES}").fetchall()]
+                text.violations(suspicious[col.name], UndeclaredNullTokenError,
+                                f"column {col.name!r} holds {values}, not declared null tokens of this table "
+                                f"({list(tokens)}): a value or a missing one?")
 
-        select = ", ".join(f"CAST({_q(c.name)} AS {c.type}) AS {_q(c.name)}" for c in contract.columns)
-        con.execute(f"CREATE TEMP TABLE typed AS SELECT {select} FROM text_rows")
-        typed = _Checker(con, contract, path, "typed")
+    # Types: every non-null text value must cast to the declared type. One scan counts every column's
+    # failures; the detail queries run only for a column that has some (the first one raises).
+    text = _Checker(con, contract, path, "text_rows")
+    uncastable_by_col = {col.name: f"{_q(col.name)} IS NOT NULL AND ({_uncastable(col.name, col.type)})"
+                         for col in contract.columns}
+    failing = _counts(con, "text_rows", uncastable_by_col)
+    for col in contract.columns:
+        if not failing[col.name]:
+            continue
+        uncastable = uncastable_by_col[col.name]
+        values = [r[0] for r in con.execute(
+            f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {uncastable} ORDER BY 1 LIMIT {MAX_EXAMPLES}"
+        ).fetchall()]
+        if values:
+            text.violations(uncastable, ColumnTypeError,
+                            f"column {col.name!r} must be {col.type}; uncastable values {values}")
 
-        not_null = [*contract.key, *(c.name for c in contract.columns if not c.nullable and c.name not in contract.key)]
-        nulls = _counts(con, "typed", {c: f"{_q(c)} IS NULL" for c in not_null})
-        for k in contract.key:
-            if nulls[k]:
-                typed.violations(f"{_q(k)} IS NULL", NullKeyError, f"key column {k!r} is null")
-        for col in contract.columns:
-            if not col.nullable and col.name not in contract.key and nulls[col.name]:
-                typed.violations(f"{_q(col.name)} IS NULL", NullValueError, f"column {col.name!r} must not be null")
+    select = ", ".join(f"CAST({_q(c.name)} AS {c.type}) AS {_q(c.name)}" for c in contract.columns)
+    con.execute(f"CREATE TEMP TABLE typed AS SELECT {select} FROM text_rows")
+    typed = _Checker(con, contract, path, "typed")
 
-        dup = con.execute(
-            f"SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM typed GROUP BY {typed.key_expr} HAVING n > 1)"
-        ).fetchall()[0]
-        if dup[0]:
-            examples = con.execute(
-                f"SELECT {typed.key_expr} FROM typed GROUP BY {typed.key_expr} HAVING count(*) > 1 "
-                f"ORDER BY {typed.key_expr} LIMIT {MAX_EXAMPLES}"
-            ).fetchall()
-            raise DuplicateKeyError(path, f"{dup[0]} key(s) {list(contract.key)} appear more than once",
-                                    rows=int(dup[1]), examples=examples)
+    not_null = [*contract.key, *(c.name for c in contract.columns if not c.nullable and c.name not in contract.key)]
+    nulls = _counts(con, "typed", {c: f"{_q(c)} IS NULL" for c in not_null})
+    for k in contract.key:
+        if nulls[k]:
+            typed.violations(f"{_q(k)} IS NULL", NullKeyError, f"key column {k!r} is null")
+    for col in contract.columns:
+        if not col.nullable and col.name not in contract.key and nulls[col.name]:
+            typed.violations(f"{_q(col.name)} IS NULL", NullValueError, f"column {col.name!r} must not be null")
 
-        if contract.partitioning is not None:
-            p = contract.partitioning
-            y, m, d = (_q(c) for c in p.date_columns)
-            day = f"DATE '{partition.isoformat()}'"
-            typed.violations(
-                f"make_date({y}, {m}, {d}) <> {day} OR "
-                f"CAST(timezone('{p.timezone}', {_q(p.instant_column)}) AS DATE) <> {day}",
-                OutsidePartitionError,
-                f"rows dated outside partition day {partition.isoformat()} ({p.timezone})",
-            )
+    dup = con.execute(
+        f"SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM typed GROUP BY {typed.key_expr} HAVING n > 1)"
+    ).fetchall()[0]
+    if dup[0]:
+        examples = con.execute(
+            f"SELECT {typed.key_expr} FROM typed GROUP BY {typed.key_expr} HAVING count(*) > 1 "
+            f"ORDER BY {typed.key_expr} LIMIT {MAX_EXAMPLES}"
+        ).fetchall()
+        raise DuplicateKeyError(path, f"{dup[0]} key(s) {list(contract.key)} appear more than once",
+                                rows=int(dup[1]), examples=examples)
 
-        nulled: dict[str, int] = {}
-        for col in contract.columns:
-            if col.min is None and col.max is None:
-                continue
-            conds = []
-            if col.min is not None:
-                conds.append(f"{_q(col.name)} < {col.min}")
-            if col.max is not None:
-                conds.append(f"{_q(col.name)} > {col.max}")
-            pred = "(" + " OR ".join(conds) + ")"
-            if col.on_out_of_range == "null":
-                cnt = con.execute(f"SELECT count(*) FROM typed WHERE {pred}").fetchall()[0][0]
-                if cnt:
-                    con.execute(f"UPDATE typed SET {_q(col.name)} = NULL WHERE {pred}")
-                    nulled[col.name] = int(cnt)
-            else:
-                typed.violations(pred, ImpossibleValueError,
-                                 f"column {col.name!r} outside physical range [{col.min}, {col.max}]")
+    if contract.partitioning is not None:
+        p = contract.partitioning
+        y, m, d = (_q(c) for c in p.date_columns)
+        day = f"DATE '{partition.isoformat()}'"
+        typed.violations(
+            f"make_date({y}, {m}, {d}) <> {day} OR "
+            f"CAST(timezone('{p.timezone}', {_q(p.instant_column)}) AS DATE) <> {day}",
+            OutsidePartitionError,
+            f"rows dated outside partition day {partition.isoformat()} ({p.timezone})",
+        )
 
-        broken = _counts(con, "typed", {r.name: f"NOT coalesce(({r.sql}), true)" for r in contract.row_rules})
-        for rule in contract.row_rules:
-            if broken[rule.name]:
-                typed.violations(f"NOT coalesce(({rule.sql}), true)", RowRuleViolation,
-                                 f"rule {rule.name!r} broken: {rule.description}")
+    nulled: dict[str, int] = {}
+    for col in contract.columns:
+        if col.min is None and col.max is None:
+            continue
+        conds = []
+        if col.min is not None:
+            conds.append(f"{_q(col.name)} < {col.min}")
+        if col.max is not None:
+            conds.append(f"{_q(col.name)} > {col.max}")
+        pred = "(" + " OR ".join(conds) + ")"
+        if col.on_out_of_range == "null":
+            cnt = con.execute(f"SELECT count(*) FROM typed WHERE {pred}").fetchall()[0][0]
+            if cnt:
+                con.execute(f"UPDATE typed SET {_q(col.name)} = NULL WHERE {pred}")
+                nulled[col.name] = int(cnt)
+        else:
+            typed.violations(pred, ImpossibleValueError,
+                             f"column {col.name!r} outside physical range [{col.min}, {col.max}]")
 
-        order = ", ".join(_q(k) for k in contract.key)
-        rows_path = work / "rows.parquet"
-        con.execute(f"COPY (SELECT * FROM typed ORDER BY {order}) TO {_lit(rows_path)} "
-                    f"(FORMAT parquet, ROW_GROUP_SIZE {PARQUET_ROW_GROUP_ROWS})")
-    finally:
-        con.close()
+    broken = _counts(con, "typed", {r.name: f"NOT coalesce(({r.sql}), true)" for r in contract.row_rules})
+    for rule in contract.row_rules:
+        if broken[rule.name]:
+            typed.violations(f"NOT coalesce(({rule.sql}), true)", RowRuleViolation,
+                             f"rule {rule.name!r} broken: {rule.description}")
+
+    order = ", ".join(_q(k) for k in contract.key)
+    rows_path = work / "rows.parquet"
+    con.execute(f"COPY (SELECT * FROM typed ORDER BY {order}) TO {_lit(rows_path)} "
+                f"(FORMAT parquet, ROW_GROUP_SIZE {PARQUET_ROW_GROUP_ROWS})")
     return rows_path, n, nulled
