@@ -141,6 +141,11 @@ def _set(path: str, value):
     ("published.day_offset", 1.5, BadContractValue, "published.day_offset"),
     ("published.hour", 6, UnknownContractField, "published.hour"),
     ("format", "xlsx", BadContractValue, "format"),
+    # partitioning: the year/month/day columns or one DATE column, and/or an instant (TIMESTAMPTZ)
+    ("partitioning.date_columns", ["year", "month"], BadContractValue, "partitioning.date_columns"),
+    ("partitioning.date_columns", ["meter"], BadContractValue, "partitioning.date_columns"),
+    ("partitioning.date_columns", ["meter", "kwh", "year"], BadContractValue, "partitioning.date_columns"),
+    ("partitioning.instant_column", "kwh", BadContractValue, "partitioning.instant_column"),
     # names are plain identifiers: nothing to quote, nothing to escape
     ("columns.0.name", "meter; DROP TABLE raw.flights", BadName, "columns[0].name"),
     ("columns.0.name", 'meter" VARCHAR, x', BadName, "columns[0].name"),
@@ -182,3 +187,20 @@ def test_the_file_is_named_for_its_table(tmp_path):
     (tmp_path / "meter_readings.yaml").write_text(yaml.safe_dump(_good()))
     with pytest.raises(BadContractValue, match="name the file readings.yaml"):
         load_contracts(tmp_path)
+
+
+def test_a_day_is_a_date_column_or_an_instant_alone(tmp_path):
+    by_date = _good()
+    by_date["columns"] = [c for c in by_date["columns"] if c["name"] not in ("year", "month", "day")] + [
+        {"name": "read_on", "type": "DATE", "nullable": False, "description": "Local date read."}]
+    by_date["partitioning"] = {"date_columns": ["read_on"], "timezone": "Europe/Paris"}
+    got = _load(tmp_path, by_date)["readings"].partitioning
+    assert got.columns == ("read_on",) and got.outside_sql("2013-01-15", str) == "read_on <> DATE '2013-01-15'"
+    by_instant = _good() | {"partitioning": {"instant_column": "read_at", "timezone": "Europe/Paris"}}
+    got = _load(tmp_path, by_instant)["readings"].partitioning
+    assert got.columns == ("read_at",)
+    assert got.outside_sql("2013-01-15", str) == \
+        "CAST(timezone('Europe/Paris', read_at) AS DATE) <> DATE '2013-01-15'"
+    neither = _good() | {"partitioning": {"timezone": "Europe/Paris"}}
+    with pytest.raises(MissingContractField, match="field partitioning: declares neither"):
+        _load(tmp_path, neither)

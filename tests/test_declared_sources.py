@@ -57,6 +57,34 @@ READINGS = {
 }
 
 
+TRIPS = {
+    "table": "trips", "version": "1", "kind": "daily", "description": "Taxi trips, landed by local date.",
+    "published": {"day_offset": 1, "local_time": "02:00"},
+    "columns": [{"name": "trip_id", "type": "BIGINT", "nullable": False, "description": "Trip id."},
+                {"name": "trip_date", "type": "DATE", "nullable": False, "description": "Local date."},
+                {"name": "fare", "type": "DOUBLE", "min": 0, "max": 10000, "description": "Fare paid."}],
+    "key": ["trip_id"],
+    "partitioning": {"date_columns": ["trip_date"], "timezone": "America/New_York"},
+}
+
+
+def test_a_table_partitioned_by_one_date_column(tmp_path):
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    (folder / "trips.yaml").write_text(yaml.safe_dump(TRIPS))
+    trips = load_contracts(folder)["trips"]
+    day = dt.date(2013, 1, 15)
+    rows = pa.table({"trip_id": [1, 2], "trip_date": [day, day], "fare": [9.5, None]})
+    published = dt.datetime(2013, 1, 16, 2, tzinfo=dt.UTC)
+    path, _ = write_batch(tmp_path / "landing", trips, rows, day, published_at=published)
+    with v.validate_batch(path, trips, day) as batch:
+        assert batch.row_count == 2 and batch.data.column("trip_date").to_pylist() == [day, day]
+    stray = pa.table({"trip_id": [1, 2], "trip_date": [day, day + dt.timedelta(days=1)], "fare": [9.5, 3.0]})
+    path, _ = write_batch(tmp_path / "landing", trips, stray, day, published_at=published)
+    with pytest.raises(v.OutsidePartitionError):
+        v.validate_batch(path, trips, day)
+
+
 def _sources(folder: Path, *, with_flights: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if with_flights:

