@@ -574,6 +574,68 @@ def cmd_ui(args: argparse.Namespace) -> int:
         reports.wait(timeout=10)
 
 
+def cmd_new_source(args: argparse.Namespace) -> int:
+    """A draft contract inferred from a sample file, written beside the declared ones for review."""
+    from batch_platform.lib.contracts import ContractError, sources_dir
+    from batch_platform.lib.scaffold import ScaffoldError, draft_contract, write_draft
+
+    folder = Path(args.sources) if args.sources else sources_dir()
+    try:
+        draft = draft_contract(args.name, Path(args.sample), timezone=args.timezone)
+        path = write_draft(draft, folder, force=args.force)
+    except (ScaffoldError, ContractError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    kind = draft.doc["kind"]
+    day = draft.doc.get("partitioning", {})
+    print(f"Wrote {path}: a {kind} table of {len(draft.doc['columns'])} column(s), key {', '.join(draft.doc['key'])}"
+          + (f", a day by {', '.join(day.get('date_columns') or [day.get('instant_column')])}" if day else "") + ".")
+    print("Review, then land batches as <landing>/" f"{args.name}/<YYYY-MM-DD>{'.parquet' if draft.doc.get('format') == 'parquet' else '.csv'}"
+          " with a manifest (see the README, \"Bring your own data\"):")
+    for item in draft.review:
+        print(f"  - {item}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Sources, time model, specs, dbt models and Feast views checked together; exit 1 on any failure."""
+    import json
+
+    from batch_platform.lib import project_check as pc
+    from batch_platform.lib.contracts import sources_dir
+    from batch_platform.lib.specs import specs_dir
+
+    findings: list[pc.Finding] = []
+    contracts = pc.check_sources(findings, sources_dir())
+    tm = pc.check_time_model(findings) if contracts is not None else None
+    specs = pc.check_specs(findings, specs_dir()) if tm is not None else None
+
+    def manifest():
+        from batch_platform.defs.features.project import ensure_manifest
+
+        return json.loads(ensure_manifest().read_text())
+
+    parsed = pc._attempt("dbt", findings, manifest, lambda m: f"{settings.DBT_PROJECT_DIR} parses")
+    pc.check_dbt(findings, parsed, contracts, tm, specs)
+
+    def feast_repo():
+        from batch_platform.lib.feature_store import load_repo_contents
+
+        return load_repo_contents(settings.FEATURE_REPO_DIR, project=None)
+
+    repo = pc._attempt("feast", findings, feast_repo, lambda r: f"{settings.FEATURE_REPO_DIR} imports")
+    if repo is not None:
+        from batch_platform.lib.feature_store import is_prediction_view
+
+        tables = {v.name: v.batch_source.name for v in repo.feature_views if not is_prediction_view(v)}
+        pc.check_feast(findings, [s.name for s in repo.feature_services], tables, parsed, specs)
+    for f in findings:
+        print(f.line())
+    failed = sum(not f.ok for f in findings)
+    print(f"{failed} problem(s)" if failed else "everything agrees")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batch-platform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -627,6 +689,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("new", help="scaffold: a draft source contract from a sample file")
+    kinds = p.add_subparsers(dest="what", required=True)
+    p = kinds.add_parser("source", help="infer a draft contract (types, nullability, key, the day) from a sample "
+                         "CSV or Parquet file, for review")
+    p.add_argument("name", help="the table's name (raw.<name>)")
+    p.add_argument("--from", dest="sample", required=True, help="a sample file (.csv or .parquet)")
+    p.add_argument("--timezone", default="UTC", help="the zone of a day's local date (default UTC)")
+    p.add_argument("--sources", default=None, help="the contracts folder (default: $BATCH_PLATFORM_SOURCES or the "
+                   "shipped one)")
+    p.add_argument("--force", action="store_true", help="replace an existing contract file")
+    p.set_defaults(func=cmd_new_source)
+    sub.add_parser("check", help="source contracts, time model, model specs, dbt models and Feast views checked "
+                   "together: what is missing, in one run").set_defaults(func=cmd_check)
     return parser
 
 
