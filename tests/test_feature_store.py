@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from batch_platform import settings
 from batch_platform.lib import feature_store
@@ -412,9 +413,10 @@ def test_real_repo_applies_idempotently(features_dir, tmp_path, monkeypatch):
     # apply mirrors the repo: a service removed from the code is removed from the registry
     repo = tmp_path / "repo"
     shutil.copytree(settings.FEATURE_REPO_DIR, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    services = repo / "feature_services.py"
-    text = services.read_text()
-    services.write_text(text[: text.index("flight_cancellation_v1 = FeatureService(")])
+    declared = repo / "features.yaml"
+    doc = yaml.safe_load(declared.read_text())
+    doc["feature_services"] = [s for s in doc["feature_services"] if s["name"] != "flight_cancellation_v1"]
+    declared.write_text(yaml.safe_dump(doc, sort_keys=False))
     fewer = FeatureStoreClient(repo).apply()
     assert fewer.feature_service_names == ["flight_delay_v1"] and fewer.feature_views == 5
 
@@ -484,15 +486,56 @@ def test_definitions_fingerprint_stable_and_sensitive(tmp_path, monkeypatch):
     (repo / "test_views.py").write_text("raise RuntimeError('ignored files must not be imported')\n")
     assert FeatureStoreClient(repo).definitions_fingerprint() == first
 
-    views = repo / "feature_views.py"
-    source = views.read_text()
-    assert "WEATHER_TTL = timedelta(days=2)" in source
-    views.write_text(source.replace("WEATHER_TTL = timedelta(days=2)", "WEATHER_TTL = timedelta(days=3)"))
+    declared = repo / "features.yaml"
+    source = declared.read_text()
+    doc = yaml.safe_load(source)
+    (weather,) = [v for v in doc["feature_views"] if v["name"] == "origin_weather_features"]
+    assert weather["ttl_days"] == 2
+    weather["ttl_days"] = 3
+    declared.write_text(yaml.safe_dump(doc, sort_keys=False))
     changed = FeatureStoreClient(repo).definitions_fingerprint()
     assert changed != first
-    assert 'description="Trailing volume' in source
-    views.write_text(source.replace('description="Trailing volume', 'description="Reworded: trailing volume'))
+    weather["ttl_days"], weather["description"] = 2, "Reworded."
+    declared.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert FeatureStoreClient(repo).definitions_fingerprint() == first  # descriptions are not definitions
+    # the flight definitions as they were declared in Python until they moved to features.yaml: equal
+    assert first == PYTHON_DECLARED_FINGERPRINT
+
+
+PYTHON_DECLARED_FINGERPRINT = "829118e0d84c267b59f632c84594904906525501714ae6d7c8bf7aa1bdd9661d"
+"""The feature-definitions fingerprint of feature_repo/*.py before the definitions moved to features.yaml (every
+model trained since records it): the YAML declares the same entities, views, sources and services."""
+
+
+def test_a_repository_of_yaml_alone(tmp_path, monkeypatch):
+    """No Python in the repository: features.yaml and feature_store.yaml give the same definitions (the platform
+    adds each spec's prediction view); a malformed declaration fails by name, pointing at the file and field."""
+    from batch_platform.lib.feast_declarations import FeastDeclarationError
+
+    point_env(monkeypatch, tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("features.yaml", "feature_store.yaml"):
+        shutil.copy(settings.FEATURE_REPO_DIR / name, repo / name)
+    client = FeatureStoreClient(repo)
+    assert client.definitions_fingerprint() == PYTHON_DECLARED_FINGERPRINT
+    summary = client.apply()
+    assert (summary.entities, summary.feature_views, summary.feature_services) == (5, 5, 2)
+    assert sorted(summary.prediction_view_names) == ["flight_cancellation_predictions", "flight_delay_predictions"]
+    doc = yaml.safe_load((repo / "features.yaml").read_text())
+    for change, field in (
+        (lambda d: d["feature_views"][0]["features"].update(plane_seats="Decimal"), "feature_views[0].features"),
+        (lambda d: d["feature_views"][0].update(entity="aircraft"), "feature_views[0].entity"),
+        (lambda d: d["feature_services"][1]["views"][1].update(exclude=["no_such_feature"]),
+         "feature_services[1].views[1]"),
+        (lambda d: d["feature_views"][1].update(ttl="3d"), "feature_views[1].ttl"),
+    ):
+        broken = yaml.safe_load(yaml.safe_dump(doc))
+        change(broken)
+        (repo / "features.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
+        with pytest.raises(FeastDeclarationError) as raised:
+            client.definitions_fingerprint()
+        assert raised.value.field.startswith(field) and "features.yaml" in str(raised.value), raised.value
 
 
 # =================================================================================================================

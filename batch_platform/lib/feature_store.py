@@ -33,7 +33,7 @@ Feast semantics this relies on (read in feast 0.67's ``infra/offline_stores/ibis
   forward windows and pushes of newly scored rows write the same values as SQLite; a rewind leaves Redis as it
   was. Online reads apply no TTL; :meth:`online_features` can (``as_of=``).
 
-Prediction views (``feature_repo/prediction_views.py``, tagged ``batch_platform/kind: predictions``) are fed by
+Prediction views (one per model spec, built by :mod:`batch_platform.lib.feast_declarations`, tagged ``batch_platform/kind: predictions``) are fed by
 :meth:`FeatureStoreClient.push` only: materialization skips them and the definitions fingerprint leaves them out
 (a model's features do not change when a spec's served predictions do).
 """
@@ -73,8 +73,7 @@ _IMPORT_LOCK = threading.Lock()
 _FEAST_IMPORT_LOCK = threading.Lock()
 _NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
 LOCK_TIMEOUT_S = 30 * 60
-KIND_TAG = "batch_platform/kind"  # feature_repo/prediction_views.py tags its views with value "predictions"
-PREDICTIONS_KIND = "predictions"
+from batch_platform.lib.feast_declarations import KIND_TAG, PREDICTIONS_KIND  # noqa: E402 (prediction views' tag)
 
 
 def import_feast() -> None:
@@ -747,31 +746,50 @@ def load_repo_contents(repo_dir: Path, project: str | None) -> RepoContents:
             bucket.append(obj)
 
     unsupported = (OnDemandFeatureView, StreamFeatureView, BatchFeatureView, Permission)
+    from batch_platform.lib.feast_declarations import declared_objects, prediction_objects
+
+    named: dict[tuple[type, str], Any] = {}
+
+    def once(obj: Any) -> bool:
+        """Whether ``obj`` is new; the same object declared twice (features.yaml and a module building from it)
+        counts once, two different definitions under one name are an error."""
+        family = next((t for t in (DataSource, FeatureView, Entity, FeatureService, Project) if isinstance(obj, t)),
+                      type(obj))
+        seen = named.get((family, obj.name))
+        if seen is None:
+            named[(family, obj.name)] = obj
+            return True
+        if seen is obj or seen == obj:
+            return False
+        raise RepoDefinitionError(f"{family.__name__} {obj.name!r} is defined twice, differently")
+
+    generated = {**declared_objects(repo_dir), **prediction_objects()}
     with _isolated_imports(repo_dir, names):
-        for name in names:
-            module = importlib.import_module(name)
-            for attr in dir(module):
-                obj = getattr(module, attr)
-                if isinstance(obj, unsupported):
-                    raise RepoDefinitionError(
-                        f"{name}.{attr} is a {type(obj).__name__}; feature_repo/ keeps to Entity, FileSource, "
-                        "PushSource, FeatureView, FeatureService"
-                    )
-                if isinstance(obj, DataSource):
-                    add(res.data_sources, obj)
-                    if isinstance(obj, PushSource) and obj.batch_source is not None:
-                        add(res.data_sources, obj.batch_source)
-                elif isinstance(obj, FeatureView):
-                    add(res.feature_views, obj)
-                    for source in (obj.batch_source, obj.stream_source):
-                        if source is not None:
-                            add(res.data_sources, source)
-                elif isinstance(obj, Entity):
-                    add(res.entities, obj)
-                elif isinstance(obj, FeatureService):
-                    add(res.feature_services, obj)
-                elif isinstance(obj, Project):
-                    add(res.projects, obj)
+        objects = [(f"{name}.{attr}", getattr(module, attr)) for name in names
+                   for module in (importlib.import_module(name),) for attr in dir(module)]
+        for attr, obj in [*objects, *((f"features.yaml:{k}", v) for k, v in generated.items())]:
+            if isinstance(obj, DataSource | FeatureView | Entity | FeatureService | Project) and not once(obj):
+                continue
+            if isinstance(obj, unsupported):
+                raise RepoDefinitionError(
+                    f"{attr} is a {type(obj).__name__}; feature_repo/ keeps to Entity, FileSource, "
+                    "PushSource, FeatureView, FeatureService"
+                )
+            if isinstance(obj, DataSource):
+                add(res.data_sources, obj)
+                if isinstance(obj, PushSource) and obj.batch_source is not None:
+                    add(res.data_sources, obj.batch_source)
+            elif isinstance(obj, FeatureView):
+                add(res.feature_views, obj)
+                for source in (obj.batch_source, obj.stream_source):
+                    if source is not None:
+                        add(res.data_sources, source)
+            elif isinstance(obj, Entity):
+                add(res.entities, obj)
+            elif isinstance(obj, FeatureService):
+                add(res.feature_services, obj)
+            elif isinstance(obj, Project):
+                add(res.projects, obj)
     if project is not None:
         if any(p.name != project for p in res.projects):
             raise RepoDefinitionError(f"Project objects {[p.name for p in res.projects]} != {project!r} of the yaml")
@@ -903,7 +921,7 @@ def canonical_definitions(entities, views, services) -> dict[str, Any]:
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------
 def _ensure_env() -> None:
-    """feature_store.yaml and data_sources.py read these; fill the unset ones with the platform defaults."""
+    """feature_store.yaml and the declared sources read these; fill the unset ones with the platform defaults."""
     if not all(os.environ.get(v) for v in ENV_VARS):
         settings.export_defaults()
 

@@ -1,7 +1,7 @@
 """Serving predictions by key: push a scored day into the online store, look one key up.
 
 Predictions reach the online store through each spec's push-fed Feast view ``<spec>_predictions``
-(``feature_repo/prediction_views.py``); its TTL (``scoring.online_ttl_hours``, about 1.5 batch intervals) decides
+(built per spec by ``batch_platform/lib/feast_declarations.py``); its TTL (``scoring.online_ttl_hours``, about 1.5 batch intervals) decides
 how long a prediction is served after it was scored. :func:`lookup` returns the prediction with its model version
 and age, or a :class:`NoPrediction` that says why there is none (never scored / not pushed, or expired).
 """
