@@ -597,6 +597,48 @@ def cmd_new_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_model(args: argparse.Namespace) -> int:
+    """A model spec drafted from an existing one, and its feature service added to the Feast declaration."""
+    import yaml
+
+    from batch_platform.lib.feast_declarations import DECLARATION, declared_objects
+    from batch_platform.lib.scaffold import ScaffoldError, add_feature_service, draft_spec
+    from batch_platform.lib.specs import ModelSpecError, load_spec, specs_dir
+
+    folder = Path(args.specs) if args.specs else specs_dir()
+    path = folder / f"{args.name}.yaml"
+    template_path = folder / f"{args.like}.yaml"
+    repo = Path(args.feature_repo) if args.feature_repo else settings.FEATURE_REPO_DIR
+    declaration = repo / DECLARATION
+    try:
+        if path.exists():
+            raise ScaffoldError(f"{path} exists: review it, or choose another name")
+        if not template_path.exists():
+            raise ScaffoldError(f"no spec {args.like!r} in {folder} to start from (--like)")
+        template = yaml.safe_load(template_path.read_text())
+        spec = draft_spec(args.name, template, label_model=args.label_model, label=args.label,
+                          definition=args.definition)
+        views = [v for v in (args.views or "").split(",") if v] or None
+        before = declaration.read_text()
+        add_feature_service(declaration, spec["feature_service"], template["feature_service"], views)
+        try:
+            declared_objects(repo)
+            path.write_text("# Drafted by `batch-platform new model` from " f"{args.like}.yaml: REVIEW every field.\n"
+                            + yaml.safe_dump(spec, sort_keys=False, width=120))
+            load_spec(path)
+        except Exception:
+            declaration.write_text(before)
+            path.unlink(missing_ok=True)
+            raise
+    except (ScaffoldError, ModelSpecError, ValueError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {path} (from {args.like}) and feature service {spec['feature_service']} in {declaration}.")
+    print(f"Review the spec (label, cutoff, windows, gate, monitoring), then `batch-platform check`: the label model "
+          f"{spec['label']['model']!r} must be a dbt model of {settings.DBT_PROJECT_DIR.name}/.")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Sources, time model, specs, dbt models and Feast views checked together; exit 1 on any failure."""
     import json
@@ -689,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("new", help="scaffold: a draft source contract from a sample file")
+    p = sub.add_parser("new", help="scaffold: a draft source contract from a sample file, a model spec")
     kinds = p.add_subparsers(dest="what", required=True)
     p = kinds.add_parser("source", help="infer a draft contract (types, nullability, key, the day) from a sample "
                          "CSV or Parquet file, for review")
@@ -700,6 +742,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "shipped one)")
     p.add_argument("--force", action="store_true", help="replace an existing contract file")
     p.set_defaults(func=cmd_new_source)
+    p = kinds.add_parser("model", help="draft a model spec from an existing one and add its feature service")
+    p.add_argument("name", help="the spec's name")
+    p.add_argument("--like", default="flight_delay", help="the spec to start from (default flight_delay)")
+    p.add_argument("--label-model", default=None, help="the dbt model holding the label (default: the template's)")
+    p.add_argument("--label", default=None, help="the label: a SQL expression over that model")
+    p.add_argument("--definition", default=None, help="what the label means, in words")
+    p.add_argument("--views", default=None, help="comma-separated feature views of its service (default: the "
+                   "template's service's)")
+    p.add_argument("--specs", default=None, help="the specs folder (default: $BATCH_PLATFORM_MODEL_SPECS or the "
+                   "shipped one)")
+    p.add_argument("--feature-repo", default=None, help="the Feast repository whose features.yaml gets the service "
+                   "(default: feature_repo/)")
+    p.set_defaults(func=cmd_new_model)
     sub.add_parser("check", help="source contracts, time model, model specs, dbt models and Feast views checked "
                    "together: what is missing, in one run").set_defaults(func=cmd_check)
     return parser

@@ -128,3 +128,38 @@ def test_check_reports_every_problem_in_one_run(tmp_path):
     assert out.returncode == 1
     assert "the label model of spec flight_delay: 'flight_outcomes' is not a dbt model" in out.stdout, out.stdout
     assert "spec flight_delay: feature service 'flight_delay_v9' is not defined in the repository" in out.stdout
+
+
+def test_new_model_drafts_a_spec_and_its_feature_service(tmp_path):
+    from batch_platform import settings
+    from batch_platform.lib.specs import DEFAULT_SPECS_DIR, load_spec
+
+    specs, repo = tmp_path / "specs", tmp_path / "repo"
+    shutil.copytree(DEFAULT_SPECS_DIR, specs)
+    repo.mkdir()
+    for name in ("features.yaml", "feature_store.yaml"):
+        shutil.copy(settings.FEATURE_REPO_DIR / name, repo / name)
+    comments = (repo / "features.yaml").read_text().count("#")
+    args = ["new", "model", "flight_long_delay", "--label", "arr_delay > 60", "--definition",
+            "more than an hour late", "--views", "plane_daily_features,route_daily_features",
+            "--specs", str(specs), "--feature-repo", str(repo)]
+    out = _cli(*args)
+    assert out.returncode == 0, out.stderr
+    spec = load_spec(specs / "flight_long_delay.yaml")
+    assert spec.feature_service == "flight_long_delay_v1" and spec.label.expression == "arr_delay > 60"
+    assert spec.label.model == "flight_labels" and spec.gate.metric == "roc_auc"  # as the template has them
+    declared = yaml.safe_load((repo / "features.yaml").read_text())
+    (service,) = [s for s in declared["feature_services"] if s["name"] == "flight_long_delay_v1"]
+    assert service["views"] == ["plane_daily_features", "route_daily_features"]
+    assert (repo / "features.yaml").read_text().count("#") == comments  # the file's comments stay
+    # the check sees the new spec and its service (the shipped repository does not have it: named)
+    env = {"BATCH_PLATFORM_MODEL_SPECS": str(specs)}
+    check = _cli("check", env=env)
+    assert "spec flight_long_delay: feature service 'flight_long_delay_v1' is not defined" in check.stdout
+    # again: the spec exists, nothing is changed
+    before = (repo / "features.yaml").read_text()
+    again = _cli(*args)
+    assert again.returncode == 1 and "exists" in again.stderr and (repo / "features.yaml").read_text() == before
+    # an unknown view: refused, nothing written
+    bad = _cli("new", "model", "other", "--views", "no_such_view", "--specs", str(specs), "--feature-repo", str(repo))
+    assert bad.returncode == 1 and "no_such_view" in bad.stderr and not (specs / "other.yaml").exists()

@@ -207,4 +207,59 @@ def write_draft(draft: Draft, folder: Path, *, force: bool = False) -> Path:
     return path
 
 
-__all__ = ["Draft", "ScaffoldError", "draft_contract", "write_draft"]
+
+
+# ------------------------------------------------------------------------------------------------- new model
+def draft_spec(name: str, template: dict, *, label_model: str | None, label: str | None,
+               definition: str | None) -> dict:
+    """A model spec for ``name`` from an existing spec's fields (``template``): its own name, feature service
+    (``<name>_v1``) and, when given, label model and label expression; everything else as the template has it,
+    for review."""
+    if not IDENTIFIER.fullmatch(name):
+        raise ScaffoldError(f"{name!r} is not a plain lower-case identifier ([a-z_][a-z0-9_]*)")
+    spec = yaml.safe_load(yaml.safe_dump(template))
+    spec["name"] = name
+    spec["description"] = f"REVIEW: what {name} predicts, for whom, and when it is scored."
+    spec["feature_service"] = f"{name}_v1"
+    if label_model:
+        spec["label"]["model"] = label_model
+    if label:
+        spec["label"].pop("column", None)
+        spec["label"]["expression"] = label
+        spec["label"]["definition"] = definition or f"REVIEW: {label}"
+    return spec
+
+
+def add_feature_service(declaration: Path, name: str, like: str | None, views: list[str] | None) -> dict:
+    """Append feature service ``name`` to the Feast declaration ``features.yaml``: the given ``views`` (each
+    whole), or the projections of service ``like``. Returns the entry; an existing service of that name is an
+    error (a service is immutable once a model depends on it)."""
+    doc = yaml.safe_load(declaration.read_text())
+    services = doc.setdefault("feature_services", [])
+    if any(s["name"] == name for s in services):
+        raise ScaffoldError(f"{declaration}: feature service {name!r} exists (services are immutable: name a new one)")
+    if views:
+        declared = {v["name"] for v in doc.get("feature_views", [])}
+        unknown = [v for v in views if v not in declared]
+        if unknown:
+            raise ScaffoldError(f"{declaration}: view(s) {unknown} are not declared ({sorted(declared)})")
+        chosen: list = list(views)
+    else:
+        template = next((s for s in services if s["name"] == like), None)
+        if template is None:
+            raise ScaffoldError(f"{declaration}: no feature service {like!r} to copy; pass --views")
+        chosen = template["views"]
+    entry = {"name": name, "description": f"REVIEW: the features of {name.removesuffix('_v1')}.", "views": chosen}
+    # appended as text, so the file's comments stay: under `feature_services:` when it is the last top-level key
+    text = declaration.read_text()
+    keys = [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()]
+    if "feature_services" in keys and keys[-1] != "feature_services":
+        raise ScaffoldError(f"{declaration}: feature_services is not the file's last section; add {name} by hand")
+    block = yaml.safe_dump([entry], sort_keys=False, width=120)
+    addition = ("" if "feature_services" in keys else "\nfeature_services:\n") + \
+        "".join(f"  {line}\n" for line in block.splitlines())
+    declaration.write_text(text.rstrip("\n") + "\n" + addition)
+    return entry
+
+
+__all__ = ["Draft", "ScaffoldError", "add_feature_service", "draft_contract", "draft_spec", "write_draft"]
