@@ -22,9 +22,10 @@ SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "
 
 
 PLATFORM_FILES = ("test_dbt_checks.py", "test_dbt_runs.py", "test_feature_generations.py", "test_features_e2e.py",
-                  "test_models.py", "test_publication_check.py", "test_scoring.py", "test_slis.py")
+                  "test_missingness.py", "test_models.py", "test_publication_check.py", "test_scoring.py",
+                  "test_skew.py", "test_slis.py")
 """The files whose tests use the session platform (built once per worker, ~45 s): one unit of work together, so one
-worker builds it once. Checked against the tests' fixtures at collection."""
+worker builds it once. ``tests/test_suite_layout.py`` checks the list against the tests' fixtures."""
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -42,9 +43,6 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-    unlisted = {item.path.name for item in items if "platform" in getattr(item, "fixturenames", ())} - set(PLATFORM_FILES)
-    if unlisted:  # they would build the platform on the other worker too
-        raise pytest.UsageError(f"conftest.PLATFORM_FILES lacks {sorted(unlisted)}, whose tests use the session platform")
 
 
 # Tests choose their online store: SQLite, or Redis where a test starts a server (tests/services.py); a Redis
