@@ -21,25 +21,6 @@ SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "
 (``--dist=loadfile --no-loadscope-reorder``), the simulation and the daemon test start at once, not last."""
 
 
-PLATFORM_FILES = ("test_dbt_checks.py", "test_dbt_runs.py", "test_feature_generations.py", "test_features_e2e.py",
-                  "test_missingness.py", "test_models.py", "test_publication_check.py", "test_scoring.py",
-                  "test_skew.py", "test_slis.py")
-"""The files whose tests use the session platform (built once per worker, ~45 s): one unit of work together, so one
-worker builds it once. ``tests/test_suite_layout.py`` checks the list against the tests' fixtures."""
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """Each file is one unit of work (as ``--dist=loadfile``), but the :data:`PLATFORM_FILES` are one unit."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class FileOrPlatformScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "session platform" if Path(path).name in PLATFORM_FILES else path
-
-    return FileOrPlatformScheduling(config, log)
-
-
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
