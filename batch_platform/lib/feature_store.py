@@ -59,6 +59,7 @@ import pandas as pd
 
 from batch_platform import settings
 from batch_platform.lib import faults
+from batch_platform.lib.feast_declarations import KIND_TAG, PREDICTIONS_KIND
 from batch_platform.lib.files import file_lock
 
 if TYPE_CHECKING:  # feast takes seconds to import: only when a client is used
@@ -73,7 +74,6 @@ _IMPORT_LOCK = threading.Lock()
 _FEAST_IMPORT_LOCK = threading.Lock()
 _NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
 LOCK_TIMEOUT_S = 30 * 60
-from batch_platform.lib.feast_declarations import KIND_TAG, PREDICTIONS_KIND  # noqa: E402 (prediction views' tag)
 
 
 def import_feast() -> None:
