@@ -657,7 +657,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         return json.loads(ensure_manifest().read_text())
 
-    parsed = pc._attempt("dbt", findings, manifest, lambda m: f"{settings.DBT_PROJECT_DIR} parses")
+    parsed = pc.attempt("dbt", findings, manifest, lambda m: f"{settings.DBT_PROJECT_DIR} parses")
     pc.check_dbt(findings, parsed, contracts, tm, specs)
 
     def feast_repo():
@@ -665,7 +665,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         return load_repo_contents(settings.FEATURE_REPO_DIR, project=None)
 
-    repo = pc._attempt("feast", findings, feast_repo, lambda r: f"{settings.FEATURE_REPO_DIR} imports")
+    repo = pc.attempt("feast", findings, feast_repo, lambda r: f"{settings.FEATURE_REPO_DIR} imports")
     if repo is not None:
         from batch_platform.lib.feature_store import is_prediction_view
 

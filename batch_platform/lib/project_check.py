@@ -35,7 +35,7 @@ class Finding:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.part:<11} {text}"
 
 
-def _attempt(part: str, findings: list[Finding], fn: Callable[[], Any], ok: Callable[[Any], str]) -> Any:
+def attempt(part: str, findings: list[Finding], fn: Callable[[], Any], ok: Callable[[Any], str]) -> Any:
     try:
         value = fn()
     except Exception as e:  # each part reports its own named error; the others still run
@@ -48,14 +48,14 @@ def _attempt(part: str, findings: list[Finding], fn: Callable[[], Any], ok: Call
 def check_sources(findings: list[Finding], folder: Path) -> dict | None:
     from batch_platform.lib.contracts import load_contracts
 
-    return _attempt("sources", findings, lambda: load_contracts(folder),
+    return attempt("sources", findings, lambda: load_contracts(folder),
                     lambda c: f"{len(c)} table(s) in {folder}: {', '.join(sorted(c))}")
 
 
 def check_time_model(findings: list[Finding]):
     from batch_platform.lib.time_model import load_time_model
 
-    return _attempt("time model", findings, load_time_model,
+    return attempt("time model", findings, load_time_model,
                     lambda tm: f"{tm.source}: {len(tm.spec.features)} feature table(s), {len(tm.spec.labels)} "
                                f"label model(s), {len(tm.spec.frames)} frame(s)")
 
@@ -67,11 +67,11 @@ def check_specs(findings: list[Finding], folder: Path) -> dict | None:
     if not files:
         findings.append(Finding("specs", False, f"no model spec (*.yaml) in {folder}"))
         return None
-    each = [_attempt("specs", findings, lambda f=f: load_spec(f), lambda s, f=f: f"{f.name}: {s.name} loads")
+    each = [attempt("specs", findings, lambda f=f: load_spec(f), lambda s, f=f: f"{f.name}: {s.name} loads")
             for f in files]
     if any(s is None for s in each):
         return None
-    return _attempt("specs", findings, lambda: load_specs(folder),
+    return attempt("specs", findings, lambda: load_specs(folder),
                     lambda s: f"{len(s)} spec(s) agree with the time model")
 
 
@@ -129,4 +129,4 @@ def check_feast(findings: list[Finding], services: Iterable[str] | None, view_ta
                                 if unbuilt else f"{len(view_tables)} feature view(s), each on a dbt model's table"))
 
 
-__all__ = ["Finding", "check_dbt", "check_feast", "check_sources", "check_specs", "check_time_model"]
+__all__ = ["Finding", "attempt", "check_dbt", "check_feast", "check_sources", "check_specs", "check_time_model"]
