@@ -320,7 +320,8 @@ def _print_training_sets(instance) -> None:
             continue
         check = latest_check(instance, key, LEAKAGE_CHECK)
         verdict = "n/a" if check is None else ("passed" if check[0] else "FAILED")
-        print(f"  {key.to_user_string():<34} {md['dagster/row_count']:>7,} {md['positive_rate']:>8.3f}  "
+        label = md.get("positive_rate", md.get("label_mean"))  # (the label mean of a regression spec)
+        print(f"  {key.to_user_string():<34} {md['dagster/row_count']:>7,} {label:>8.3f}  "
               f"{md['first_day'] + ' .. ' + md['last_day']:<24} {verdict:<14} {md['data_fingerprint'][:12]}")
         print(f"  {'':<34} splits {md['rows_per_split']}; snapshot {md['snapshot']}")
 

@@ -457,3 +457,78 @@ def test_rank_metric_slices_with_few_positives_are_reported_not_judged():
     rows = {s["value"]: s for s in report.slices}
     assert rows["LGA"]["skipped"] and rows["LGA"]["n_positive"] == 10 and "min_slice_positives" in rows["LGA"]["reason"]
     assert not rows["EWR"]["skipped"]
+
+
+# -- regression metrics (RMSE, MAE: lower is better, in the label's unit) -------------------------------------
+
+REGRESSION = ("rmse", "mae")
+SK_REGRESSION = {"rmse": lambda t, p: math.sqrt(np.mean((t - p) ** 2)), "mae": lambda t, p: np.mean(np.abs(t - p))}
+
+
+def regression_days(n_days: int, rows: int, noise: tuple[float, ...], seed: int, shock: float = 1.0):
+    """Daily counts with a day-level shock every row of the day shares, and one prediction per noise level (the
+    truth plus that much independent error): a smaller noise is a better model."""
+    rng = np.random.default_rng(seed)
+    day = np.repeat(np.arange(n_days), rows)
+    level = rng.normal(0, shock, n_days)[day]
+    y = 20 + 5 * np.sin(np.arange(len(day))) + level + rng.normal(0, 1, len(day))
+    return y, [y + rng.normal(0, s, len(y)) for s in noise], day
+
+
+@pytest.mark.parametrize("metric", REGRESSION)
+def test_regression_metrics_are_sklearn_and_resample_exactly(metric):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    y, (s,), day = regression_days(9, 100, (1.5,), seed=1)
+    sk = {"rmse": lambda t, p: math.sqrt(mean_squared_error(t, p)), "mae": mean_absolute_error}[metric]
+    assert metric_value(metric, y, s) == pytest.approx(sk(y, s), abs=1e-12)
+    idx = np.random.default_rng(5).integers(0, len(y), size=(20, len(y)))
+    np.testing.assert_allclose(gate._resampled_metric(metric, gate._prepare(metric, y, s), idx),
+                               [SK_REGRESSION[metric](y[i], s[i]) for i in idx], rtol=0, atol=1e-9)
+    weights = np.array([[2, 0, 1, 0, 3, 1, 0, 1, 1], [0, 0, 0, 9, 0, 0, 0, 0, 0]], dtype=float)
+    table = gate._block_table(metric, y, s, day, 9, np.ones(len(y), dtype=bool))
+    for value, w in zip(gate._metric_from_table(metric, weights @ table), weights, strict=True):
+        rows = np.concatenate([np.flatnonzero(day == d) for d in range(9) for _ in range(int(w[d]))])
+        assert value == pytest.approx(SK_REGRESSION[metric](y[rows], s[rows]), abs=1e-9)
+
+
+@pytest.mark.parametrize("metric", REGRESSION)
+def test_regression_gate_passes_the_better_model_and_fails_the_worse_on_day_blocks(metric):
+    y, (good, bad), day = regression_days(7, 300, (1.0, 2.0), seed=2)
+    up = evaluate_gate(y, good, bad, policy(metric, tolerance=0.05), blocks=day)
+    assert up.passed and up.difference > 0 and up.ci_low > 0, up.reasons
+    down = evaluate_gate(y, bad, good, policy(metric, tolerance=0.05), blocks=day)
+    assert not down.passed and down.ci_high < 0 and len(down.reasons) == 2
+    assert down.resampling == "day_blocks" and down.n_blocks == 7
+
+
+def test_regression_floor_is_a_ceiling_and_can_follow_the_no_signal_baseline():
+    y, (good, useless), day = regression_days(7, 300, (1.0, 0.0), seed=3)
+    useless = np.full(len(y), float(np.mean(y)))  # the baseline itself: one constant for every row
+    assert gate.chance_level("rmse", y) == pytest.approx(SK_REGRESSION["rmse"](y, useless))
+    assert gate.chance_level("mae", y) == pytest.approx(SK_REGRESSION["mae"](y, np.full(len(y), np.median(y))))
+    baseline = policy("rmse", floor=0.8, floor_basis="baseline")  # 20 % less error than the constant
+    assert evaluate_gate(y, good, None, baseline, blocks=day).passed
+    report = evaluate_gate(y, useless, None, baseline, blocks=day)
+    assert not report.passed and "no-signal baseline" in report.reasons[0]
+    ceiling = policy("mae", floor=0.5)  # an absolute floor on an error is a ceiling
+    assert not evaluate_gate(y, good, None, ceiling, blocks=day).passed
+    assert evaluate_gate(y, good, None, policy("mae", floor=1.0), blocks=day).passed
+    with pytest.raises(ValueError, match="positive_rate.*regression"):
+        policy("rmse", floor_basis="positive_rate")
+
+
+def test_regression_slices_are_judged_on_rows_alone_and_labels_must_be_finite():
+    y, (good, bad), day = regression_days(7, 400, (1.0, 1.0), seed=4)
+    region = np.where(np.arange(len(y)) % 2 == 0, "north", "south")
+    bad = np.where(region == "south", y + np.random.default_rng(0).normal(0, 4, len(y)), good)
+    report = evaluate_gate(y, bad, good, policy("mae", tolerance=10.0, n_bootstrap=500, max_slice_degradation=0.1,
+                                                 slices=("region",)),
+                           slice_frame=pd.DataFrame({"region": region}), blocks=day)
+    by = {s["value"]: s for s in report.slices}
+    assert by["north"]["passed"] and by["north"]["difference"] == 0 and by["north"]["n_positive"] is None
+    assert by["south"]["passed"] is False and not report.passed
+    with pytest.raises(ValueError, match="non-finite label"):
+        evaluate_gate(np.r_[y[:-1], np.nan], good, bad, policy("rmse"))
+    with pytest.raises(ValueError, match="numeric"):
+        metric_value("rmse", np.array(["a"] * 3), np.zeros(3))

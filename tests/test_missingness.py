@@ -143,3 +143,23 @@ def test_training_set_check_fails_when_a_column_goes_missing_with_the_outcome(sc
     assert not check.passed and check.metadata["failed_columns"].value == ["distance"]
     row = next(r for r in check.metadata["columns"].value if r["column"] == "distance")
     assert row["rate_missing"] == 1.0 and row["rows_missing"] > 300
+
+
+def test_a_numeric_label_is_audited_on_its_means():
+    """A regression label: missingness at random passes; a value present only for short trips fails, with the
+    same z as the binary audit for a 0/1 label."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = rng.gamma(2.0, 10.0, n)
+    frame = pd.DataFrame({"label": y, "random": np.where(rng.random(n) < 0.2, None, "x"),
+                          "after_the_fact": np.where(y < 15, "gate 4", None)})
+    report = missingness.audit(frame, label="label", columns=["random", "after_the_fact"], regression=True)
+    assert report.failed == ["after_the_fact"] and report.regression and report.label_mean == pytest.approx(y.mean())
+    assert "label mean" in report.describe()
+    binary = pd.DataFrame({"label": (y > 20).astype(int), "x": frame["after_the_fact"]})
+    z_binary = missingness.audit(binary, label="label", columns=["x"]).columns[0].z
+    as_numeric = missingness.audit(binary, label="label", columns=["x"], regression=True)
+    assert as_numeric.columns[0].z == pytest.approx(z_binary)
+    with pytest.raises(ValueError, match="numeric and finite"):
+        missingness.audit(pd.DataFrame({"label": [1.5, None], "x": [1, 2]}), label="label", columns=["x"],
+                          regression=True)

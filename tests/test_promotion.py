@@ -307,3 +307,30 @@ def test_a_champion_promoted_on_its_gate_is_rolled_back_against_the_gate_window_
         other.score_day(day, served=2, shadow_version=None, broken=2)
     kept = other.advance(served[-1])
     assert kept.champion_after == 2 and kept.steps[0].evidence["previous_metric"] is None, kept.describe()
+
+
+def test_a_regression_challenger_is_compared_and_a_collapsed_champion_rolled_back_on_its_error():
+    """RMSE: lower is better, no positives to count; the same day-blocked decisions."""
+    rng = np.random.default_rng(7)
+    frames = []
+    for d in range(5):
+        y = 50 + rng.normal(0, 10, 600) + rng.normal(0, 5)  # a day-level shock shared by the day's rows
+        frames.append(pd.DataFrame({promotion.DAY: dt.date(2013, 7, 1) + dt.timedelta(days=d), promotion.LABEL: y,
+                                    promotion.CHAMPION_SCORE: y + rng.normal(0, 6, 600),
+                                    promotion.CHALLENGER_SCORE: y + rng.normal(0, 4, 600)}))
+    rows = pd.concat(frames, ignore_index=True)
+    rmse = policy(metric="rmse", tolerance=0.1)
+    better = compare(rows, rmse, min_days=3, min_rows=1000)
+    assert better.verdict == promotion.CONFIRMED and better.positives is None
+    assert better.challenger_metric < better.champion_metric and better.difference > 0
+    swapped = rows.rename(columns={promotion.CHAMPION_SCORE: promotion.CHALLENGER_SCORE,
+                                   promotion.CHALLENGER_SCORE: promotion.CHAMPION_SCORE})
+    assert compare(swapped, rmse, min_days=3, min_rows=1000).verdict == promotion.REFUTED
+    collapsed = rows.assign(**{promotion.CHAMPION_SCORE: rows[promotion.LABEL].mean()})  # a constant: no signal
+    kw = {"champion": 5, "previous": 4, "previous_metric": 6.5}
+    assert rollback_step(rows, rmse, days_since_promotion=3, **kw).action == "none"
+    step = rollback_step(collapsed, rmse, days_since_promotion=3, **kw)
+    assert step.action == "rollback" and step.evidence["ci_low"] > 6.5 and "worse than v4" in step.reason
+    ceiling = rollback_step(rows, policy(metric="rmse", rollback_floor=5.0), days_since_promotion=3,
+                            **{**kw, "previous_metric": None})
+    assert ceiling.action == "rollback" and "hard floor" in ceiling.reason

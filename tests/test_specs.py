@@ -66,3 +66,40 @@ def test_file_name_must_match_spec_name(tmp_path):
 def test_empty_spec_folder(tmp_path):
     with pytest.raises(ModelSpecError, match="no model specs"):
         load_specs(tmp_path)
+
+
+def _regression(**change) -> dict:
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
+    raw["label"] = {**raw["label"], "column": "arr_delay"}
+    raw["gate"] = {**raw["gate"], "metric": "rmse", "floor": 0.95, "floor_basis": "baseline"}
+    raw["scoring"] = {**raw["scoring"], "decision_threshold": 30.0}  # minutes: flag flights predicted 30+ late
+    return raw | change
+
+
+def test_a_regression_spec_follows_its_metric_objective_and_label_type(tmp_path):
+    from batch_platform.lib import gate, specs
+
+    path = tmp_path / "flight_delay.yaml"
+    path.write_text(yaml.safe_dump(_regression()))
+    spec = load_spec(path)
+    assert spec.is_regression and spec.lightgbm_objective == "regression" and spec.label_sql_type == "DOUBLE"
+    path.write_text(yaml.safe_dump(_regression(objective="poisson")))
+    assert load_spec(path).lightgbm_objective == "poisson"
+    binary = load_specs(DEFAULT_SPECS_DIR)["flight_delay"]
+    assert not binary.is_regression and binary.lightgbm_objective == "binary" and binary.label_sql_type == "INTEGER"
+    assert set(specs.BINARY_METRICS) == set(gate.BINARY_METRICS)  # the spec's lists are the gate's
+    assert set(specs.REGRESSION_METRICS) == set(gate.REGRESSION_METRICS)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"objective": "binary"}, "objective 'binary' does not fit the regression metric rmse"),
+    ({"objective": "lambdarank"}, "does not fit the regression metric"),
+    ({"gate": {"metric": "mae", "tolerance": 0.1, "floor": 0.5, "floor_basis": "positive_rate"}},
+     "positive_rate' has no meaning for mae"),
+    ({"gate": {"metric": "roc_auc", "tolerance": 0.1, "floor": 0.5}}, "decision_threshold 30.0 must be a probability"),
+])
+def test_regression_and_binary_fields_must_agree(tmp_path, change, message):
+    path = tmp_path / "flight_delay.yaml"
+    path.write_text(yaml.safe_dump(_regression(**change)))
+    with pytest.raises(ModelSpecError, match=message):
+        load_spec(path)

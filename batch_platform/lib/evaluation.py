@@ -1,5 +1,5 @@
-"""Model evaluation: metrics on a window, and the plots a person looks at (ROC, precision-recall,
-calibration, feature importance), written as PNG files."""
+"""Model evaluation: metrics on a window, and the plots a person looks at (binary: ROC, precision-recall,
+calibration; regression: predicted vs actual, residuals; both: feature importance), written as PNG files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ if TYPE_CHECKING:  # scikit-learn and LightGBM take a second to import: only whe
     import lightgbm as lgb
 
 
-def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def metrics(y: np.ndarray, p: np.ndarray, *, regression: bool = False) -> dict[str, float]:
+    """Binary: rows, positive rate, ROC AUC, average precision, log loss (both classes present), Brier score.
+    Regression: rows, the labels' and predictions' means, RMSE, MAE, R² (labels not all equal)."""
+    if regression:
+        return _regression_metrics(np.asarray(y, dtype=float), np.asarray(p, dtype=float))
     from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
     y = np.asarray(y).astype(int)
@@ -27,10 +31,24 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return out
 
 
-def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: Path, title: str) -> dict[str, Path]:
+def _regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    out = {"rows": int(len(y))}
+    if not len(y):
+        return out
+    out |= {"label_mean": float(y.mean()), "prediction_mean": float(p.mean()),
+            "rmse": float(np.sqrt(mean_squared_error(y, p))), "mae": float(mean_absolute_error(y, p))}
+    if len(np.unique(y)) > 1:
+        out["r2"] = float(r2_score(y, p))
+    return out
+
+
+def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: Path, title: str, *,
+                regression: bool = False) -> dict[str, Path]:
+    """Binary: ROC, precision-recall, calibration; regression: predicted vs actual, residuals by predicted value.
+    Both: the top 20 features by gain."""
     import matplotlib
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -44,6 +62,42 @@ def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: P
         fig.savefig(path, dpi=80)
         plt.close(fig)
         paths[name] = path
+
+    if regression:
+        _regression_plots(np.asarray(y, dtype=float), np.asarray(p, dtype=float), plt, save, title)
+    else:
+        _binary_plots(y, p, plt, save, title)
+
+    gains = booster.feature_importance(importance_type="gain")
+    names = np.array(booster.feature_name())
+    order = np.argsort(gains)[-20:]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.barh(names[order], gains[order])
+    ax.set(xlabel="total gain", title=f"Feature importance — {title}")
+    save("feature_importance", fig)
+    return paths
+
+
+def _regression_plots(y: np.ndarray, p: np.ndarray, plt, save, title: str) -> None:
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    m = _regression_metrics(y, p)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(y, p, s=6, alpha=0.4)
+    ax.plot([lo, hi], [lo, hi], "--", color="grey", label="perfect")
+    ax.set(xlabel="actual", ylabel="predicted", title=f"Predicted vs actual — {title}")
+    ax.legend(loc="upper left", title=f"RMSE {m['rmse']:.3g}, MAE {m['mae']:.3g}")
+    save("predicted_vs_actual", fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(p, y - p, s=6, alpha=0.4)
+    ax.axhline(0, ls="--", color="grey")
+    ax.set(xlabel="predicted", ylabel="actual - predicted", title=f"Residuals — {title}")
+    save("residuals", fig)
+
+
+def _binary_plots(y: np.ndarray, p: np.ndarray, plt, save, title: str) -> None:
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     fpr, tpr, _ = roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -68,12 +122,3 @@ def write_plots(y: np.ndarray, p: np.ndarray, booster: lgb.Booster, directory: P
     ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title=f"Calibration — {title}")
     ax.legend(loc="upper left")
     save("calibration", fig)
-
-    gains = booster.feature_importance(importance_type="gain")
-    names = np.array(booster.feature_name())
-    order = np.argsort(gains)[-20:]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.barh(names[order], gains[order])
-    ax.set(xlabel="total gain", title=f"Feature importance — {title}")
-    save("feature_importance", fig)
-    return paths

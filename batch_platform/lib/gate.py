@@ -2,14 +2,17 @@
 
 Both models are scored on the *same* rows (the spec's most recent test window). Every comparison is
 **oriented so that a positive difference means the candidate is better**: ``candidate - reference`` for
-``roc_auc`` and ``average_precision`` (higher is better), ``reference - candidate`` for ``log_loss`` (lower is
-better).
+``roc_auc`` and ``average_precision`` (higher is better), ``reference - candidate`` for ``log_loss`` and the
+regression metrics ``rmse`` and ``mae`` (lower is better: errors, in the label's unit for regression).
 
 Decision rule (:func:`evaluate_gate`)
 -------------------------------------
 The *reference* is the champion when there is one, otherwise the spec's ``floor`` (first model): a metric value,
-or with ``floor_basis: positive_rate`` that multiple of the test window's positive rate (held constant across
-resamples).
+with ``floor_basis: positive_rate`` that multiple of the test window's positive rate, or with ``floor_basis:
+baseline`` that multiple of what a model without signal scores on the test window (:func:`chance_level`: for
+regression the error of predicting the window's mean, for RMSE, or median, for MAE; ``floor: 0.9`` asks for 10 %
+less error than that). Either is held constant across resamples. For lower-is-better metrics the floor is a
+ceiling.
 
 1. **Overall**, both must hold:
 
@@ -66,7 +69,9 @@ tie counts 1/2, as scikit-learn's trapezoidal rule) and average precision the su
 thresholds of recall step x precision (as scikit-learn), both from cumulative sums over the groups; log loss is
 the mean of per-row losses clipped as scikit-learn clips them. Each equals the scikit-learn metric on the
 drawn rows (to ~1e-12; tested, for day blocks too).
-A resample that contains only one class is **discarded and redrawn** (for every metric, so all metrics use the
+Regression metrics are per-row losses too (squared or absolute errors; RMSE is the square root of their
+mean), so their resamples cost what log loss's do. A resample that contains only one class is **discarded and
+redrawn** (binary metrics only) (for every metric, so all metrics use the
 same resamples): the interval is conditional on both classes being present, as the test window itself is. The
 draws come from ``numpy.random.default_rng(seed)``, so a given ``(y_true, blocks, seed, n_bootstrap)`` always
 produces the same resamples, for any metric and any scores.
@@ -83,8 +88,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "log_loss": False}
+HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "log_loss": False, "rmse": False, "mae": False}
 METRICS = tuple(HIGHER_IS_BETTER)
+REGRESSION_METRICS = ("rmse", "mae")
+BINARY_METRICS = tuple(m for m in METRICS if m not in REGRESSION_METRICS)
+RANK_METRICS = ("roc_auc", "average_precision")
+LOSS_METRICS = ("log_loss", *REGRESSION_METRICS)  # a mean of per-row losses (RMSE: its square root)
+FLOOR_BASES = ("absolute", "positive_rate", "baseline")
 
 # Elements of one block of resamples (resamples x rows); keeps peak memory around a few hundred MB.
 _BLOCK_ELEMENTS = 2_000_000
@@ -122,8 +132,11 @@ class GatePolicy:
             raise ValueError(f"max_slice_degradation must be >= 0, got {self.max_slice_degradation}")
         if not math.isfinite(self.floor):
             raise ValueError(f"floor must be finite, got {self.floor}")
-        if self.floor_basis not in ("absolute", "positive_rate"):
-            raise ValueError(f"floor_basis must be 'absolute' or 'positive_rate', got {self.floor_basis!r}")
+        if self.floor_basis not in FLOOR_BASES:
+            raise ValueError(f"floor_basis must be one of {', '.join(FLOOR_BASES)}, got {self.floor_basis!r}")
+        if self.floor_basis == "positive_rate" and self.metric in REGRESSION_METRICS:
+            raise ValueError(f"floor_basis 'positive_rate' has no meaning for {self.metric} (a regression metric): "
+                             "use 'absolute' or 'baseline'")
         if self.n_bootstrap < 1:
             raise ValueError(f"n_bootstrap must be >= 1, got {self.n_bootstrap}")
         if not 0 < self.confidence < 1:
@@ -180,12 +193,22 @@ class GateReport:
 # -- metrics -----------------------------------------------------------------------------------------------
 
 
+def is_regression(metric: str) -> bool:
+    _check_metric(metric)
+    return metric in REGRESSION_METRICS
+
+
 def metric_value(metric: str, y_true: Any, scores: Any) -> float:
     """The metric on all rows, computed by scikit-learn (raw value, not oriented)."""
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+    from sklearn.metrics import (average_precision_score, log_loss, mean_absolute_error, mean_squared_error,
+                                 roc_auc_score)
 
     _check_metric(metric)
-    y, s = _as_binary(y_true), _as_scores(scores, metric, len(np.asarray(y_true)))
+    y, s = _as_labels(y_true, metric), _as_scores(scores, metric, len(np.asarray(y_true)))
+    if metric == "rmse":
+        return float(math.sqrt(mean_squared_error(y, s)))
+    if metric == "mae":
+        return float(mean_absolute_error(y, s))
     if metric == "roc_auc":
         return float(roc_auc_score(y, s))
     if metric == "average_precision":
@@ -199,10 +222,10 @@ def paired_bootstrap(metric: str, y_true: Any, a: Any, b: Any, n: int = 1000, co
 
     Returns ``(difference, low, high)``: the point difference on all rows (scikit-learn) and the two-sided
     ``confidence`` interval from ``n`` resamples that draw the same rows for both models. Positive means ``a``
-    is better (``a - b`` for roc_auc/average_precision, ``b - a`` for log_loss). ``blocks`` (one label per row,
+    is better (``a - b`` for roc_auc/average_precision, ``b - a`` for the losses). ``blocks`` (one label per row,
     e.g. the day): resample whole blocks instead of rows (see the module docstring)."""
     _check_metric(metric)
-    y = _as_binary(y_true)
+    y = _as_labels(y_true, metric)
     sa, sb = _as_scores(a, metric, len(y)), _as_scores(b, metric, len(y))
     sign = _sign(metric)
     diff = sign * (metric_value(metric, y, sa) - metric_value(metric, y, sb))
@@ -217,14 +240,14 @@ def bootstrap_metric(metric: str, y_true: Any, scores: Any, n: int = 1000, confi
     """Percentile bootstrap of one model's metric (raw, not oriented): ``(value, low, high)``; ``blocks`` as in
     :func:`paired_bootstrap`."""
     _check_metric(metric)
-    y = _as_binary(y_true)
+    y = _as_labels(y_true, metric)
     s = _as_scores(scores, metric, len(y))
     block_labels = _as_blocks(blocks, len(y))
     values, _ = _bootstrap_values(metric, y, [s], n, seed, block_labels)
     value = metric_value(metric, y, s)
     low, high = _interval(values[:, 0], value, confidence, _inflation(block_labels, confidence))
     # widening for few blocks can reach past what the metric can be (an AUC below 0): clip to its range
-    top = np.inf if metric == "log_loss" else 1.0
+    top = np.inf if metric in LOSS_METRICS else 1.0
     return value, float(np.clip(low, 0.0, top)), float(np.clip(high, 0.0, top))
 
 
@@ -239,10 +262,11 @@ def evaluate_gate(y_true: Any, candidate_scores: Any, champion_scores: Any | Non
     errors are correlated within a day; ``None`` resamples rows.
 
     Raises ``ValueError`` for unusable input: lengths differ, scores not finite (or not probabilities for
-    log_loss), ``y_true`` not binary or with a single class, a guarded slice column missing."""
-    y = _as_binary(y_true)
+    log_loss), ``y_true`` not binary or with a single class (binary metrics) or not finite (regression), a guarded
+    slice column missing."""
+    y = _as_labels(y_true, policy.metric)
     n = len(y)
-    if y.min() == y.max():
+    if not is_regression(policy.metric) and y.min() == y.max():
         raise ValueError(f"y_true has a single class ({int(y[0])}) on all {n} rows: the gate cannot compare models")
     cand = _as_scores(candidate_scores, policy.metric, n, "candidate_scores")
     champ = None if champion_scores is None else _as_scores(champion_scores, policy.metric, n, "champion_scores")
@@ -261,11 +285,14 @@ def evaluate_gate(y_true: Any, candidate_scores: Any, champion_scores: Any | Non
 
     champ_value = None if champ is None else metric_value(metric, y, champ)
     baseline = "floor" if champ_value is None else "champion"
-    floor = policy.floor * float(y.mean()) if policy.floor_basis == "positive_rate" else policy.floor
+    floor = policy.floor * {"absolute": 1.0, "positive_rate": float(y.mean()),
+                            "baseline": chance_level(metric, y)}[policy.floor_basis]
     reference = floor if champ_value is None else champ_value
     boot_reference: float | np.ndarray = floor if champ is None else boot[:, 1]
-    floor_name = (f"the floor {policy.floor:g} × positive rate {y.mean():.4f} = {floor:.4f}"
-                  if policy.floor_basis == "positive_rate" else f"the floor {floor:.4f}")
+    floor_name = {"positive_rate": f"the floor {policy.floor:g} × positive rate {y.mean():.4f} = {floor:.4f}",
+                  "baseline": f"the floor {policy.floor:g} × the no-signal baseline's {metric} "
+                              f"{chance_level(metric, y):.4f} = {floor:.4f}"}.get(policy.floor_basis,
+                                                                                 f"the floor {floor:.4f}")
     ref_name = floor_name if champ_value is None else f"the champion's {champ_value:.4f}"
     difference = sign * (cand_value - reference)
     ci_low, ci_high = _interval(sign * (boot[:, 0] - boot_reference), difference, policy.confidence, inflate)
@@ -278,7 +305,7 @@ def evaluate_gate(y_true: Any, candidate_scores: Any, champion_scores: Any | Non
     if champ is None:
         # A first model has nothing to fall back on: the floor is judged on the point estimate, and the interval
         # is reported -- with a note when it does not even exclude a ranking no better than chance.
-        chance = _chance_level(metric, y)
+        chance = chance_level(metric, y)
         cand_low, cand_high = _interval(boot[:, 0], cand_value, policy.confidence, inflate)
         if not (cand_low > chance if sign > 0 else cand_high < chance):
             first_model_notes.append(
@@ -324,12 +351,15 @@ def _slice_rows(frame: pd.DataFrame | None, policy: GatePolicy) -> list[tuple[st
 
 
 def _skip_reason(metric: str, y: np.ndarray, mask: np.ndarray, policy: GatePolicy) -> str | None:
-    n, n_pos = int(mask.sum()), int(y[mask].sum())
+    n = int(mask.sum())
     if n < policy.min_slice_rows:
         return f"skipped: {n} rows < min_slice_rows {policy.min_slice_rows}"
+    if metric in REGRESSION_METRICS:
+        return None
+    n_pos = int(y[mask].sum())
     if n_pos in (0, n):
         return f"skipped: a single class ({'all positive' if n_pos else 'no positive'} rows)"
-    if metric != "log_loss" and n_pos < policy.min_slice_positives:
+    if metric in RANK_METRICS and n_pos < policy.min_slice_positives:
         return (f"skipped: {n_pos} positives < min_slice_positives {policy.min_slice_positives} (a rank metric "
                 "on so few positives decides at random)")
     return None
@@ -351,7 +381,8 @@ def _evaluate_slices(metric: str, y: np.ndarray, cand: np.ndarray, champ: np.nda
     out: list[dict] = []
     for column, value, mask in _slice_rows(frame, policy):
         ys = y[mask]
-        row: dict[str, Any] = {"column": column, "value": value, "n": int(mask.sum()), "n_positive": int(ys.sum()),
+        row: dict[str, Any] = {"column": column, "value": value, "n": int(mask.sum()),
+                               "n_positive": None if metric in REGRESSION_METRICS else int(ys.sum()),
                                "candidate": None, "champion": None, "difference": None, "ci_low": None,
                                "ci_high": None, "p_value": None, "holm_threshold": None, "passed": None,
                                "skipped": True, "reason": ""}
@@ -403,7 +434,7 @@ def _bootstrap_values(metric: str, y: np.ndarray, scores: Sequence[np.ndarray], 
     resampling units: a resample draws as many blocks as there are, with replacement, and takes all their rows."""
     if n_resamples < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_resamples}")
-    if y.min() == y.max():
+    if metric not in REGRESSION_METRICS and y.min() == y.max():
         raise ValueError("y_true has a single class: no resample can contain both")
     if blocks is None:
         return _row_bootstrap(metric, y, scores, n_resamples, seed, subsets)
@@ -424,8 +455,10 @@ def _row_bootstrap(metric: str, y: np.ndarray, scores: Sequence[np.ndarray], n_r
             raise RuntimeError(f"{drawn} resamples drawn, fewer than {n_resamples} with both classes")
         idx = rng.integers(0, n, size=(block, n))
         drawn += block
-        n_pos = y[idx].sum(axis=1)
-        idx = idx[(n_pos > 0) & (n_pos < n)][: n_resamples - filled]  # n_pos == n: no negative drawn
+        if metric not in REGRESSION_METRICS:
+            n_pos = y[idx].sum(axis=1)
+            idx = idx[(n_pos > 0) & (n_pos < n)]  # n_pos == n: no negative drawn
+        idx = idx[: n_resamples - filled]
         if len(idx):
             for j, p in enumerate(prepared):
                 out[filled:filled + len(idx), j] = _resampled_metric(metric, p, idx)
@@ -441,8 +474,9 @@ def _block_bootstrap(metric: str, y: np.ndarray, scores: Sequence[np.ndarray], n
     resample is a vector of block multiplicities, so its counts are one matrix product."""
     block_ids, block_of_row = np.unique(np.asarray(blocks), return_inverse=True)
     n_blocks = len(block_ids)
-    pos_per_block = np.bincount(block_of_row, weights=y, minlength=n_blocks)
-    neg_per_block = np.bincount(block_of_row, weights=1 - y, minlength=n_blocks)
+    regression = metric in REGRESSION_METRICS
+    pos_per_block = np.bincount(block_of_row, weights=None if regression else y, minlength=n_blocks)
+    neg_per_block = np.bincount(block_of_row, weights=None if regression else 1 - y, minlength=n_blocks)
     masks = [np.ones(len(y), dtype=bool), *subsets]
     tables = [[_block_table(metric, y, s, block_of_row, n_blocks, m) for s in scores] for m in masks]
     rng = np.random.default_rng(seed)
@@ -468,10 +502,10 @@ def _block_bootstrap(metric: str, y: np.ndarray, scores: Sequence[np.ndarray], n
 
 def _block_table(metric: str, y: np.ndarray, s: np.ndarray, block_of_row: np.ndarray, n_blocks: int,
                  mask: np.ndarray) -> np.ndarray:
-    """Per block: ``[loss sum, rows]`` (log_loss) or counts per (score group, label) as in :func:`_prepare`."""
+    """Per block: ``[loss sum, rows]`` (the losses) or counts per (score group, label) as in :func:`_prepare`."""
     p = _prepare(metric, y[mask], s[mask])  # score groups of the subset's own rows: a narrow table
     b = block_of_row[mask]
-    if metric == "log_loss":
+    if metric in LOSS_METRICS:
         return np.stack([np.bincount(b, weights=p["loss"], minlength=n_blocks),
                          np.bincount(b, minlength=n_blocks).astype(np.float64)], axis=1)
     width = 2 * p["groups"]
@@ -480,9 +514,9 @@ def _block_table(metric: str, y: np.ndarray, s: np.ndarray, block_of_row: np.nda
 
 
 def _metric_from_table(metric: str, table: np.ndarray) -> np.ndarray:
-    if metric == "log_loss":
+    if metric in LOSS_METRICS:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return table[:, 0] / table[:, 1]
+            return _from_mean_loss(metric, table[:, 0] / table[:, 1])
     counts = table.reshape(len(table), -1, 2)
     return _metric_from_counts(metric, counts[:, :, 0], counts[:, :, 1])
 
@@ -490,6 +524,10 @@ def _metric_from_table(metric: str, table: np.ndarray) -> np.ndarray:
 def _prepare(metric: str, y: np.ndarray, s: np.ndarray) -> dict:
     """Per-model work shared by all resamples: per-row losses, or each row's bin ``2 * group + label`` where
     ``group`` numbers the distinct scores from the highest (0) down."""
+    if metric == "rmse":
+        return {"loss": (s - y) ** 2}
+    if metric == "mae":
+        return {"loss": np.abs(s - y)}
     if metric == "log_loss":
         eps = np.finfo(np.float64).eps
         p1, p0 = np.clip(s, eps, 1 - eps), np.clip(1 - s, eps, 1 - eps)  # clipped as scikit-learn does
@@ -501,17 +539,21 @@ def _prepare(metric: str, y: np.ndarray, s: np.ndarray) -> dict:
 def _resampled_metric(metric: str, p: dict, idx: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """The metric on each resample (a row of row indices ``idx``), one value per resample; with ``weights`` (0/1
     per drawn row) only on the drawn rows of a subset (NaN where that leaves a single class)."""
-    if metric == "log_loss":
+    if metric in LOSS_METRICS:
         if weights is None:
-            return p["loss"][idx].mean(axis=1)
+            return _from_mean_loss(metric, p["loss"][idx].mean(axis=1))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (p["loss"][idx] * weights).sum(axis=1) / weights.sum(axis=1)
+            return _from_mean_loss(metric, (p["loss"][idx] * weights).sum(axis=1) / weights.sum(axis=1))
     # counts[r, g, label]: how many rows of score group g (descending score) and that label resample r drew
     block, width = len(idx), 2 * p["groups"]
     keys = p["bin"][idx] + (np.arange(block, dtype=np.int64) * width)[:, None]
     counts = np.bincount(keys.ravel(), weights=None if weights is None else weights.ravel().astype(np.float64),
                          minlength=block * width).reshape(block, p["groups"], 2)
     return _metric_from_counts(metric, counts[:, :, 0], counts[:, :, 1])
+
+
+def _from_mean_loss(metric: str, mean_loss: np.ndarray) -> np.ndarray:
+    return np.sqrt(mean_loss) if metric == "rmse" else mean_loss
 
 
 def _metric_from_counts(metric: str, neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -533,9 +575,15 @@ def _metric_from_counts(metric: str, neg: np.ndarray, pos: np.ndarray) -> np.nda
     return np.where((total_pos > 0) & (total_neg > 0), value, np.nan)
 
 
-def _chance_level(metric: str, y: np.ndarray) -> float:
-    """What a model without signal scores: ROC AUC 0.5, average precision the positive rate, log loss the base
-    rate's own log loss."""
+def chance_level(metric: str, y_true: Any) -> float:
+    """What a model without signal scores on ``y_true``: ROC AUC 0.5, average precision the positive rate, log
+    loss the base rate's own log loss; RMSE and MAE the error of one constant for every row, the labels' mean
+    (RMSE: their standard deviation) or median (MAE: their mean absolute deviation from it)."""
+    y = _as_labels(y_true, metric)
+    if metric == "rmse":
+        return float(np.std(y))
+    if metric == "mae":
+        return float(np.mean(np.abs(y - np.median(y))))
     rate = float(y.mean())
     if metric == "roc_auc":
         return 0.5
@@ -598,10 +646,18 @@ def _sign(metric: str) -> float:
     return 1.0 if HIGHER_IS_BETTER[metric] else -1.0
 
 
-def _as_binary(y_true: Any) -> np.ndarray:
+def _as_labels(y_true: Any, metric: str) -> np.ndarray:
+    """Binary metrics: 0/1 integers; regression metrics: finite floats."""
     y = np.asarray(y_true)
     if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"y_true must be a non-empty 1-D array, got shape {y.shape}")
+    if metric in REGRESSION_METRICS:
+        if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+            raise ValueError(f"y_true must be numeric for {metric}, got {y.dtype}")
+        y = y.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError(f"y_true: {int((~np.isfinite(y)).sum())} non-finite label(s)")
+        return y
     if y.dtype == bool:
         return y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.number) or not np.isin(y, (0, 1)).all():

@@ -18,6 +18,11 @@ rates of the two groups. Rule (two-sided, per column):
   max(min_abs_diff, min_rel_diff * overall rate)`` (defaults 0.02 and 0.5), so a very large frame cannot fail
   on a negligible difference.
 
+A numeric label (a regression spec, ``regression=True``) is audited the same way on its means: the z statistic is
+the difference of the two groups' means over its standard error from the overall variance (for a 0/1 label that
+is exactly the pooled two-proportion z), and the material difference is ``min_std_diff`` (default 0.25) overall
+standard deviations.
+
 Rows whose value is missing at random have the label at the base rate in both groups: |z| stays small. The 2013
 NYC flights show the failure this catches: every flight without a tail number is a cancelled one (601 of 601 in
 January-February against 2.3 % of the others), z = 131.
@@ -36,6 +41,7 @@ MIN_GROUP_ROWS = 30
 Z_THRESHOLD = 4.0
 MIN_ABS_DIFF = 0.02
 MIN_REL_DIFF = 0.5
+MIN_STD_DIFF = 0.25
 
 FAIL, PASS, NO_MISSING, TOO_FEW = "fail", "pass", "no_missing", "too_few_to_judge"
 
@@ -45,7 +51,7 @@ class ColumnMissingness:
     column: str
     rows_present: int
     rows_missing: int
-    rate_present: float | None  # label rate among the rows where the column has a value (None: no such row)
+    rate_present: float | None  # label rate (mean) among the rows where the column has a value (None: no such row)
     rate_missing: float | None  # ... where it is missing
     z: float | None  # two-proportion z statistic, missing minus present (None: not judged)
     verdict: str  # fail | pass | no_missing | too_few_to_judge
@@ -54,8 +60,9 @@ class ColumnMissingness:
 @dataclass
 class MissingnessReport:
     rows: int
-    positive_rate: float
+    label_mean: float  # the positive rate of a 0/1 label
     min_difference: float  # the material difference for this frame: max(min_abs_diff, min_rel_diff * rate)
+    regression: bool = False
     columns: list[ColumnMissingness] = field(default_factory=list)
 
     @property
@@ -87,8 +94,9 @@ class MissingnessReport:
         parts = []
         for c in self.columns:
             if c.verdict == FAIL:
-                parts.append(f"{c.column}: label rate {c.rate_missing:.1%} in {c.rows_missing} rows without a "
-                             f"value vs {c.rate_present:.1%} in {c.rows_present} with one (z = {c.z:.1f})")
+                fmt = (lambda v: f"mean {v:.4g}") if self.regression else (lambda v: f"rate {v:.1%}")
+                parts.append(f"{c.column}: label {fmt(c.rate_missing)} in {c.rows_missing} rows without a "
+                             f"value vs {fmt(c.rate_present)} in {c.rows_present} with one (z = {c.z:.1f})")
         return "missingness predicts the label (the value is recorded after the outcome?): " + "; ".join(parts)
 
 
@@ -101,18 +109,27 @@ def audit(
     z_threshold: float = Z_THRESHOLD,
     min_abs_diff: float = MIN_ABS_DIFF,
     min_rel_diff: float = MIN_REL_DIFF,
+    regression: bool = False,
+    min_std_diff: float = MIN_STD_DIFF,
 ) -> MissingnessReport:
-    """Audit ``columns`` of ``frame`` against the 0/1 column ``label`` (see the module docstring)."""
+    """Audit ``columns`` of ``frame`` against the 0/1 column ``label`` (numeric with ``regression``; see the
+    module docstring)."""
     absent = [c for c in [label, *columns] if c not in frame.columns]
     if absent:
         raise KeyError(f"frame has no column(s) {absent}")
     y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    if not np.isin(y, (0.0, 1.0)).all():
+    if regression and not np.isfinite(y).all():
+        raise ValueError(f"label column {label!r} must be numeric and finite (found nulls or other values)")
+    if not regression and not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"label column {label!r} must hold only 0/1 (found nulls or other values)")
     n = len(y)
     rate = float(y.mean()) if n else float("nan")
-    min_diff = max(min_abs_diff, min_rel_diff * rate) if n else min_abs_diff
-    report = MissingnessReport(rows=n, positive_rate=rate, min_difference=min_diff)
+    variance = float(y.var()) if n else 0.0  # rate * (1 - rate) for a 0/1 label
+    if regression:
+        min_diff = min_std_diff * math.sqrt(variance)
+    else:
+        min_diff = max(min_abs_diff, min_rel_diff * rate) if n else min_abs_diff
+    report = MissingnessReport(rows=n, label_mean=rate, min_difference=min_diff, regression=regression)
     for col in dict.fromkeys(columns):
         missing = _missing(frame[col])
         n_miss = int(missing.sum())
@@ -126,7 +143,7 @@ def audit(
             verdict = TOO_FEW
         else:
             diff = float(y[missing].mean() - y[~missing].mean())
-            se = math.sqrt(rate * (1 - rate) * (1 / n_miss + 1 / n_pres))
+            se = math.sqrt(variance * (1 / n_miss + 1 / n_pres))
             z = diff / se if se > 0 else 0.0
             verdict = FAIL if abs(z) >= z_threshold and abs(diff) >= min_diff else PASS
         report.columns.append(ColumnMissingness(col, n_pres, n_miss, r_pres, r_miss, z, verdict))

@@ -57,7 +57,7 @@ def _q(name: str) -> str:
 class VersionAccuracy:
     model_version: int
     rows: int
-    positives: int
+    positives: int | None  # None for a regression metric
     metric: float | None  # production value of the spec's gate metric on the day (None: one class only)
     validation_metric: float | None  # the reference: the version's test-window metric (the name is historical)
     degradation: float | None  # reference - production on the day (higher-is-better metrics), for information
@@ -129,7 +129,7 @@ def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt
     try:
         rows = con.sql(
             f"SELECT p.model_version, p.score, p.fallback_reason IS NOT NULL AS fallback, "
-            f"CAST({spec.label.sql} AS INTEGER) AS y "
+            f"CAST({spec.label.sql} AS {spec.label_sql_type}) AS y "
             f"FROM {table} p JOIN {LABEL_SCHEMA}.{spec.label.model} l ON l.{key} = p.{key} "
             f"WHERE p.{scoring.PARTITION} = DATE '{day}' AND ({spec.label.sql}) IS NOT NULL"
         ).df()
@@ -143,7 +143,8 @@ def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt
     for version, g in rows.groupby("model_version", sort=True):
         model = g[~g["fallback"]]
         fb = g[g["fallback"]]
-        m = _metrics(model["y"].to_numpy(), model["score"].to_numpy())
+        regression = spec.is_regression
+        m = _metrics(model["y"].to_numpy(), model["score"].to_numpy(), regression)
         value = m.get(metric)
         calibration = (calibrations or {}).get(int(version))
         est = None
@@ -159,11 +160,12 @@ def production_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt
         if val is not None and window.get("days"):
             passed = (window["ci_high"] >= val - tolerance) if higher else (window["ci_low"] <= val + tolerance)
         out.append(VersionAccuracy(
-            model_version=int(version), rows=int(len(model)), positives=int(model["y"].sum()), metric=value,
+            model_version=int(version), rows=int(len(model)),
+            positives=None if regression else int(model["y"].sum()), metric=value,
             validation_metric=val, degradation=degradation, passed=passed,
             fallback_rows=int(len(fb)),
-            fallback_metric=_metrics(fb["y"].to_numpy(), fb["score"].to_numpy()).get(metric), metrics=m,
-            served_metric=_metrics(g["y"].to_numpy(), g["score"].to_numpy()).get(metric), window=window,
+            fallback_metric=_metrics(fb["y"].to_numpy(), fb["score"].to_numpy(), regression).get(metric), metrics=m,
+            served_metric=_metrics(g["y"].to_numpy(), g["score"].to_numpy(), regression).get(metric), window=window,
             estimated_metric=est.expected if est else None, estimate_low=est.low if est else None,
             estimate_high=est.high if est else None,
         ))
@@ -184,7 +186,7 @@ def window_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: in
     first = last - dt.timedelta(days=spec.monitoring.retrain.window_partitions - 1)
     rows = shadow.served_rows(con, spec, version=version, first_day=first, now=now, last_day=day)
     days = sorted({str(d) for d in rows[promotion.DAY]})
-    if len(days) < 2 or rows[promotion.LABEL].nunique() < 2:
+    if len(days) < 2 or (not spec.is_regression and rows[promotion.LABEL].nunique() < 2):
         return {"days": [], "rows": int(len(rows))}
     value, low, high = gate.bootstrap_metric(spec.gate.metric, rows[promotion.LABEL].to_numpy(),
                                              rows[promotion.CHAMPION_SCORE].to_numpy(), n=n_bootstrap,
@@ -192,10 +194,10 @@ def window_accuracy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, version: in
     return {"days": days, "rows": int(len(rows)), "metric": value, "ci_low": low, "ci_high": high}
 
 
-def _metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    if len(y) == 0 or len(np.unique(y)) < 2:
+def _metrics(y: np.ndarray, p: np.ndarray, regression: bool = False) -> dict:
+    if len(y) == 0 or (not regression and len(np.unique(y)) < 2):
         return {"rows": int(len(y))}
-    return evaluation.metrics(y, p)
+    return evaluation.metrics(y, p, regression=regression)
 
 
 def store_accuracy(con: duckdb.DuckDBPyConnection, result: AccuracyResult, run_id: str) -> None:
@@ -203,10 +205,12 @@ def store_accuracy(con: duckdb.DuckDBPyConnection, result: AccuracyResult, run_i
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     con.execute(f"CREATE TABLE IF NOT EXISTS {ACCURACY_TABLE} (spec VARCHAR NOT NULL, partition_date DATE NOT NULL, "
                 "model_version BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, validation_value DOUBLE, "
-                "degradation DOUBLE, passed BOOLEAN NOT NULL, rows BIGINT NOT NULL, positives BIGINT NOT NULL, "
+                "degradation DOUBLE, passed BOOLEAN NOT NULL, rows BIGINT NOT NULL, positives BIGINT, "
                 "fallback_rows BIGINT NOT NULL, run_id VARCHAR NOT NULL, computed_at TIMESTAMPTZ NOT NULL)")
     for column in ("estimated_value", "estimate_gap"):  # added with the performance estimate
         con.execute(f"ALTER TABLE {ACCURACY_TABLE} ADD COLUMN IF NOT EXISTS {column} DOUBLE")
+    # positives is NULL for a regression metric (tables made before regression specs declared it NOT NULL)
+    con.execute(f"ALTER TABLE {ACCURACY_TABLE} ALTER COLUMN positives DROP NOT NULL")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM {ACCURACY_TABLE} WHERE spec = ? AND partition_date = ?",

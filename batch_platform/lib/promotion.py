@@ -86,7 +86,7 @@ class Comparison:
     metric: str
     days: list[str]
     rows: int
-    positives: int
+    positives: int | None  # None for a regression metric
     champion_metric: float | None = None
     challenger_metric: float | None = None
     difference: float | None = None
@@ -112,12 +112,12 @@ def compare(rows: pd.DataFrame, policy: PromotionPolicy, *, min_days: int, min_r
     ``champion_score``, ``challenger_score``: model-scored rows with final labels). ``waiting`` until ``rows``
     span ``min_days`` days and ``min_rows`` rows with both classes."""
     days = sorted({str(d) for d in rows[DAY]}) if len(rows) else []
-    n, positives = len(rows), int(rows[LABEL].sum()) if len(rows) else 0
+    n, positives = len(rows), _positives(policy.metric, rows)
     base = {"metric": policy.metric, "days": days, "rows": n, "positives": positives}
     if len(days) < min_days or n < min_rows:
         return Comparison(WAITING, f"{len(days)} of {min_days} day(s) and {n} of {min_rows} rows with final "
                           "labels scored by both models", **base)
-    if positives in (0, n):
+    if positives is not None and positives in (0, n):
         return Comparison(WAITING, f"the {n} rows hold a single class: nothing to compare yet", **base)
     y = rows[LABEL].to_numpy()
     champion = rows[CHAMPION_SCORE].to_numpy(dtype="float64")
@@ -169,6 +169,13 @@ def canary_step(comparison: Comparison, policy: PromotionPolicy, canary_days: in
     return Step("wait", f"canary: {comparison.reason}", evidence)
 
 
+def _positives(metric: str, rows: pd.DataFrame) -> int | None:
+    """Positive labels among ``rows`` (a binary metric needs both classes); None for a regression metric."""
+    if gate.is_regression(metric):
+        return None
+    return int(rows[LABEL].sum()) if len(rows) else 0
+
+
 MIN_BLOCKS = 3
 """Fewest days a day-block interval is computed on: resampling two days has three outcomes (each day twice, or
 both), so an "interval" of two days can sit entirely on one side of its own point estimate."""
@@ -185,8 +192,8 @@ def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int,
         return Step("none", f"v{champion} was promoted {days_since_promotion:.1f} days ago, outside the rollback "
                     f"window of {policy.rollback_window_days} days")
     days = sorted({str(d) for d in rows[DAY]}) if len(rows) else []
-    n, positives = len(rows), int(rows[LABEL].sum()) if len(rows) else 0
-    if len(days) < max(MIN_BLOCKS, policy.rollback_min_days) or positives in (0, n):
+    n, positives = len(rows), _positives(policy.metric, rows)
+    if len(days) < max(MIN_BLOCKS, policy.rollback_min_days) or (positives is not None and positives in (0, n)):
         return Step("none", f"v{champion}: {len(days)} of {policy.rollback_min_days} day(s) with final labels "
                     "since its promotion")
     y, s = rows[LABEL].to_numpy(), rows[CHAMPION_SCORE].to_numpy(dtype="float64")
@@ -202,7 +209,7 @@ def rollback_step(rows: pd.DataFrame, policy: PromotionPolicy, *, champion: int,
     what = (f"v{champion} production {policy.metric} {value:.4f} [{low:.4f}, {high:.4f}] on {n} rows of "
             f"{len(days)} day(s)")
     if previous_metric is not None and (high < previous_metric if higher else low > previous_metric):
-        return Step("rollback", f"{what}: below v{previous}'s {previous_metric:.4f} (its {previous_source}) "
+        return Step("rollback", f"{what}: worse than v{previous}'s {previous_metric:.4f} (its {previous_source}) "
                     "beyond its interval", evidence)
     floor = policy.rollback_floor
     if floor is not None and (value < floor if higher else value > floor):

@@ -40,7 +40,8 @@ def paired_rows(con: duckdb.DuckDBPyConnection, spec: ModelSpec, *, champion: in
         return pd.DataFrame(columns=columns)
     key, part = _q(spec.entity.key), scoring.PARTITION
     return con.execute(
-        f"SELECT p.{part} AS {promotion.DAY}, p.{key} AS key, CAST({spec.label.sql} AS INTEGER) AS {promotion.LABEL}, "
+        f"SELECT p.{part} AS {promotion.DAY}, p.{key} AS key, "
+        f"CAST({spec.label.sql} AS {spec.label_sql_type}) AS {promotion.LABEL}, "
         f"CASE WHEN p.model_version = $champion THEN p.score ELSE s.score END AS {promotion.CHAMPION_SCORE}, "
         f"CASE WHEN p.model_version = $challenger THEN p.score ELSE s.score END AS {promotion.CHALLENGER_SCORE}, "
         "p.model_version AS served_version "
@@ -66,7 +67,8 @@ def served_rows(con: duckdb.DuckDBPyConnection, spec: ModelSpec, *, version: int
         return pd.DataFrame(columns=columns)
     key, part = _q(spec.entity.key), scoring.PARTITION
     return con.execute(
-        f"SELECT p.{part} AS {promotion.DAY}, p.{key} AS key, CAST({spec.label.sql} AS INTEGER) AS {promotion.LABEL}, "
+        f"SELECT p.{part} AS {promotion.DAY}, p.{key} AS key, "
+        f"CAST({spec.label.sql} AS {spec.label_sql_type}) AS {promotion.LABEL}, "
         f"p.score AS {promotion.CHAMPION_SCORE} "
         f"FROM {served} p JOIN {LABEL_SCHEMA}.{spec.label.model} l ON CAST(l.{key} AS VARCHAR) = p.{key} "
         f"WHERE p.{part} BETWEEN $first AND $last AND ({spec.label.sql}) IS NOT NULL "

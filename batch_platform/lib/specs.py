@@ -41,8 +41,10 @@ class EntitySpec(_Strict):
 
 class LabelSpec(_Strict):
     model: str = Field(description="dbt model (schema marts) with one row per entity key.")
-    column: str | None = Field(default=None, description="Boolean label column of the model.")
-    expression: str | None = Field(default=None, description="Or: a SQL boolean expression over the model.")
+    column: str | None = Field(default=None, description="Label column of the model: boolean for a binary "
+                               "metric, numeric for a regression metric (rmse, mae).")
+    expression: str | None = Field(default=None, description="Or: a SQL expression over the model (boolean or "
+                                   "numeric, as the column).")
     definition: str = Field(description="What the label means, in words.")
     date_column: str = Field(description="The entity's day (the partition a prediction belongs to).")
     embargo_days: int = Field(ge=0, description="Days after the entity's day until its label is final.")
@@ -87,14 +89,22 @@ class WindowSpec(_Strict):
         return self.train_days + self.validation_days + self.test_days
 
 
+BINARY_METRICS = ("roc_auc", "average_precision", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae")  # (the gate's lists: lib/gate.py; tests/test_specs.py keeps them equal)
+REGRESSION_OBJECTIVES = ("regression", "regression_l1", "huber", "poisson", "tweedie", "gamma")
+
+
 class GateSpec(_Strict):
-    metric: str = Field(description="roc_auc | average_precision | log_loss")
+    metric: str = Field(description="roc_auc | average_precision | log_loss (a binary label) or rmse | mae (a "
+                        "numeric label: regression)")
     tolerance: float = Field(ge=0, description="Largest accepted degradation of the candidate vs the champion.")
     floor: float = Field(description="Floor for the first model: a metric value, or see floor_basis.")
     floor_basis: str = Field(
         default="absolute",
-        description="'absolute' (floor is a metric value) or 'positive_rate' (floor × the test window's positive "
-        "rate: what a random ranking scores in average precision, so the floor follows the season).")
+        description="'absolute' (floor is a metric value; a ceiling for the losses and errors), 'positive_rate' "
+        "(floor × the test window's positive rate: what a random ranking scores in average precision, so the "
+        "floor follows the season) or 'baseline' (floor × what a model without signal scores on the test window: "
+        "for rmse/mae the error of predicting one constant, the window's mean/median; 0.9 = 10 % less error).")
     slices: list[str] = Field(default_factory=list, description="Columns whose slices must not degrade.")
     max_slice_degradation: float = Field(default=0.05, ge=0)
     min_slice_positives: int = Field(default=20, gt=0, description=(
@@ -103,16 +113,23 @@ class GateSpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in ("roc_auc", "average_precision", "log_loss"):
-            raise ValueError(f"unknown metric {v!r}")
+        if v not in BINARY_METRICS + REGRESSION_METRICS:
+            raise ValueError(f"unknown metric {v!r}: one of {', '.join(BINARY_METRICS + REGRESSION_METRICS)}")
         return v
 
     @field_validator("floor_basis")
     @classmethod
     def _floor_basis(cls, v: str) -> str:
-        if v not in ("absolute", "positive_rate"):
-            raise ValueError(f"floor_basis must be 'absolute' or 'positive_rate', not {v!r}")
+        if v not in ("absolute", "positive_rate", "baseline"):
+            raise ValueError(f"floor_basis must be 'absolute', 'positive_rate' or 'baseline', not {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _basis_fits_metric(self) -> GateSpec:
+        if self.floor_basis == "positive_rate" and self.metric in REGRESSION_METRICS:
+            raise ValueError(f"floor_basis 'positive_rate' has no meaning for {self.metric} (regression): use "
+                             "'absolute' or 'baseline'")
+        return self
 
 
 class FallbackSpec(_Strict):
@@ -135,7 +152,8 @@ class ScoringSpec(_Strict):
         description="dbt model (schema marts) with one row per entity to score, known before its day: entity "
         "key, date column, join keys, passthrough and segment columns, no outcomes.")
     decision_threshold: float | None = Field(
-        default=None, gt=0, lt=1, description="Scores at or above it get decision = true (none: no decision).")
+        default=None, description="Scores at or above it get decision = true (none: no decision). A probability "
+        "in (0, 1) for a binary label; any value of the label's unit for regression.")
     chunk_rows: int = Field(default=50_000, gt=0, description="Rows scored per chunk (bounds memory).")
     online_ttl_hours: float = Field(
         default=36, gt=0, description="How long a served prediction stays valid (about 1.5 batch intervals).")
@@ -221,6 +239,10 @@ class PromotionSpec(_Strict):
 class ModelSpec(_Strict):
     name: str
     description: str
+    objective: str | None = Field(default=None, description=(
+        "LightGBM objective. Follows the gate metric: 'binary' for a binary metric (the only one); for rmse/mae "
+        "'regression' (squared error, the default), 'regression_l1', 'huber', 'poisson' (counts), 'tweedie' or "
+        "'gamma'."))
     entity: EntitySpec
     label: LabelSpec
     cutoff: CutoffSpec
@@ -232,6 +254,37 @@ class ModelSpec(_Strict):
     scoring: ScoringSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @model_validator(mode="after")
+    def _objective_fits_metric(self) -> ModelSpec:
+        if self.is_regression:
+            if self.objective not in (None, *REGRESSION_OBJECTIVES):
+                raise ValueError(f"objective {self.objective!r} does not fit the regression metric "
+                                 f"{self.gate.metric}: one of {', '.join(REGRESSION_OBJECTIVES)}")
+            if self.promotion.rollback_floor is not None and self.promotion.rollback_floor < 0:
+                raise ValueError("promotion.rollback_floor is an error ceiling for a regression metric: >= 0")
+        else:
+            if self.objective not in (None, "binary"):
+                raise ValueError(f"objective {self.objective!r} does not fit the binary metric {self.gate.metric}: "
+                                 "'binary'")
+            t = self.scoring.decision_threshold
+            if t is not None and not 0 < t < 1:
+                raise ValueError(f"scoring.decision_threshold {t} must be a probability in (0, 1) for a binary label")
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        """A numeric label judged by an error (rmse, mae); otherwise a binary label and a probability score."""
+        return self.gate.metric in REGRESSION_METRICS
+
+    @property
+    def lightgbm_objective(self) -> str:
+        return self.objective or ("regression" if self.is_regression else "binary")
+
+    @property
+    def label_sql_type(self) -> str:
+        """The SQL type the label is read as: 0/1 for a binary label, a double for regression."""
+        return "DOUBLE" if self.is_regression else "INTEGER"
 
     @model_validator(mode="after")
     def _deadline_after_cutoff(self) -> ModelSpec:

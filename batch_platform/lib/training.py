@@ -26,7 +26,8 @@ from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL, LABEL_FINAL_
 if TYPE_CHECKING:  # LightGBM (and the scikit-learn it imports) take a second: only where a model is trained or read
     import lightgbm as lgb
 
-LGB_METRIC = {"roc_auc": "auc", "average_precision": "average_precision", "log_loss": "binary_logloss"}
+LGB_METRIC = {"roc_auc": "auc", "average_precision": "average_precision", "log_loss": "binary_logloss",
+              "rmse": "rmse", "mae": "l1"}
 
 # The search space: a fixed grid; the search evaluates a seeded sample of `n_trials` points (the first point is
 # always the baseline configuration, so a budget of 1 is a plain, sensible model).
@@ -95,7 +96,7 @@ def _sorted(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 def _base_params(spec: ModelSpec, config: TrainConfig) -> dict:
     return {
-        "objective": "binary",
+        "objective": spec.lightgbm_objective,
         "metric": LGB_METRIC[spec.gate.metric],
         "deterministic": True,
         "force_row_wise": True,
@@ -128,11 +129,12 @@ def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfi
     train_rows = frame[frame[SPLIT] == "train"]
     val_rows = frame[frame[SPLIT] == "validation"]
     if train_rows[LABEL].nunique() < 2 or val_rows[LABEL].nunique() < 2:
-        raise ValueError(f"{spec.name}: the train and validation windows need both label classes")
+        raise ValueError(f"{spec.name}: the train and validation windows need "
+                         + ("labels that vary" if spec.is_regression else "both label classes"))
     X_train = prepare_matrix(train_rows, features, categorical)
     cats = {c: list(X_train[c].cat.categories) for c in categorical}
     X_val = prepare_matrix(val_rows, features, categorical, cats)
-    higher_better = spec.gate.metric != "log_loss"
+    higher_better = spec.gate.metric in ("roc_auc", "average_precision")
 
     import lightgbm as lgb
 
@@ -182,7 +184,8 @@ def categorical_features_of(booster: lgb.Booster) -> list[str]:
 
 
 def score(booster: lgb.Booster, frame: pd.DataFrame, categorical: list[str] | None = None) -> np.ndarray:
-    """Probabilities for ``frame`` with the model's own feature list and categories."""
+    """The model's scores for ``frame`` (probabilities for a binary objective, predicted values for a regression
+    one) with its own feature list and categories."""
     features = booster.feature_name()
     categorical = categorical if categorical is not None else categorical_features_of(booster)
     categories = dict(zip(categorical, booster.pandas_categorical or []))

@@ -33,7 +33,7 @@ LABEL_SCHEMA = "marts"
 @dataclass(frozen=True)
 class TrainingSetSummary:
     rows: int
-    positive_rate: float
+    label_mean: float  # the positive rate of a 0/1 label
     first_day: dt.date
     last_day: dt.date
     rows_per_split: dict[str, int]
@@ -65,7 +65,7 @@ def label_frame(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff
     cols = list(dict.fromkeys([spec.entity.key, spec.label.date_column, *spec.entity.join_keys,
                                *spec.passthrough_features]))
     df = con.sql(
-        f"SELECT {', '.join(_q(c) for c in cols)}, CAST({spec.label.sql} AS INTEGER) AS {LABEL} "
+        f"SELECT {', '.join(_q(c) for c in cols)}, CAST({spec.label.sql} AS {spec.label_sql_type}) AS {LABEL} "
         f"FROM {table} WHERE {_q(spec.label.date_column)} BETWEEN DATE '{first}' AND DATE '{last}' "
         f"AND ({spec.label.sql}) IS NOT NULL ORDER BY {_q(spec.entity.key)}"
     ).df()
@@ -80,7 +80,7 @@ def label_frame(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff
         lo, hi = splits[name]
         split[(days >= lo) & (days <= hi)] = name
     df[SPLIT] = split
-    df[LABEL] = df[LABEL].astype("int8")
+    df[LABEL] = df[LABEL].astype("float64" if spec.is_regression else "int8")
     return df
 
 
@@ -98,7 +98,7 @@ def summarize(df: pd.DataFrame, spec: ModelSpec) -> TrainingSetSummary:
     days = pd.to_datetime(df[spec.label.date_column]).dt.date
     return TrainingSetSummary(
         rows=len(df),
-        positive_rate=float(df[LABEL].mean()) if len(df) else float("nan"),
+        label_mean=float(df[LABEL].mean()) if len(df) else float("nan"),
         first_day=min(days),
         last_day=max(days),
         rows_per_split={k: int(v) for k, v in df[SPLIT].value_counts().sort_index().items()},

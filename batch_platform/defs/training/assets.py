@@ -28,6 +28,7 @@ GROUP = "training"
 LEAKAGE_CHECK = "no_feature_or_label_leakage"
 SKEW_CHECK = "training_serving_skew"
 MISSINGNESS_CHECK = "no_outcome_in_missingness"
+LABEL_MEAN_ENTRY = {False: "positive_rate", True: "label_mean"}  # keyed by spec.is_regression
 
 
 class TrainingSetConfig(dg.Config):
@@ -106,13 +107,14 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         skew_report = skew.compare(frame, served, key=spec.entity.key,
                                    exclude=scoring.served_meta_columns(spec))
         audited = list(dict.fromkeys([*spec.entity.join_keys, *spec.passthrough_features]))
-        missing_report = missingness.audit(frame, label=training_set.LABEL, columns=audited)
+        missing_report = missingness.audit(frame, label=training_set.LABEL, columns=audited,
+                                           regression=spec.is_regression)
         context.log.info(f"{spec.name}: {summary.rows} rows, leakage check: {report.describe()}; skew: "
                          f"{skew_report.describe()}; missingness: {missing_report.describe()}")
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": summary.rows,
-                "positive_rate": summary.positive_rate,
+                LABEL_MEAN_ENTRY[spec.is_regression]: summary.label_mean,
                 "first_day": summary.first_day.isoformat(),
                 "last_day": summary.last_day.isoformat(),
                 "rows_per_split": dg.MetadataValue.json(summary.rows_per_split),
@@ -162,7 +164,7 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             metadata={
                 "columns": dg.MetadataValue.json(missing_report.table()),
                 "failed_columns": dg.MetadataValue.json(missing_report.failed),
-                "positive_rate": missing_report.positive_rate,
+                LABEL_MEAN_ENTRY[spec.is_regression]: missing_report.label_mean,
                 "min_rate_difference": missing_report.min_difference,
             },
         )

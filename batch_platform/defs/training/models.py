@@ -128,15 +128,17 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         val = frame[frame[SPLIT] == "validation"]
         p_test = training.score(booster, test, trained.categorical)
         p_val = training.score(booster, val, trained.categorical)
+        regression = spec.is_regression
         metrics = {
-            "validation": evaluation.metrics(val[LABEL].to_numpy(), p_val),
-            "test": evaluation.metrics(test[LABEL].to_numpy(), p_test),
+            "validation": evaluation.metrics(val[LABEL].to_numpy(), p_val, regression=regression),
+            "test": evaluation.metrics(test[LABEL].to_numpy(), p_test, regression=regression),
             "search": trained.trials,
-            # Frozen with the version: raw score -> P(label), for the performance estimated before labels.
-            performance_estimate.CALIBRATION: performance_estimate.fit_calibration(
-                pd.concat([val[LABEL], test[LABEL]]).to_numpy(), np.r_[p_val, p_test],
-                window="validation+test").to_json(),
         }
+        if not regression:  # (a regression score is its own estimate: no performance estimate before labels)
+            # Frozen with the version: raw score -> P(label), for the performance estimated before labels.
+            metrics[performance_estimate.CALIBRATION] = performance_estimate.fit_calibration(
+                pd.concat([val[LABEL], test[LABEL]]).to_numpy(), np.r_[p_val, p_test],
+                window="validation+test").to_json()
         fingerprint = training.model_fingerprint(
             trained,
             training_set_fingerprint=ts_md["data_fingerprint"],
@@ -165,7 +167,8 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             spec.name, artifact_path=path, sha256=sha, fingerprint=fingerprint, metrics=metrics, run_id=context.run.run_id)
         faults.point("train.registered")
         plots = evaluation.write_plots(test[LABEL].to_numpy(), p_test, booster,
-                                       model_dir / f"v{version.version}", f"{spec.name} v{version.version} (test)")
+                                       model_dir / f"v{version.version}", f"{spec.name} v{version.version} (test)",
+                                       regression=regression)
         context.log.info(f"{spec.name} v{version.version}: test {spec.gate.metric} "
                          f"{metrics['test'].get(spec.gate.metric)}, sha256 {sha[:12]}")
         return dg.MaterializeResult(
