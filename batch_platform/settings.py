@@ -12,10 +12,15 @@ import os
 import urllib.parse
 from pathlib import Path
 
+from batch_platform.lib import project
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
-DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
+DBT_MACROS_DIR = PACKAGE_DIR / "dbt_macros"  # the platform's dbt macros, for any project's dbt (BATCH_PLATFORM_DBT_MACROS)
+DBT_MACROS_VAR = "BATCH_PLATFORM_DBT_MACROS"
+# The project's dbt project and Feast declarations (lib/project.py: BATCH_PLATFORM_PROJECT or their own variables)
+DBT_PROJECT_DIR = project.part(project.DBT_PROJECT_VAR, REPO_ROOT / "dbt_project").resolve()
+FEATURE_REPO_DIR = project.part(project.FEATURE_REPO_VAR, REPO_ROOT / "feature_repo").resolve()
 DEFAULT_DAGSTER_HOME = REPO_ROOT / "dagster_home"
 
 # The environment variables, one per setting.
@@ -76,6 +81,7 @@ def _defaults() -> dict[str, str]:
         ONLINE_STORE_VAR: str(base / "feast" / "online_store.db"),
         ARTIFACTS_VAR: str(base / "artifacts"),
         REGISTRY_VAR: str(base / "registry.db"),
+        DBT_MACROS_VAR: str(DBT_MACROS_DIR),
     }
 
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from batch_platform.lib import project
 
 DUCKDB_TYPES = ("BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMPTZ", "DATE")
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "sources"
@@ -592,12 +593,12 @@ def _load(directory: Path) -> tuple[dict[str, TableContract], dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------- the shipped tables
-SOURCES_VAR = "BATCH_PLATFORM_SOURCES"
+SOURCES_VAR = project.SOURCES_VAR
 """The folder of the platform's source contracts (default: the shipped ones, :data:`SOURCES_DIR`)."""
 
 
 def sources_dir() -> Path:
-    return Path(os.environ.get(SOURCES_VAR) or SOURCES_DIR).resolve()
+    return project.part(SOURCES_VAR, SOURCES_DIR).resolve()
 
 
 CONTRACTS, DERIVED_TABLES = _load(SOURCES_DIR)

@@ -4,7 +4,7 @@ visible only when the build and its tests passed.
 Two generations alternate, ``a`` and ``b``. A build of generation ``g`` writes:
 
 - the warehouse schemas ``staging__g``, ``intermediate__g``, ``marts__g``, ``seeds__g`` (dbt's
-  ``generate_schema_name`` appends the suffix; see ``dbt_project/macros/generate_schema_name.sql``);
+  ``generate_schema_name`` appends the suffix; see ``batch_platform/dbt_macros/generate_schema_name.sql``);
 - the feature files ``<generations dir>/g/<table>.parquet`` (the external marts).
 
 Readers never see those names. They read the stable schemas ``staging``, ``intermediate``, ``marts``, ``seeds``,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +20,9 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SPECS_DIR_VAR = "BATCH_PLATFORM_MODEL_SPECS"
+from batch_platform.lib import project
+
+SPECS_DIR_VAR = project.SPECS_VAR
 DEFAULT_SPECS_DIR = Path(__file__).resolve().parent.parent / "models"
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -344,7 +345,7 @@ class ModelSpec(_Strict):
 
 
 def specs_dir() -> Path:
-    return Path(os.environ.get(SPECS_DIR_VAR) or DEFAULT_SPECS_DIR)
+    return project.part(SPECS_DIR_VAR, DEFAULT_SPECS_DIR)
 
 
 def load_spec(path: Path) -> ModelSpec:

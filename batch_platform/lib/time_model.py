@@ -12,7 +12,6 @@ against the declaration, independently of the SQL that built them.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,7 +20,9 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-TIME_MODEL_VAR = "BATCH_PLATFORM_TIME_MODEL"
+from batch_platform.lib import project
+
+TIME_MODEL_VAR = project.TIME_MODEL_VAR
 DEFAULT_TIME_MODEL = Path(__file__).resolve().parent.parent / "time_model.yaml"
 
 
@@ -185,7 +186,7 @@ class TimeModel:
 
 
 def time_model_path() -> Path:
-    return Path(os.environ.get(TIME_MODEL_VAR) or DEFAULT_TIME_MODEL)
+    return project.part(TIME_MODEL_VAR, DEFAULT_TIME_MODEL)
 
 
 def contract_feeds(contracts) -> dict[str, FeedRule]:
