@@ -200,7 +200,7 @@ def contract_feeds(contracts) -> dict[str, FeedRule]:
 
 
 @cache
-def _load(path: Path, mtime_ns: int) -> TimeModel:
+def _load(path: Path, mtime_ns: int, contracts: tuple | None = None) -> TimeModel:
     from batch_platform.lib.contracts import ALL_CONTRACTS
 
     try:
@@ -211,19 +211,21 @@ def _load(path: Path, mtime_ns: int) -> TimeModel:
         raise TimeModelError(f"{path}: 'feeds' is not a time model field: each raw table's publication times are "
                              "declared in its source contract (published, final)")
     try:
-        return TimeModel(TimeModelSpec.model_validate({**(raw or {}), "feeds": contract_feeds(ALL_CONTRACTS)}), path)
+        feeds = contract_feeds(ALL_CONTRACTS if contracts is None else contracts)
+        return TimeModel(TimeModelSpec.model_validate({**(raw or {}), "feeds": feeds}), path)
     except ValidationError as e:
         raise TimeModelError(f"{path}: invalid time model:\n{e}") from e
 
 
-def load_time_model(path: Path | None = None) -> TimeModel:
-    """The time model of ``path`` (default :func:`time_model_path`) over the declared source contracts."""
+def load_time_model(path: Path | None = None, contracts=None) -> TimeModel:
+    """The time model of ``path`` (default :func:`time_model_path`) over the declared source contracts (or over
+    ``contracts``: another project's, e.g. an example's read by a process configured for flights)."""
     path = Path(path or time_model_path())
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as e:
         raise TimeModelError(f"{path}: no time model file: {e}") from e
-    return _load(path, mtime)
+    return _load(path, mtime, None if contracts is None else tuple(contracts))
 
 
 __all__ = ["TimeModel", "TimeModelError", "load_time_model", "time_model_path"]
