@@ -15,7 +15,7 @@ import pytest
 
 from batch_platform import settings
 
-GENERATOR = settings.DBT_PROJECT_DIR / "seeds" / "generate_us_federal_holidays.py"
+GENERATOR = settings.DBT_SEEDS_DIR / "generate_us_federal_holidays.py"
 
 
 @pytest.fixture(scope="module")
