@@ -18,8 +18,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 DBT_MACROS_DIR = PACKAGE_DIR / "dbt_macros"  # the platform's dbt macros, for any project's dbt (BATCH_PLATFORM_DBT_MACROS)
 DBT_MACROS_VAR = "BATCH_PLATFORM_DBT_MACROS"
-DBT_SEEDS_DIR = PACKAGE_DIR / "dbt_seeds"  # the platform's dbt seeds (the US federal holidays): BATCH_PLATFORM_DBT_SEEDS
-DBT_SEEDS_VAR = "BATCH_PLATFORM_DBT_SEEDS"
+# The US federal holidays 2000-2045 (a seed of the flights project), which any project's dbt reads through the
+# platform's macro us_federal_holidays() (batch_platform/dbt_macros/calendar.sql): BATCH_PLATFORM_HOLIDAYS_CSV
+HOLIDAYS_CSV = REPO_ROOT / "dbt_project" / "seeds" / "us_federal_holidays.csv"
+HOLIDAYS_CSV_VAR = "BATCH_PLATFORM_HOLIDAYS_CSV"
 # The project's dbt project and Feast declarations (lib/project.py: BATCH_PLATFORM_PROJECT or their own variables)
 DBT_PROJECT_DIR = project.part(project.DBT_PROJECT_VAR, REPO_ROOT / "dbt_project").resolve()
 FEATURE_REPO_DIR = project.part(project.FEATURE_REPO_VAR, REPO_ROOT / "feature_repo").resolve()
@@ -84,7 +86,7 @@ def _defaults() -> dict[str, str]:
         ARTIFACTS_VAR: str(base / "artifacts"),
         REGISTRY_VAR: str(base / "registry.db"),
         DBT_MACROS_VAR: str(DBT_MACROS_DIR),
-        DBT_SEEDS_VAR: str(DBT_SEEDS_DIR),
+        HOLIDAYS_CSV_VAR: str(HOLIDAYS_CSV),
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from batch_platform import settings
 
-GENERATOR = settings.DBT_SEEDS_DIR / "generate_us_federal_holidays.py"
+GENERATOR = settings.HOLIDAYS_CSV.with_name("generate_us_federal_holidays.py")
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,12 @@ final as (
 select * from final
 
 {% endmacro %}
+
+
+{#- The US federal holidays 2000-2045 as a relation (holiday_date, holiday_name, nominal_date): the flights
+    project's seed file, read in place, for a project without that seed. -#}
+{% macro us_federal_holidays() -%}
+    {%- set path = env_var("BATCH_PLATFORM_HOLIDAYS_CSV", "../../../../dbt_project/seeds/us_federal_holidays.csv") %}
+    (select * from read_csv('{{ path | replace("'", "''") }}', header = true,
+        columns = {'holiday_date': 'DATE', 'holiday_name': 'VARCHAR', 'nominal_date': 'DATE'}))
+{%- endmacro %}

@@ -26,8 +26,7 @@ def _newest_source_mtime(project_dir: Path) -> float:
     files = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
     for folder in ("models", "macros", "seeds", "tests"):
         files += [p for p in (project_dir / folder).rglob("*") if p.is_file()]
-    # the platform's macros and seeds, on every project's paths
-    files += [p for d in (settings.DBT_MACROS_DIR, settings.DBT_SEEDS_DIR) for p in d.rglob("*") if p.is_file()]
+    files += [p for p in settings.DBT_MACROS_DIR.rglob("*") if p.is_file()]  # the platform's, on every project's path
     return max((p.stat().st_mtime for p in files if p.exists()), default=0.0)
 
 

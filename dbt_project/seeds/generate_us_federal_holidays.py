@@ -8,7 +8,7 @@ order (extra Christmas Eves, national days of mourning) are not included.
 The CSV is committed, so `dbt seed` needs neither the network nor this package. Rerun the script only to change
 the range or after upgrading `holidays`, then commit the CSV (tests/test_calendar.py fails while they differ):
 
-    .venv/bin/python batch_platform/dbt_seeds/generate_us_federal_holidays.py
+    .venv/bin/python dbt_project/seeds/generate_us_federal_holidays.py
 """
 
 from __future__ import annotations
