@@ -7,6 +7,9 @@ history are published already, and the rest is published one day a morning for h
 ``<data dir>/clock.json``; every later replay into that data dir, the partition definitions and every date the
 platform shows read it from there, so the dates of one data dir never move.
 
+Another data set (an example project, :mod:`batch_platform.lib.examples`) records its own source range with the
+clock (``source_first``, ``source_last``); the shipped flights' is 2013.
+
 Dates on the live clock lie on the real calendar (holidays, weekdays, DST follow the new dates); a live day maps
 back to the 2013 day it was re-dated from with :meth:`DataClock.source_day`.
 """
@@ -36,6 +39,10 @@ class DataClock:
     kind: str
     shift_days: int
     """Days added to every source date (a multiple of 7)."""
+    source_first: dt.date = SOURCE_FIRST_DAY
+    """The first day of the data set (the shipped flights: 2013-01-01)."""
+    source_last: dt.date = SOURCE_LAST_DAY
+    """Its last day."""
 
     def __post_init__(self) -> None:
         if self.kind not in (REPLAY, LIVE):
@@ -43,7 +50,9 @@ class DataClock:
         if self.shift_days % 7:
             raise ValueError(f"the re-dating shift must be whole weeks, got {self.shift_days} days")
         if self.kind == REPLAY and self.shift_days:
-            raise ValueError("the 2013 replay clock keeps the source's dates (shift 0)")
+            raise ValueError("the replay clock keeps the source's dates (shift 0)")
+        if self.source_last < self.source_first:
+            raise ValueError(f"the source ends ({self.source_last}) before it starts ({self.source_first})")
 
     @property
     def is_live(self) -> bool:
@@ -52,18 +61,18 @@ class DataClock:
     @property
     def first_day(self) -> dt.date:
         """The first flight day of the data (the first partition)."""
-        return SOURCE_FIRST_DAY + dt.timedelta(days=self.shift_days)
+        return self.source_first + dt.timedelta(days=self.shift_days)
 
     @property
     def last_source_day(self) -> dt.date:
         """The last flight day the re-dated source holds (on the live clock, later days than yesterday are landed
         only once they are published)."""
-        return SOURCE_LAST_DAY + dt.timedelta(days=self.shift_days)
+        return self.source_last + dt.timedelta(days=self.shift_days)
 
     @property
     def fixed_end(self) -> dt.date | None:
         """The last partition of a finished data set (2013 replay); ``None`` on the live clock (no fixed end)."""
-        return None if self.is_live else SOURCE_LAST_DAY
+        return None if self.is_live else self.source_last
 
     def source_day(self, day: dt.date) -> dt.date:
         """The 2013 day that ``day`` was re-dated from."""
@@ -75,16 +84,21 @@ class DataClock:
     @property
     def label(self) -> str:
         if self.is_live:
-            return f"live dates (2013 data re-dated +{self.shift_days // 7} weeks)"
-        return "2013 replay dates"
+            return f"live dates ({self._data} data re-dated +{self.shift_days // 7} weeks)"
+        return f"{self._data} replay dates"
+
+    @property
+    def _data(self) -> str:
+        first, last = self.source_first.year, self.source_last.year
+        return str(first) if first == last else f"{first}-{last}"
 
     def describe(self, day: dt.date | None) -> str:
         """A day as users see it: the date with the clock it is on."""
         if day is None:
             return f"— ({self.label})"
         if self.is_live:
-            return f"{day.isoformat()} (live; 2013 source day {self.source_day(day).isoformat()})"
-        return f"{day.isoformat()} (2013 replay)"
+            return f"{day.isoformat()} (live; {self._data} source day {self.source_day(day).isoformat()})"
+        return f"{day.isoformat()} ({self._data} replay)"
 
 
 REPLAY_CLOCK = DataClock(REPLAY, 0)
@@ -95,14 +109,15 @@ LIVE_DAYS_AHEAD = 182
 schedule can be published, and a live replay keeps publishing a new day every morning for half a year."""
 
 
-def live_clock_for(last_published_day: dt.date, days_ahead: int = LIVE_DAYS_AHEAD) -> DataClock:
+def live_clock_for(last_published_day: dt.date, days_ahead: int = LIVE_DAYS_AHEAD,
+                   source: tuple[dt.date, dt.date] = (SOURCE_FIRST_DAY, SOURCE_LAST_DAY)) -> DataClock:
     """The live clock whose re-dated source covers ``last_published_day`` and at least ``days_ahead`` days after it,
     with the fewest whole weeks of shift: the source's last day lands on ``last_published_day + days_ahead`` ..
     ``+6 days`` (those later days land once published)."""
-    weeks = math.ceil((last_published_day + dt.timedelta(days=days_ahead) - SOURCE_LAST_DAY).days / 7)
+    weeks = math.ceil((last_published_day + dt.timedelta(days=days_ahead) - source[1]).days / 7)
     if weeks <= 0:
-        raise ValueError(f"{last_published_day} is inside the 2013 source: a live clock needs a later date")
-    return DataClock(LIVE, 7 * weeks)
+        raise ValueError(f"{last_published_day} is inside the source: a live clock needs a later date")
+    return DataClock(LIVE, 7 * weeks, *source)
 
 
 def read_clock(path: Path) -> DataClock | None:
@@ -113,7 +128,8 @@ def read_clock(path: Path) -> DataClock | None:
     except (OSError, json.JSONDecodeError) as e:
         raise ClockMismatch(f"{path}: unreadable clock record: {e}") from e
     try:
-        return DataClock(kind=raw["kind"], shift_days=int(raw["shift_days"]))
+        source = {k: dt.date.fromisoformat(raw[k]) for k in ("source_first", "source_last") if k in raw}
+        return DataClock(kind=raw["kind"], shift_days=int(raw["shift_days"]), **source)
     except (KeyError, TypeError, ValueError) as e:
         raise ClockMismatch(f"{path}: invalid clock record {raw!r}: {e}") from e
 
@@ -133,8 +149,8 @@ def record_clock(path: Path, clock: DataClock) -> DataClock:
                 "Use another data dir (BATCH_PLATFORM_DATA_DIR) or remove that one.")
         return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (json.dumps({**asdict(clock), "first_day": clock.first_day.isoformat()}, indent=2)
-                        + "\n").encode())
+    atomic_write(path, (json.dumps({**asdict(clock), "first_day": clock.first_day.isoformat()}, indent=2,
+                                   default=str) + "\n").encode())
     return clock
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import yaml
 
 from batch_platform.lib import project
+from batch_platform.lib.clock import REPLAY, DataClock
 from batch_platform.lib.contracts import TableContract, load_contracts
 from batch_platform.lib.table_replay import Replayed, replay_snapshot, replay_table
 from batch_platform.lib.time_model import TimeModel, load_time_model
@@ -47,6 +48,14 @@ class Example:
     tables: dict[str, str]
     """raw table -> the DuckDB query giving its rows over ``origin``."""
     data: dict
+    replay: tuple[dt.date, dt.date]
+    """The data set's days the platform replays: its partitions (re-dated on the live clock)."""
+
+    @property
+    def replay_clock(self) -> DataClock:
+        """The clock of a replay on the data set's own dates (record it in the data dir before the platform loads:
+        the partitions follow it)."""
+        return DataClock(REPLAY, 0, *self.replay)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -76,7 +85,7 @@ def load_example(name: str) -> Example:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ExampleError(f"{path}: not YAML: {e}") from e
-    for field in ("name", "description", "data", "tables"):
+    for field in ("name", "description", "data", "tables", "replay"):
         if not isinstance(raw, dict) or field not in raw:
             raise ExampleError(f"{path}: field {field} is missing")
     if raw["name"] != name:
@@ -84,8 +93,11 @@ def load_example(name: str) -> Example:
     origin = (raw["data"] or {}).get("origin")
     if not isinstance(origin, dict) or len(origin) != 1 or next(iter(origin)) not in ORIGINS:
         raise ExampleError(f"{path}: field data.origin must be one of {{{', '.join(ORIGINS)}: ...}}, got {origin!r}")
+    replay = raw["replay"]
+    if not isinstance(replay, dict) or not all(isinstance(replay.get(k), dt.date) for k in ("first_day", "last_day")):
+        raise ExampleError(f"{path}: field replay must be {{first_day: YYYY-MM-DD, last_day: YYYY-MM-DD}}")
     example = Example(name, path.parent, str(raw["description"]).strip(), origin, dict(raw["tables"] or {}),
-                      raw["data"])
+                      raw["data"], (replay["first_day"], replay["last_day"]))
     declared = set(example.contracts)
     if set(example.tables) != declared:
         raise ExampleError(f"{path}: field tables must give a query for each declared raw table: missing "

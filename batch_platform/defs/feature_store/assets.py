@@ -15,13 +15,8 @@ from batch_platform.lib import feature_generations as generations
 from batch_platform.lib.specs import load_specs
 from batch_platform.lib.time_model import load_time_model
 
-FEATURE_TABLES = (
-    "plane_daily_features",
-    "route_daily_features",
-    "carrier_daily_features",
-    "origin_weather_features",
-    "plane_attributes",
-)
+FEATURE_TABLES = tuple(load_time_model().spec.features)
+"""The dbt marts Feast reads: the feature tables the project's time model declares (each with its validity rule)."""
 FEATURE_TABLE_KEYS = [get_asset_key_for_model([dbt_feature_models], name) for name in FEATURE_TABLES]
 GROUP = "feature_store"
 PUBLICATION_CHECK = "features_valid_after_publication"

@@ -1,0 +1,10 @@
+-- One row per loaded raw batch with its publication and finality instants (the time model, as recorded by ingest).
+-- depends_on: {{ source('raw', 'station_entries') }}, {{ source('raw', 'station_calendar') }}, {{ source('raw', 'daily_weather') }}
+
+select
+    replace(table_name, 'raw.', '') as feed,
+    case when partition_key = '__all__' then null else cast(partition_key as date) end as batch_date,
+    published_at,
+    final_at
+
+from {{ source('raw', 'batch_loads') }}

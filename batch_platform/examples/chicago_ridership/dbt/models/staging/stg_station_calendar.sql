@@ -1,0 +1,5 @@
+select
+    service_date,
+    station
+
+from {{ source('raw', 'station_calendar') }}

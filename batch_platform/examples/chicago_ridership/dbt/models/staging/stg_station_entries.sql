@@ -1,0 +1,6 @@
+select
+    service_date,
+    station,
+    entries
+
+from {{ source('raw', 'station_entries') }}
