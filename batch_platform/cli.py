@@ -434,6 +434,8 @@ def _print_lookups(day: dt.date, n: int = 3) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.example:
+        return _demo_example(args)
     t0 = time.perf_counter()
     paths = settings.export_defaults()
     clock = _resolve_clock(args)
@@ -461,6 +463,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
     print("Browse these runs:  make ui-demo   (http://127.0.0.1:3000); the daily cycle running by itself:  make ui")
     return rc
+
+
+def _demo_example(args: argparse.Namespace) -> int:
+    """An example project, in a process of its own: the definitions and partitions follow the project and the data
+    dir when they load."""
+    import os
+    import subprocess
+
+    from batch_platform import example_demo
+    from batch_platform.lib.project import PROJECT_VAR
+
+    env = example_demo.environment(args.example, os.environ.get(settings.DATA_DIR_VAR) or None)
+    if os.environ.get(PROJECT_VAR) == env[PROJECT_VAR]:
+        settings.export_defaults()
+        return example_demo.run(args.example, args.days)
+    return subprocess.call([sys.executable, "-m", "batch_platform.cli", "demo", "--example", args.example,
+                            "--days", str(args.days)], env={**os.environ, **env})
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -701,6 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _range(sub.add_parser("demo", help="land and run the platform end to end, then print a summary"),
                settings.DEMO_START, settings.DEMO_END)
     p.add_argument("--live", action="store_true", help="on live dates (see land --live)")
+    p.add_argument("--example", default=None, metavar="NAME",
+                   help="run a shipped example project instead of flights (batch_platform/examples/NAME: "
+                   "chicago_ridership), in a data dir of its own (.data/examples/NAME unless BATCH_PLATFORM_DATA_DIR)")
+    p.add_argument("--days", type=int, default=120, help="--example: days of history to land before the scored day")
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("status", help="what the warehouse holds").set_defaults(func=cmd_status)
@@ -768,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in preview.*")  # dagster: map_asset_specs
     warnings.filterwarnings("ignore", message=".*[Dd]eprecated.*")  # litestar (dagster-webserver), evidently
     args = build_parser().parse_args(argv)
-    if args.func is not cmd_ui:  # the UI chooses its data dir first
+    if args.func is not cmd_ui and not getattr(args, "example", None):  # the UI, an example: their own data dir
         settings.export_defaults()
     import signal
 

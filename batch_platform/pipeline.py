@@ -114,10 +114,11 @@ def _already_loaded(db_path: Path, partition: str, paths: dict[str, Path]) -> bo
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None = None,
             tags: dict[str, str] | None = None, stdout_log: Path | None = None,
-            asset_selection: Sequence[dg.AssetKey] | None = None) -> RunOutcome:
+            asset_selection: Sequence[dg.AssetKey] | None = None, with_checks: bool = False) -> RunOutcome:
     """Execute a job in-process against ``instance``. ``stdout_log``: send what steps print (dbt's console
     output, library warnings) to this file instead of the terminal; the run's events are in the instance either way.
-    ``asset_selection``: run only these assets of the job (default: all of them)."""
+    ``asset_selection``: run only these assets of the job (default: all of them), with their own checks when
+    ``with_checks``."""
     job = defs.resolve_job_def(job_name)
     tags = {**(tags or {}), **run_health.process_tags()}
     if _uses_pool(job, settings.WAREHOUSE_POOL):
@@ -130,7 +131,7 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
             log = stack.enter_context(open(stdout_log, "a"))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
-        result = _execute(job, instance, partition, tags, asset_selection)
+        result = _execute(job, instance, partition, tags, asset_selection, with_checks)
     return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
 
 
@@ -142,11 +143,12 @@ def _uses_pool(job, pool: str) -> bool:
         return True
 
 
-def _execute(job, instance, partition, tags, asset_selection=None):
+def _execute(job, instance, partition, tags, asset_selection=None, with_checks=False):
     if asset_selection is not None:
         # the selected assets alone: not the checks other assets define on them (the dbt tests of raw sources
-        # run in the feature build, which is one whole generation)
-        job = job.get_subset(asset_selection=set(asset_selection), asset_check_selection=set())
+        # run in the feature build, which is one whole generation); with_checks: the selected assets' checks too
+        job = job.get_subset(asset_selection=set(asset_selection),
+                             asset_check_selection=None if with_checks else set())
     return job.execute_in_process(
         instance=instance,
         partition_key=partition,

@@ -33,12 +33,12 @@ import duckdb
 import numpy as np
 
 from batch_platform.lib import evaluation, performance_estimate, scoring
+from batch_platform.lib.gate import HIGHER_IS_BETTER
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import LABEL_SCHEMA
 
 SCHEMA = "monitoring"
 ACCURACY_TABLE = f"{SCHEMA}.production_accuracy"
-HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "log_loss": False}
 
 
 class LabelsNotFinal(RuntimeError):
