@@ -75,5 +75,6 @@ def test_a_folder_without_a_part_or_no_folder_at_all_is_a_named_error(tmp_path):
 
 def test_the_shipped_example_is_a_project_folder():
     folder = ROOT / "batch_platform" / "examples" / "chicago_ridership"
-    present = {name for name in project.LAYOUT.values() if (folder / name).exists()}
-    assert {"sources", "time_model.yaml"} <= present
+    assert all((folder / name).exists() for name in project.LAYOUT.values())
+    paths = where({project.PROJECT_VAR: str(folder)})
+    assert paths["dbt"] == str(folder / "dbt") and paths["models"] == str(folder / "models")
