@@ -103,3 +103,35 @@ def test_regression_and_binary_fields_must_agree(tmp_path, change, message):
     path.write_text(yaml.safe_dump(_regression(**change)))
     with pytest.raises(ModelSpecError, match=message):
         load_spec(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    # names go into SQL and Feast: anything but a plain identifier is refused at load, with the field
+    ({"label": {"model": "flight_labels; DROP TABLE raw.flights", "column": "is_delayed_15", "definition": "x",
+                "date_column": "flight_date", "embargo_days": 2}}, r"label\n.*is not a plain identifier"),
+    ({"entity": {"key": 'flight_id" OR 1=1 --', "join_keys": ["tailnum"]}}, r"entity\n.*is not a plain identifier"),
+    ({"passthrough_features": ["distance", "distance)) FROM x; --"]}, "is not a plain identifier"),
+    # a label expression is one expression over the model's columns, parsed, never pasted as text
+    ({"label": {"model": "flight_labels", "expression": "arr_delay > 15) OR (1=1", "definition": "x",
+                "date_column": "flight_date", "embargo_days": 2}}, "label.expression .* does not parse"),
+    ({"label": {"model": "flight_labels", "expression": "arr_delay > 15; DELETE FROM marts.flight_labels",
+                "definition": "x", "date_column": "flight_date", "embargo_days": 2}}, "2 statements"),
+    ({"label": {"model": "flight_labels", "expression": "arr_delay > (SELECT max(x) FROM raw.flights)",
+                "definition": "x", "date_column": "flight_date", "embargo_days": 2}}, "not only an expression"),
+])
+def test_injection_attempts_in_spec_names_and_the_label_expression_fail_at_load(tmp_path, change, message):
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text()) | change
+    path = tmp_path / "flight_delay.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ModelSpecError, match=message) as e:
+        load_spec(path)
+    assert str(path) in str(e.value)
+
+
+def test_a_label_expression_runs_as_parsed_not_as_written(tmp_path):
+    raw = yaml.safe_load((DEFAULT_SPECS_DIR / "flight_delay.yaml").read_text())
+    raw["label"] = {**raw["label"], "column": None, "expression": "arr_delay > 15 -- minutes\n"}
+    del raw["label"]["column"]
+    path = tmp_path / "flight_delay.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_spec(path).label.sql == "(arr_delay > 15)"  # the comment cannot swallow the SQL around it

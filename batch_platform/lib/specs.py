@@ -25,6 +25,16 @@ from batch_platform.lib import project
 SPECS_DIR_VAR = project.SPECS_VAR
 DEFAULT_SPECS_DIR = Path(__file__).resolve().parent.parent / "models"
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""A column, model, view or service a spec names: a plain SQL identifier (specs go into SQL and Feast names; a
+name that would need quoting or escaping is refused at load)."""
+
+
+def _names(*values: str) -> None:
+    for v in values:
+        if not _NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a plain identifier (letters, digits, underscores; no quotes, spaces "
+                             "or SQL)")
 
 
 class ModelSpecError(ValueError):
@@ -38,6 +48,11 @@ class _Strict(BaseModel):
 class EntitySpec(_Strict):
     key: str = Field(description="Column that identifies one prediction (one row per key per day).")
     join_keys: list[str] = Field(description="Feast entity join keys, columns of the label model.")
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> EntitySpec:
+        _names(self.key, *self.join_keys)
+        return self
 
 
 class LabelSpec(_Strict):
@@ -55,11 +70,25 @@ class LabelSpec(_Strict):
     def _one_of(self) -> LabelSpec:
         if (self.column is None) == (self.expression is None):
             raise ValueError("label needs exactly one of 'column' or 'expression'")
+        _names(self.model, self.date_column, *([self.column] if self.column else []))
+        if self.expression is not None:
+            from batch_platform.lib.contracts import canonical_predicate
+
+            try:
+                canonical_predicate(self.expression)
+            except ValueError as e:
+                raise ValueError(f"label.expression {self.expression!r} {e}") from None
         return self
 
     @property
     def sql(self) -> str:
-        return f'"{self.column}"' if self.column else f"({self.expression})"
+        """The label as SQL: the quoted column, or the expression as parsed and rendered back (one expression over
+        the label model's own columns; never the file's text)."""
+        if self.column:
+            return f'"{self.column}"'
+        from batch_platform.lib.contracts import canonical_predicate
+
+        return f"({canonical_predicate(self.expression)})"
 
 
 class CutoffSpec(_Strict):
@@ -255,6 +284,14 @@ class ModelSpec(_Strict):
     scoring: ScoringSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> ModelSpec:
+        fallback = self.scoring.fallback
+        _names(self.feature_service, self.scoring.model, *self.passthrough_features, *self.categorical_features,
+               *self.gate.slices, *fallback.required_feature_views, *fallback.segment,
+               *self.monitoring.drift.exclude)
+        return self
 
     @model_validator(mode="after")
     def _objective_fits_metric(self) -> ModelSpec:
