@@ -37,7 +37,7 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     assert "gate flight_delay: PASSED" in out
     assert "make ui-demo" in out
     # ends by scoring the next day (its schedule is loaded) and looking a few flights up by key
-    assert "Score flight day 2013-01-25" in out and "predictions.flight_delay" in out
+    assert "Score day 2013-01-25" in out and "predictions.flight_delay" in out
     lookups = out.split("$ batch-platform predict ")[1:]
     assert len(lookups) >= 3 and all("flight_delay" in block for block in lookups)
     assert "score 0." in lookups[0] and "model v1" in lookups[0]

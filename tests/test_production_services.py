@@ -228,7 +228,7 @@ def test_cycle_on_postgres_and_redis(tmp_path, monkeypatch, postgres, redis):
     assert f"Online store redis 127.0.0.1:{redis.port},db=1,password=*** materialized until" in features.stdout
     _cli("train", env=env)
     score = _cli("score", env=env)
-    assert f"Score flight day {NEXT_DAY.isoformat()}" in score.stdout
+    assert f"Score day {NEXT_DAY.isoformat()}" in score.stdout
 
     # Dagster recorded every run in PostgreSQL, and nothing in a local SQLite storage
     with dg.DagsterInstance.get() as instance:

@@ -1,5 +1,5 @@
 """Ingest one landed batch: validate, quarantine on rejection, otherwise replace its partition atomically; and
-which daily batches a range of flight days brings (:func:`daily_batches`)."""
+which daily batches a range of days brings (:func:`daily_batches`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 
 from batch_platform.lib import warehouse
 from batch_platform.lib.clock import REPLAY_CLOCK, DataClock
-from batch_platform.lib.contracts import DAILY_CONTRACTS, FLIGHT_SCHEDULE, TableContract
-from batch_platform.lib.landing import schedule_days
+from batch_platform.lib.contracts import DAILY_CONTRACTS, TableContract
 from batch_platform.lib.time_model import TimeModel, load_time_model
 from batch_platform.lib.validation import (
     MEMORY_LIMIT,
@@ -262,18 +261,36 @@ def ingest_many(
     return results
 
 
+def lead_days(contract: TableContract) -> int:
+    """How many days before its day a daily table's batch is published (a schedule, a calendar, a plan: its
+    contract's ``published.day_offset`` is negative); 0 for a table published on or after its day."""
+    return max(0, -contract.published.day_offset) if contract.published is not None else 0
+
+
 def daily_batches(start: dt.date, end: dt.date, clock: DataClock = REPLAY_CLOCK, *,
-                  schedule_through: dt.date | None = None) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
-    """The daily batches landed with flight days ``[start, end]``, per partition day in day order: every daily
-    table for each day of ``start .. end``, then the flight schedule alone for the day after ``end`` (published
-    the day before its flights, which have not landed yet; none after the data set's last day). Empty when
-    ``start > end``."""
+                  schedule_through: dt.date | None = None,
+                  contracts: tuple[TableContract, ...] | None = None) -> list[tuple[dt.date, tuple[TableContract, ...]]]:
+    """The daily batches landed with days ``[start, end]``, per partition day in day order: every declared daily
+    table (``contracts``, default :data:`DAILY_CONTRACTS`) for each day of ``start .. end``, then the tables
+    published ahead of their day (:func:`lead_days`: the flight schedule, published the day before its flights)
+    alone for the days after ``end`` they are already out for -- through ``end + lead``, or ``schedule_through``
+    when given, never past the data set's last day on ``clock``. Empty when ``start > end``."""
     if start > end:
         return []
+    contracts = DAILY_CONTRACTS if contracts is None else contracts
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    return [(day, DAILY_CONTRACTS) for day in days] + [
-        (day, (FLIGHT_SCHEDULE,)) for day in schedule_days(start, end, clock, through=schedule_through) if day > end
-    ]
+    out: list[tuple[dt.date, tuple[TableContract, ...]]] = [(day, contracts) for day in days]
+    ahead = [c for c in contracts if lead_days(c)]
+    last = max((schedule_through if schedule_through is not None else end + dt.timedelta(days=lead_days(c))
+                for c in ahead), default=end)
+    day = end + dt.timedelta(days=1)
+    while day <= min(last, clock.last_source_day):
+        due = tuple(c for c in ahead if day <= (schedule_through if schedule_through is not None
+                                                  else end + dt.timedelta(days=lead_days(c))))
+        if due:
+            out.append((day, due))
+        day += dt.timedelta(days=1)
+    return out
 
 
-__all__ = ["BatchTimes", "IngestResult", "NOT_QUARANTINED", "batch_times", "daily_batches", "ingest_batch", "ingest_many", "quarantine"]
+__all__ = ["BatchTimes", "IngestResult", "NOT_QUARANTINED", "batch_times", "daily_batches", "ingest_batch", "lead_days", "ingest_many", "quarantine"]
