@@ -1,12 +1,13 @@
 """``batch-platform``: the user-facing command.
 
     batch-platform land   [--live] [--start 2013-01-01 --end 2013-01-31] [--scale N] [--seed S]
+    batch-platform land-file TABLE FILE      (an export of your own data, see "Bring your own data")
     batch-platform ingest [--start 2013-01-01 --end 2013-01-31] [--force]
     batch-platform demo   [--live] [--start ...] [--end ...]
     batch-platform features
     batch-platform train
     batch-platform models list | show SPEC [VERSION] | promote SPEC VERSION | rollback SPEC VERSION
-    batch-platform score  [--day D]          (default: the day after the last loaded flight day)
+    batch-platform score  [--day D]          (default: the day after the last loaded day)
     batch-platform predict FLIGHT_ID [--model SPEC] [--json]
     batch-platform status
 """
@@ -43,15 +44,21 @@ def _range(parser: argparse.ArgumentParser, start: dt.date, end: dt.date) -> arg
     return parser
 
 
-def _live_window(clock, now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
-    """On the live clock: (last published flight day, last published schedule day) at ``now``, within the data."""
-    from batch_platform.lib.landing import SCHEDULE_TABLE
+def _live_window(clock, now: dt.datetime | None = None) -> tuple[dt.date, dt.date | None]:
+    """On a live or calendar clock: (the last day every declared daily table has published, the last day the tables
+    published ahead of their day -- a schedule, a plan -- have published; None without such tables) at ``now``,
+    within the data."""
+    from batch_platform.lib.contracts import DAILY_CONTRACTS
+    from batch_platform.lib.ingest import lead_days
     from batch_platform.lib.time_model import load_time_model
 
     now = now or dt.datetime.now(dt.UTC)
     tm = load_time_model()
-    last = min(tm.last_published_day("flights", now), clock.last_source_day)
-    return last, min(tm.last_published_day(SCHEDULE_TABLE, now), clock.last_source_day)
+    after = [c for c in DAILY_CONTRACTS if not lead_days(c)]
+    ahead = [c for c in DAILY_CONTRACTS if lead_days(c)]
+    last = min(min(tm.last_published_day(c.table, now) for c in after), clock.last_source_day)
+    ahead_last = min((tm.last_published_day(c.table, now) for c in ahead), default=None)
+    return last, None if ahead_last is None else min(ahead_last, clock.last_source_day)
 
 
 def _resolve_clock(args: argparse.Namespace):
@@ -69,7 +76,9 @@ def _resolve_clock(args: argparse.Namespace):
     if clock.is_live:
         last, schedule_last = _live_window(clock)
         args.end = args.end or last
-        args.start = args.start or args.end - dt.timedelta(days=LIVE_DEFAULT_DAYS - 1)
+        # the calendar (one's own data): everything landed; a live replay: as many days as the 2013 demo
+        args.start = args.start or (clock.first_day if clock.is_calendar
+                                    else max(args.end - dt.timedelta(days=LIVE_DEFAULT_DAYS - 1), clock.first_day))
         if args.end == last:
             args.schedule_through = schedule_last
     else:
@@ -83,6 +92,10 @@ def cmd_land(args: argparse.Namespace) -> int:
     from batch_platform.lib.landing import replay
 
     clock = _resolve_clock(args)
+    if clock.is_calendar:
+        print(f"land: the data in {settings.data_dir()} is your own, on {clock.label}: `land` replays the flights "
+              "data set; land your exports with `batch-platform land-file TABLE FILE`")
+        return 2
     landing = args.landing_dir or settings.landing_dir()
     t0 = time.perf_counter()
     try:
@@ -101,6 +114,44 @@ def cmd_land(args: argparse.Namespace) -> int:
     )
     for table, rows in summary.rows.items():
         print(f"  {table:<10} {rows:>10,} rows")
+    return 0
+
+
+def cmd_land_file(args: argparse.Namespace) -> int:
+    """A user's export of a declared table landed as its daily batches (and its derived tables'); the first
+    export into a data dir with no clock puts it on the calendar clock, from the first day landed."""
+    from batch_platform.lib.clock import ClockMismatch, calendar_clock, read_clock, record_clock
+    from batch_platform.lib.contracts import DECLARED, DECLARED_DERIVED
+    from batch_platform.lib.exports import ExportError, export_days, land_export, read_export
+    from batch_platform.lib.time_model import load_time_model
+
+    now = dt.datetime.now(dt.UTC)
+    landing = settings.landing_dir()
+    try:
+        contract = DECLARED.get(args.table)
+        clock = read_clock(settings.clock_path())
+        if contract is not None and not contract.is_snapshot:
+            days = export_days(read_export(args.file, contract), contract)
+            if clock is None and days:
+                clock = record_clock(settings.clock_path(), calendar_clock(days[0]))
+                print(f"{settings.data_dir()} is on {clock.label}: its partitions start on {clock.first_day}")
+            if clock is not None and not clock.is_calendar:
+                raise ClockMismatch(f"the data in {settings.data_dir()} is on {clock.label}: an export of your own "
+                                    "days goes into a data dir of its own (BATCH_PLATFORM_DATA_DIR)")
+            if clock is not None and days and days[0] < clock.first_day:
+                raise ExportError(f"{args.file}: rows of {days[0]}, before the data dir's first day "
+                                  f"{clock.first_day} (its first partition): use a new data dir to start earlier")
+        landed = land_export(landing, DECLARED, DECLARED_DERIVED, args.table, args.file,
+                             time_model=load_time_model(), now=now)
+    except (ExportError, ClockMismatch) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    for item in landed:
+        span = f"{len(item.days)} day(s) {item.days[0]} .. {item.days[-1]}" if item.days else "the snapshot"
+        print(f"  {item.table:<24} {span} ({item.files_written} file(s) written) into {landing / item.table}")
+        if item.not_yet_published:
+            print(f"  {'':<24} not yet published, left for a later land-file: "
+                  f"{', '.join(str(d) for d in item.not_yet_published)}")
     return 0
 
 
@@ -326,14 +377,24 @@ def _print_training_sets(instance) -> None:
         print(f"  {'':<34} splits {md['rows_per_split']}; snapshot {md['snapshot']}")
 
 
-def _next_flight_day() -> dt.date:
+def _next_day() -> dt.date:
+    """The day after the last one every declared daily table (published after its day) has loaded."""
     from batch_platform.lib import warehouse
+    from batch_platform.lib.contracts import DAILY_CONTRACTS
+    from batch_platform.lib.ingest import lead_days
 
+    tables = [c for c in DAILY_CONTRACTS if not lead_days(c)]
     with warehouse.connect(settings.warehouse_path(), read_only=True) as con:
-        (last,) = con.execute(f"SELECT max({warehouse.PARTITION_COLUMN}) FROM raw.flights").fetchall()[0]
-    if last is None:
-        raise SystemExit("raw.flights is empty: ingest some flight days first")
-    return last + dt.timedelta(days=1)
+        lasts = [con.execute(f"SELECT max({warehouse.PARTITION_COLUMN}) FROM {c.qualified_name}").fetchall()[0][0]
+                 if _exists(con, c) else None for c in tables]
+    if not lasts or None in lasts:
+        raise SystemExit(f"nothing loaded yet of {', '.join(c.qualified_name for c in tables)}: ingest some days first")
+    return min(lasts) + dt.timedelta(days=1)
+
+
+def _exists(con, contract) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                            [contract.source, contract.table]).fetchall()[0][0])
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -345,12 +406,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from batch_platform.pipeline import ensure_dagster_home, latest_check, latest_metadata, load_definitions, run_job
 
     ensure_dagster_home()
-    day = args.day or _next_flight_day()
+    day = args.day or _next_day()
     defs = load_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         outcome = run_job(defs, instance, SCORING_JOB, day.isoformat(), tags={"batch_platform/trigger": "cli"})
-        print(f"Score flight day {settings.data_clock().describe(day)} (every spec, champion pinned at run start): "
+        print(f"Score day {settings.data_clock().describe(day)} (every spec, champion pinned at run start): "
               f"{'ok' if outcome.success else 'FAILED'} (run {outcome.run_id}, {time.perf_counter() - t0:.1f}s)")
         for err in outcome.errors:
             print(f"  {err}")
@@ -599,11 +660,21 @@ def cmd_new_source(args: argparse.Namespace) -> int:
     from batch_platform.lib.contracts import ContractError, sources_dir
     from batch_platform.lib.scaffold import ScaffoldError, draft_contract, write_draft
 
+    from batch_platform.lib.project import project_dir
+    from batch_platform.lib.project_scaffold import ProjectScaffoldError, list_dbt_source
+    from batch_platform.lib.time_model import load_time_model
+
     folder = Path(args.sources) if args.sources else sources_dir()
+    project = project_dir() if not args.sources else None
+    timezone = args.timezone or (load_time_model().spec.timezone if project else "UTC")
     try:
-        draft = draft_contract(args.name, Path(args.sample), timezone=args.timezone)
+        draft = draft_contract(args.name, Path(args.sample), timezone=timezone)
+        if project is not None:  # checked before anything is written
+            list_dbt_source(project, args.name, draft.doc["description"], dry_run=True)
         path = write_draft(draft, folder, force=args.force)
-    except (ScaffoldError, ContractError) as e:
+        if project is not None and list_dbt_source(project, args.name, draft.doc["description"]):
+            print(f"Listed raw.{args.name} in {project}/dbt: source('raw', '{args.name}') reads it.")
+    except (ScaffoldError, ContractError, ProjectScaffoldError) as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
     kind = draft.doc["kind"]
@@ -618,32 +689,50 @@ def cmd_new_source(args: argparse.Namespace) -> int:
 
 
 def cmd_new_model(args: argparse.Namespace) -> int:
-    """A model spec drafted from an existing one, and its feature service added to the Feast declaration."""
+    """A model spec -- drafted from an existing one (``--like``) or from its names alone -- and its feature service
+    added to the Feast declaration."""
     import yaml
 
     from batch_platform.lib.feast_declarations import DECLARATION, declared_objects
-    from batch_platform.lib.scaffold import ScaffoldError, add_feature_service, draft_spec
+    from batch_platform.lib.scaffold import SKELETON_REVIEW, ScaffoldError, add_feature_service, draft_spec, \
+        skeleton_spec
     from batch_platform.lib.specs import ModelSpecError, load_spec, specs_dir
+    from batch_platform.lib.time_model import load_time_model
 
     folder = Path(args.specs) if args.specs else specs_dir()
     path = folder / f"{args.name}.yaml"
-    template_path = folder / f"{args.like}.yaml"
     repo = Path(args.feature_repo) if args.feature_repo else settings.FEATURE_REPO_DIR
     declaration = repo / DECLARATION
+    views = [v for v in (args.views or "").split(",") if v] or None
     try:
         if path.exists():
             raise ScaffoldError(f"{path} exists: review it, or choose another name")
-        if not template_path.exists():
-            raise ScaffoldError(f"no spec {args.like!r} in {folder} to start from (--like)")
-        template = yaml.safe_load(template_path.read_text())
-        spec = draft_spec(args.name, template, label_model=args.label_model, label=args.label,
-                          definition=args.definition)
-        views = [v for v in (args.views or "").split(",") if v] or None
+        if args.like:
+            template_path = folder / f"{args.like}.yaml"
+            if not template_path.exists():
+                raise ScaffoldError(f"no spec {args.like!r} in {folder} to start from (--like)")
+            template = yaml.safe_load(template_path.read_text())
+            spec = draft_spec(args.name, template, label_model=args.label_model, label=args.label,
+                              definition=args.definition)
+            like, header = template["feature_service"], f"from {args.like}.yaml: REVIEW every field"
+        else:
+            needed = {"--label-model": args.label_model, "--label": args.label, "--key": args.key,
+                      "--join-keys": args.join_keys, "--date-column": args.date_column,
+                      "--frame-model": args.frame_model, "--views": views}
+            missing = [flag for flag, value in needed.items() if not value]
+            if missing:
+                raise ScaffoldError(f"without --like, a spec is drafted from its names: give {', '.join(missing)}")
+            spec = skeleton_spec(args.name, metric=args.metric, key=args.key, join_keys=args.join_keys.split(","),
+                                 label_model=args.label_model, label=args.label, definition=args.definition,
+                                 date_column=args.date_column, frame_model=args.frame_model, views=views,
+                                 timezone=load_time_model().spec.timezone)
+            like, header = None, "from its names: REVIEW " + "; ".join(SKELETON_REVIEW)
+        folder.mkdir(parents=True, exist_ok=True)
         before = declaration.read_text()
-        add_feature_service(declaration, spec["feature_service"], template["feature_service"], views)
+        add_feature_service(declaration, spec["feature_service"], like, views)
         try:
             declared_objects(repo)
-            path.write_text("# Drafted by `batch-platform new model` from " f"{args.like}.yaml: REVIEW every field.\n"
+            path.write_text(f"# Drafted by `batch-platform new model` {header}.\n"
                             + yaml.safe_dump(spec, sort_keys=False, width=120))
             load_spec(path)
         except Exception:
@@ -653,9 +742,26 @@ def cmd_new_model(args: argparse.Namespace) -> int:
     except (ScaffoldError, ModelSpecError, ValueError) as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(f"Wrote {path} (from {args.like}) and feature service {spec['feature_service']} in {declaration}.")
+    print(f"Wrote {path} ({'from ' + args.like if args.like else 'a skeleton'}) and feature service "
+          f"{spec['feature_service']} in {declaration}.")
     print(f"Review the spec (label, cutoff, windows, gate, monitoring), then `batch-platform check`: the label model "
-          f"{spec['label']['model']!r} must be a dbt model of {settings.DBT_PROJECT_DIR.name}/.")
+          f"{spec['label']['model']!r} must be a dbt model of {settings.DBT_PROJECT_DIR}.")
+    return 0
+
+
+def cmd_new_project(args: argparse.Namespace) -> int:
+    """A project folder from the platform's template."""
+    from batch_platform.lib.project_scaffold import ProjectScaffoldError, new_project
+
+    folder = Path(args.folder).resolve()
+    try:
+        new_project(folder, args.name or folder.name, args.timezone)
+    except ProjectScaffoldError as e:
+        print(f"ProjectScaffoldError: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote project {args.name or folder.name} into {folder} (its README lists what to write next). Use it:")
+    print(f"  export BATCH_PLATFORM_PROJECT={folder}")
+    print("  batch-platform new source TABLE --from SAMPLE.csv")
     return 0
 
 
@@ -712,6 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the data dir: later commands stay on that clock)")
     p.set_defaults(func=cmd_land)
 
+    p = sub.add_parser("land-file", help="land an export of a declared table (CSV or Parquet, any number of days) as "
+                       "its daily batches, and the derived tables cut from it")
+    p.add_argument("table", help="the declared table (raw.<table>)")
+    p.add_argument("file", type=Path, help="the export file (.csv or .parquet)")
+    p.set_defaults(func=cmd_land_file)
     p = _range(sub.add_parser("ingest", help="load landed days into the warehouse (Dagster runs)"),
                settings.DEMO_START, settings.DEMO_END)
     p.add_argument("--force", action="store_true", help="reload days whose landed files are unchanged")
@@ -737,8 +848,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     sub.add_parser("features", help="dbt build, feast apply + online store (one Dagster run)"
                    ).set_defaults(func=cmd_features)
-    p = sub.add_parser("score", help="score one flight day with every spec's champion; push it online")
-    p.add_argument("--day", type=_date, default=None, help="flight day (default: the day after the last loaded one)")
+    p = sub.add_parser("score", help="score one day with every spec's champion; push it online")
+    p.add_argument("--day", type=_date, default=None, help="the day to score (default: the day after the last one "
+                   "loaded)")
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("ui", help="the Dagster UI and daemon with the report server; live by default: the upstream "
                        "feed publishes each morning and the daily cycle runs by itself")
@@ -755,20 +867,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("new", help="scaffold: a draft source contract from a sample file, a model spec")
+    p = sub.add_parser("new", help="scaffold: a project folder, a draft source contract from a sample file, a model "
+                       "spec")
     kinds = p.add_subparsers(dest="what", required=True)
     p = kinds.add_parser("source", help="infer a draft contract (types, nullability, key, the day) from a sample "
                          "CSV or Parquet file, for review")
     p.add_argument("name", help="the table's name (raw.<name>)")
     p.add_argument("--from", dest="sample", required=True, help="a sample file (.csv or .parquet)")
-    p.add_argument("--timezone", default="UTC", help="the zone of a day's local date (default UTC)")
+    p.add_argument("--timezone", default=None, help="the zone of a day's local date (default: the project's time "
+                   "model's, else UTC)")
     p.add_argument("--sources", default=None, help="the contracts folder (default: $BATCH_PLATFORM_SOURCES or the "
                    "shipped one)")
     p.add_argument("--force", action="store_true", help="replace an existing contract file")
     p.set_defaults(func=cmd_new_source)
-    p = kinds.add_parser("model", help="draft a model spec from an existing one and add its feature service")
+    p = kinds.add_parser("model", help="draft a model spec (from an existing one, or from its names) and add its "
+                         "feature service")
     p.add_argument("name", help="the spec's name")
-    p.add_argument("--like", default="flight_delay", help="the spec to start from (default flight_delay)")
+    p.add_argument("--like", default=None, help="a spec to start from (default: none, a skeleton from the names "
+                   "below)")
+    p.add_argument("--metric", default="roc_auc", help="without --like: the gate metric (roc_auc, average_precision, "
+                   "log_loss for a binary label; rmse, mae for regression)")
+    p.add_argument("--key", default=None, help="without --like: the column naming one prediction")
+    p.add_argument("--join-keys", default=None, help="without --like: comma-separated Feast entity keys (columns "
+                   "of the label model and the frame)")
+    p.add_argument("--date-column", default=None, help="without --like: the entity's day")
+    p.add_argument("--frame-model", default=None, help="without --like: the dbt model scored each evening")
     p.add_argument("--label-model", default=None, help="the dbt model holding the label (default: the template's)")
     p.add_argument("--label", default=None, help="the label: a SQL expression over that model")
     p.add_argument("--definition", default=None, help="what the label means, in words")
@@ -779,6 +902,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-repo", default=None, help="the Feast repository whose features.yaml gets the service "
                    "(default: feature_repo/)")
     p.set_defaults(func=cmd_new_model)
+    p = kinds.add_parser("project", help="a project folder for your own data (sources, models, time model, dbt "
+                         "project, Feast repository), from the platform's template")
+    p.add_argument("folder", help="a new or empty folder")
+    p.add_argument("--name", default=None, help="the project's name (default: the folder's)")
+    p.add_argument("--timezone", default="UTC", help="the zone whose local dates are the project's days")
+    p.set_defaults(func=cmd_new_project)
     sub.add_parser("check", help="source contracts, time model, model specs, dbt models and Feast views checked "
                    "together: what is missing, in one run").set_defaults(func=cmd_check)
     return parser

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_new_model_drafts_a_spec_and_its_feature_service(tmp_path):
     for name in ("features.yaml", "feature_store.yaml"):
         shutil.copy(settings.FEATURE_REPO_DIR / name, repo / name)
     comments = (repo / "features.yaml").read_text().count("#")
-    args = ["new", "model", "flight_long_delay", "--label", "arr_delay > 60", "--definition",
+    args = ["new", "model", "flight_long_delay", "--like", "flight_delay", "--label", "arr_delay > 60", "--definition",
             "more than an hour late", "--views", "plane_daily_features,route_daily_features",
             "--specs", str(specs), "--feature-repo", str(repo)]
     out = _cli(*args)
@@ -161,5 +162,34 @@ def test_new_model_drafts_a_spec_and_its_feature_service(tmp_path):
     again = _cli(*args)
     assert again.returncode == 1 and "exists" in again.stderr and (repo / "features.yaml").read_text() == before
     # an unknown view: refused, nothing written
-    bad = _cli("new", "model", "other", "--views", "no_such_view", "--specs", str(specs), "--feature-repo", str(repo))
+    bad = _cli("new", "model", "other", "--like", "flight_delay", "--views", "no_such_view", "--specs", str(specs), "--feature-repo", str(repo))
     assert bad.returncode == 1 and "no_such_view" in bad.stderr and not (specs / "other.yaml").exists()
+
+
+def test_a_new_project_is_the_template_in_the_users_zone_and_lists_its_tables_for_dbt(tmp_path):
+    from batch_platform.lib.project_scaffold import ProjectScaffoldError, list_dbt_source, new_project
+    from batch_platform.lib.time_model import load_time_model
+
+    folder = tmp_path / "shops"
+    written = new_project(folder, "shops", "Europe/Berlin")
+    assert {p.relative_to(folder).as_posix() for p in written} >= {
+        "time_model.yaml", "dbt/dbt_project.yml", "dbt/profiles.yml", "dbt/models/staging/_sources.yml",
+        "dbt/models/staging/stg_batch_loads.sql", "feature_repo/feature_store.yaml", "feature_repo/features.yaml"}
+    assert (folder / "sources").is_dir() and (folder / "models").is_dir()
+    assert load_time_model(folder / "time_model.yaml", contracts=()).spec.timezone == "Europe/Berlin"
+    assert yaml.safe_load((folder / "dbt" / "dbt_project.yml").read_text())["vars"]["timezone"] == "Europe/Berlin"
+    assert not re.search(r"__[A-Z]+__", "".join(p.read_text() for p in written))  # every placeholder filled
+    assert list_dbt_source(folder, "sales", "Units per shop and day.")
+    assert not list_dbt_source(folder, "sales", "again")  # listed once
+    assert list_dbt_source(folder, "plan", "The plan.")
+    raw = yaml.safe_load((folder / "dbt" / "models" / "staging" / "_sources.yml").read_text())["sources"][0]
+    assert [t["name"] for t in raw["tables"]] == ["batch_loads", "sales", "plan"]
+    assert "-- depends_on: {{ source('raw', 'sales') }}, {{ source('raw', 'plan') }}" in \
+        (folder / "dbt" / "models" / "staging" / "stg_batch_loads.sql").read_text()
+    with pytest.raises(ProjectScaffoldError, match="not empty"):
+        new_project(folder, "shops", "UTC")
+    with pytest.raises(ProjectScaffoldError, match="not an IANA time zone"):
+        new_project(tmp_path / "x", "x", "Mars/Olympus")
+    with pytest.raises(ProjectScaffoldError, match="identifier"):
+        new_project(tmp_path / "y", "Shops; drop", "UTC")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -15,6 +15,7 @@ cannot know is marked ``REVIEW``: the publication time, the time zone, the key a
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,6 +231,48 @@ def draft_spec(name: str, template: dict, *, label_model: str | None, label: str
     return spec
 
 
+def skeleton_spec(name: str, *, metric: str, key: str, join_keys: list[str], label_model: str, label: str,
+                  definition: str | None, date_column: str, frame_model: str, views: list[str],
+                  timezone: str) -> dict:
+    """A model spec for ``name`` from nothing but its names: the entity, the label (a column of ``label_model`` when
+    ``label`` is a plain name, else a SQL expression over it), the frame scored each evening, the feature views of
+    its service (``<name>_v1``, and the fallback's required views), the gate metric (a regression for rmse/mae) and
+    the platform's defaults for everything else, for review."""
+    from batch_platform.lib.gate import REGRESSION_METRICS
+
+    for value in (name, key, *join_keys, label_model, date_column, frame_model, *views):
+        if not IDENTIFIER.fullmatch(value):
+            raise ScaffoldError(f"{value!r} is not a plain lower-case identifier ([a-z_][a-z0-9_]*)")
+    regression = metric in REGRESSION_METRICS
+    target = {"column": label} if IDENTIFIER.fullmatch(label) else {"expression": label}
+    gate = ({"metric": metric, "tolerance": 0.0, "floor": 0.9, "floor_basis": "baseline", "slices": []} if regression
+            else {"metric": metric, "tolerance": 0.005, "floor": 0.6, "slices": []})
+    return {
+        "name": name,
+        "description": f"REVIEW: what {name} predicts, for whom, and when it is scored.",
+        "entity": {"key": key, "join_keys": list(join_keys)},
+        "label": {"model": label_model, **target, "definition": definition or f"REVIEW: {label}",
+                  "date_column": date_column, "embargo_days": 1},
+        "cutoff": {"days_before": 1, "local_time": "18:00", "timezone": timezone},
+        "feature_service": f"{name}_v1",
+        "passthrough_features": [],
+        "categorical_features": [],
+        "windows": {"train_days": 56, "validation_days": 14, "test_days": 14},
+        "gate": gate,
+        "scoring": {"model": frame_model, "deadline_local_time": "20:00", "online_ttl_hours": 36,
+                    "fallback": {"required_feature_views": list(views), "segment": [], "max_share": 0.2}},
+        "monitoring": {"accuracy_tolerance": 0.05},
+        "promotion": {"shadow_min_days": 3},
+    }
+
+
+SKELETON_REVIEW = ("the label's embargo_days (when a day's label is final)", "the cutoff (when the features of a day "
+                   "must be valid)", "windows", "the gate's tolerance and floor (in the metric's unit)",
+                   "passthrough and categorical features (columns of the label model and the frame)",
+                   "monitoring.accuracy_tolerance (in the metric's unit)", "promotion")
+"""What a skeleton spec cannot know (its header comment lists these)."""
+
+
 def add_feature_service(declaration: Path, name: str, like: str | None, views: list[str] | None) -> dict:
     """Append feature service ``name`` to the Feast declaration ``features.yaml``: the given ``views`` (each
     whole), or the projections of service ``like``. Returns the entry; an existing service of that name is an
@@ -251,7 +294,7 @@ def add_feature_service(declaration: Path, name: str, like: str | None, views: l
         chosen = template["views"]
     entry = {"name": name, "description": f"REVIEW: the features of {name.removesuffix('_v1')}.", "views": chosen}
     # appended as text, so the file's comments stay: under `feature_services:` when it is the last top-level key
-    text = declaration.read_text()
+    text = re.sub(r"^feature_services: *\[\] *$", "feature_services:", declaration.read_text(), flags=re.M)
     keys = [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()]
     if "feature_services" in keys and keys[-1] != "feature_services":
         raise ScaffoldError(f"{declaration}: feature_services is not the file's last section; add {name} by hand")
@@ -262,4 +305,4 @@ def add_feature_service(declaration: Path, name: str, like: str | None, views: l
     return entry
 
 
-__all__ = ["Draft", "ScaffoldError", "add_feature_service", "draft_contract", "draft_spec", "write_draft"]
+__all__ = ["Draft", "ScaffoldError", "add_feature_service", "draft_contract", "draft_spec", "skeleton_spec", "write_draft"]
