@@ -4,15 +4,7 @@
 {{ config(materialized='table') }}
 
 select
-    strftime(e.service_date, '%Y-%m-%d') || ':' || e.station as station_day_id,
-    e.station,
-    e.service_date,
-    'chicago' as city,
-    c.day_of_week,
-    c.month,
-    c.day_of_year,
-    cast(c.is_federal_holiday as integer) as is_federal_holiday,
-    c.days_to_nearest_holiday,
+    {{ station_day_columns('e') }},
     e.entries
 
 from {{ ref('stg_station_entries') }} e

@@ -3,15 +3,7 @@
 {{ config(materialized='table') }}
 
 select
-    strftime(s.service_date, '%Y-%m-%d') || ':' || s.station as station_day_id,
-    s.station,
-    s.service_date,
-    'chicago' as city,
-    c.day_of_week,
-    c.month,
-    c.day_of_year,
-    cast(c.is_federal_holiday as integer) as is_federal_holiday,
-    c.days_to_nearest_holiday
+    {{ station_day_columns('s') }}
 
 from {{ ref('stg_station_calendar') }} s
 inner join {{ ref('int_calendar_days') }} c on c.calendar_date = s.service_date
