@@ -81,6 +81,7 @@ def _stored(loop, day: dt.date):
         return scoring.read_partition(con, loop["spec"], day)
 
 
+@pytest.mark.timeout(1200)  # with its module fixture's catch-up: 600 s here in a loaded suite
 def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     defs, instance, registry = loop["defs"], loop["instance"], loop["registry"]
 
