@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -30,7 +31,9 @@ HISTORY_DAYS = 45  # windows of 21 + 7 + 7 label days, a few days before them, a
 
 
 def _cli(env: dict, *args: str, ok: bool = True) -> str:
+    started = time.perf_counter()
     out = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=900, env=env)
+    print(f"$ batch-platform {' '.join(args[:2])}: {time.perf_counter() - started:.1f} s")
     if ok:
         assert out.returncode == 0, f"{args}: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout + out.stderr
