@@ -26,3 +26,16 @@
     from {{ ref('stg_batch_loads') }}
     where feed = '{{ feed }}'
 {%- endmacro %}
+
+
+{#- The load log as every project's staging view reads it (`stg_batch_loads`, which feed_validity reads): one row
+    per loaded raw batch with its feed, its day (null for a snapshot) and when it was published and is final. -#}
+{% macro load_log() -%}
+    select
+        replace(table_name, 'raw.', '') as feed,
+        case when partition_key = '__all__' then null else cast(partition_key as date) end as batch_date,
+        published_at,
+        final_at
+
+    from {{ source('raw', 'batch_loads') }}
+{%- endmacro %}
