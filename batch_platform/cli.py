@@ -386,15 +386,10 @@ def _next_day() -> dt.date:
     tables = [c for c in DAILY_CONTRACTS if not lead_days(c)]
     with warehouse.connect(settings.warehouse_path(), read_only=True) as con:
         lasts = [con.execute(f"SELECT max({warehouse.PARTITION_COLUMN}) FROM {c.qualified_name}").fetchall()[0][0]
-                 if _exists(con, c) else None for c in tables]
+                 if warehouse.table_exists(con, c.source, c.table) else None for c in tables]
     if not lasts or None in lasts:
         raise SystemExit(f"nothing loaded yet of {', '.join(c.qualified_name for c in tables)}: ingest some days first")
     return min(lasts) + dt.timedelta(days=1)
-
-
-def _exists(con, contract) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                            [contract.source, contract.table]).fetchall()[0][0])
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -658,10 +653,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_new_source(args: argparse.Namespace) -> int:
     """A draft contract inferred from a sample file, written beside the declared ones for review."""
     from batch_platform.lib.contracts import ContractError, sources_dir
-    from batch_platform.lib.scaffold import ScaffoldError, draft_contract, write_draft
-
     from batch_platform.lib.project import project_dir
     from batch_platform.lib.project_scaffold import ProjectScaffoldError, list_dbt_source
+    from batch_platform.lib.scaffold import ScaffoldError, draft_contract, write_draft
     from batch_platform.lib.time_model import load_time_model
 
     folder = Path(args.sources) if args.sources else sources_dir()

@@ -16,7 +16,8 @@ from batch_platform.lib.landing import replay
 
 SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "test_loop.py",
                     "test_production_services.py", "test_live_replay.py", "test_drift_real.py",
-                    "test_performance_estimate.py", "test_cli.py", "test_example_lifecycle.py", "test_from_scratch.py")
+                    "test_performance_estimate.py", "test_cli.py", "test_example_lifecycle.py",
+                    "test_from_scratch.py")
 """The longest test files (minutes each), run first: with two workers taking a file at a time
 (``--dist=loadfile --no-loadscope-reorder``), the simulation and the daemon test start at once, not last."""
 

@@ -162,7 +162,8 @@ def test_new_model_drafts_a_spec_and_its_feature_service(tmp_path):
     again = _cli(*args)
     assert again.returncode == 1 and "exists" in again.stderr and (repo / "features.yaml").read_text() == before
     # an unknown view: refused, nothing written
-    bad = _cli("new", "model", "other", "--like", "flight_delay", "--views", "no_such_view", "--specs", str(specs), "--feature-repo", str(repo))
+    bad = _cli("new", "model", "other", "--like", "flight_delay", "--views", "no_such_view", "--specs", str(specs),
+               "--feature-repo", str(repo))
     assert bad.returncode == 1 and "no_such_view" in bad.stderr and not (specs / "other.yaml").exists()
 
 

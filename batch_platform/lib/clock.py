@@ -176,5 +176,5 @@ def record_clock(path: Path, clock: DataClock) -> DataClock:
     return clock
 
 
-__all__ = ["CALENDAR", "ClockMismatch", "DataClock", "LIVE", "OPEN_END", "calendar_clock", "LIVE_DAYS_AHEAD", "REPLAY", "REPLAY_CLOCK", "current_clock",
-           "live_clock_for", "read_clock", "record_clock"]
+__all__ = ["CALENDAR", "ClockMismatch", "DataClock", "LIVE", "LIVE_DAYS_AHEAD", "OPEN_END", "REPLAY", "REPLAY_CLOCK",
+           "calendar_clock", "current_clock", "live_clock_for", "read_clock", "record_clock"]

@@ -293,4 +293,5 @@ def daily_batches(start: dt.date, end: dt.date, clock: DataClock = REPLAY_CLOCK,
     return out
 
 
-__all__ = ["BatchTimes", "IngestResult", "NOT_QUARANTINED", "batch_times", "daily_batches", "ingest_batch", "lead_days", "ingest_many", "quarantine"]
+__all__ = ["BatchTimes", "IngestResult", "NOT_QUARANTINED", "batch_times", "daily_batches", "ingest_batch",
+           "ingest_many", "lead_days", "quarantine"]

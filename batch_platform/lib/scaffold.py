@@ -305,4 +305,5 @@ def add_feature_service(declaration: Path, name: str, like: str | None, views: l
     return entry
 
 
-__all__ = ["Draft", "ScaffoldError", "add_feature_service", "draft_contract", "draft_spec", "skeleton_spec", "write_draft"]
+__all__ = ["Draft", "ScaffoldError", "add_feature_service", "draft_contract", "draft_spec", "skeleton_spec",
+           "write_draft"]
