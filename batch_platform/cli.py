@@ -130,8 +130,9 @@ def cmd_land_file(args: argparse.Namespace) -> int:
     try:
         contract = DECLARED.get(args.table)
         clock = read_clock(settings.clock_path())
+        rows = read_export(args.file, contract) if contract is not None else None
         if contract is not None and not contract.is_snapshot:
-            days = export_days(read_export(args.file, contract), contract)
+            days = export_days(rows, contract)
             if clock is None and days:
                 clock = record_clock(settings.clock_path(), calendar_clock(days[0]))
                 print(f"{settings.data_dir()} is on {clock.label}: its partitions start on {clock.first_day}")
@@ -142,7 +143,7 @@ def cmd_land_file(args: argparse.Namespace) -> int:
                 raise ExportError(f"{args.file}: rows of {days[0]}, before the data dir's first day "
                                   f"{clock.first_day} (its first partition): use a new data dir to start earlier")
         landed = land_export(landing, DECLARED, DECLARED_DERIVED, args.table, args.file,
-                             time_model=load_time_model(), now=now)
+                             time_model=load_time_model(), now=now, rows=rows)
     except (ExportError, ClockMismatch) as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -6,10 +6,10 @@ declared column to its type; a column missing from the file, a column the contra
 is not of its type is an :class:`ExportError` naming the file and the column. :func:`land_export` cuts the rows into
 one batch per day (:func:`batch_platform.lib.table_replay.replay_table`), each stamped published as the contract
 declares, and lands only the days already published at ``now`` (an export that holds tomorrow's plan lands that day
-tomorrow); the derived tables cut from the table land with it, each with its own columns and publication time, on the days
-whose derived batch has not landed yet (the days to come land from an export of the derived table itself, which
-upstream publishes ahead: a published plan is never rewritten from the actuals). A
-snapshot table lands as its snapshot, published ``now``. Landing the same rows again writes nothing.
+tomorrow). The derived tables cut from the table land with it, each with its own columns and publication time, on
+the days whose derived batch has not landed yet: the days to come land from an export of the derived table itself,
+which upstream publishes ahead, and a published plan is never rewritten from the actuals. A snapshot table lands as
+its snapshot, published ``now``. Landing the same rows again writes nothing.
 
 Whatever is wrong in the rows themselves (a key twice, a value out of its physical range, a broken row rule) is
 ingest's to find: it validates every batch against its contract and quarantines a bad one with a named error.
@@ -88,14 +88,15 @@ def export_days(rows: pa.Table, contract: TableContract) -> tuple[dt.date, ...]:
 
 
 def land_export(landing: Path | str, contracts: dict[str, TableContract], derived_from: dict[str, str], table: str,
-                path: Path | str, *, time_model: TimeModel, now: dt.datetime) -> list[Landed]:
+                path: Path | str, *, time_model: TimeModel, now: dt.datetime,
+                rows: pa.Table | None = None) -> list[Landed]:
     """Land export ``path`` of ``table`` and of the derived tables cut from it (``derived_from``: derived table ->
     its base); returns what each table landed, the table first. A derived table's own export (its days to come)
-    lands as any table's."""
+    lands as any table's. ``rows``: the export as :func:`read_export` read it already (else it is read here)."""
     if table not in contracts:
         raise ExportError(f"no contract declares table {table!r} (declared: {', '.join(sorted(contracts))})")
     contract = contracts[table]
-    rows = read_export(path, contract)
+    rows = read_export(path, contract) if rows is None else rows
     source = f"export {Path(path).name}"
     if contract.is_snapshot:
         _, wrote = write_batch(landing, contract, rows, None, published_at=now, source=source)
