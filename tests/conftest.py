@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from batch_platform import settings
+from batch_platform.lib.clock import REPLAY_CLOCK, DataClock, record_clock
 from batch_platform.lib.landing import replay
 
 SLOW_FILES_FIRST = ("test_daily_cycle.py", "test_faults.py", "test_daemon.py", "test_loop.py",
@@ -141,18 +142,19 @@ def platform_env_vars(base: Path) -> dict[str, Path]:
     }
 
 
-def load_days(env: dict[str, Path], first: dt.date, last: dt.date) -> None:
+def load_days(env: dict[str, Path], first: dt.date, last: dt.date, clock: DataClock = REPLAY_CLOCK) -> None:
     """Replay and ingest days straight through the lib (the Dagster ingest path has its own tests): flight days
-    ``first .. last`` and the flight schedule of ``last + 1`` (published the day before its flights), as
-    ``batch-platform ingest`` loads them."""
+    ``first .. last`` (days on ``clock``) and the flight schedule of ``last + 1`` (published the day before its
+    flights), as ``batch-platform ingest`` loads them."""
     from batch_platform.lib.contracts import REFERENCE_CONTRACTS
     from batch_platform.lib.ingest import daily_batches, ingest_many
     from batch_platform.lib.landing import daily_batch_path, reference_batch_path
 
     landing, db = env[settings.LANDING_VAR], env[settings.WAREHOUSE_VAR]
-    replay(landing, first, last)
+    replay(landing, first, last, clock=clock)
     batches = [(c, reference_batch_path(landing, c.table), None) for c in REFERENCE_CONTRACTS]
-    batches += [(c, daily_batch_path(landing, c.table, day), day) for day, cs in daily_batches(first, last) for c in cs]
+    batches += [(c, daily_batch_path(landing, c.table, day), day)
+                for day, cs in daily_batches(first, last, clock) for c in cs]
     ingest_many(db, batches, quarantine_dir=env[settings.QUARANTINE_VAR])
 
 
@@ -185,12 +187,48 @@ def on_platform(platform, monkeypatch):
     return platform
 
 
+DEFINITION_MODULES = ("batch_platform.defs", "batch_platform.definitions", "batch_platform.pipeline",
+                      "batch_platform.cli", "batch_platform.example_demo", "batch_platform.demo_feed")
+"""The modules whose Dagster objects are built at import from the data dir's clock (partitions)."""
+
+
+def _definition_module(name: str) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in DEFINITION_MODULES)
+
+
 @contextlib.contextmanager
-def replayed_platform(base: Path, spec: str, windows: dict, first: dt.date, last: dt.date):
-    """One shipped spec (its windows replaced) on flight days ``first .. last`` loaded through the lib, with the
-    offline features built (dbt + Feast apply; no online store: scoring reads offline features and pushes rows), in
-    the environment while the context lasts. Yields ``(env, instance, defs, offline)``: ``offline`` is the
-    build_features selection to rebuild with after loading more days."""
+def definitions_imported_afresh():
+    """The code location imported anew while the context lasts, for a data dir on another clock than the one this
+    process imported it with (partitions are built at import from the data dir's clock, as in a code server that
+    starts on that data dir). Afterwards this process's earlier modules are back, for the tests that follow."""
+    import importlib
+    import sys
+
+    saved = {n: sys.modules.pop(n) for n in [n for n in sys.modules if _definition_module(n)]}
+
+    def rebind(modules: dict) -> None:  # a submodule is also its package's attribute
+        for name, module in modules.items():
+            parent, _, attr = name.rpartition(".")
+            if parent in sys.modules:
+                setattr(sys.modules[parent], attr, module)
+
+    try:
+        yield importlib.import_module("batch_platform.definitions").defs()
+    finally:
+        for name in [n for n in sys.modules if _definition_module(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        rebind(dict(sorted(saved.items())))
+
+
+@contextlib.contextmanager
+def replayed_platform(base: Path, spec: str, windows: dict, first: dt.date, last: dt.date,
+                      clock: DataClock = REPLAY_CLOCK):
+    """One shipped spec (its windows replaced) on flight days ``first .. last`` (days on ``clock``) loaded through
+    the lib, with the offline features built (dbt + Feast apply; no online store: scoring reads offline features and
+    pushes rows), in the environment while the context lasts. Yields ``(env, instance, defs, offline)``: ``offline``
+    is the build_features selection to rebuild with after loading more days. On another clock than the 2013 replay,
+    the clock is recorded in the data dir and the definitions are imported afresh on it."""
     import yaml
 
     from batch_platform.lib.specs import DEFAULT_SPECS_DIR, SPECS_DIR_VAR
@@ -200,13 +238,19 @@ def replayed_platform(base: Path, spec: str, windows: dict, first: dt.date, last
     raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{spec}.yaml").read_text())
     raw["windows"] = windows
     (env[SPECS_DIR_VAR] / f"{spec}.yaml").write_text(yaml.safe_dump(raw))
-    with dg.instance_for_test(overrides=project_storage()) as instance, pytest.MonkeyPatch.context() as mp:
+    with contextlib.ExitStack() as stack:
+        instance = stack.enter_context(dg.instance_for_test(overrides=project_storage()))
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
         for k, v in env.items():
             mp.setenv(k, str(v))
-        load_days(env, first, last)
-        from batch_platform.definitions import defs as lazy_defs
+        if clock != REPLAY_CLOCK:
+            record_clock(env[settings.DATA_DIR_VAR] / settings.CLOCK_FILE, clock)
+            defs = stack.enter_context(definitions_imported_afresh())
+        else:
+            from batch_platform.definitions import defs as lazy_defs
 
-        defs = lazy_defs()
+            defs = lazy_defs()
+        load_days(env, first, last, clock)
         offline = [k for k in defs.resolve_all_asset_keys()
                    if k.path[0] in ("staging", "intermediate", "marts", "seeds")]
         offline.append(dg.AssetKey(["feast", "feature_definitions"]))
