@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,16 @@ def test_dbt_build_works_directly_in_its_folder(platform, tmp_path):
     assert len(unit) == len(declared) >= 10 and {r["status"] for r in unit} == {"pass"}
     # by hand, dbt writes generation `a` (unpublished: the platform publishes a build that passed)
     assert (tmp_path / "generations" / "a" / "plane_daily_features.parquet").exists()
+    # a model's not-NULL guard is one test over all its columns, which names each column holding NULLs
+    (compiled,) = (tmp_path / "target" / "compiled").rglob("flight_labels_not_null.sql")
+    sql = compiled.read_text()
+    relation = re.search(r"^\s*from (\S+)$", sql, re.MULTILINE).group(1)  # the model's (then: from counts)
+    with duckdb.connect(str(db)) as con:
+        assert con.execute(sql).fetchall() == []
+        con.execute(f"UPDATE {relation} SET route = NULL WHERE flight_id IN (SELECT flight_id FROM {relation} LIMIT 1)")
+        con.execute(f"UPDATE {relation} SET tailnum = NULL, is_cancelled = NULL WHERE flight_id IN "
+                    f"(SELECT flight_id FROM {relation} ORDER BY flight_id DESC LIMIT 2)")
+        assert sorted(con.execute(sql).fetchall()) == [("is_cancelled", 2), ("route", 1), ("tailnum", 2)]
 
 
 def _relation_digests(db: Path) -> dict[str, tuple]:
