@@ -206,19 +206,23 @@ def definitions_imported_afresh():
 
     saved = {n: sys.modules.pop(n) for n in [n for n in sys.modules if _definition_module(n)]}
 
-    def rebind(modules: dict) -> None:  # a submodule is also its package's attribute
-        for name, module in modules.items():
-            parent, _, attr = name.rpartition(".")
-            if parent in sys.modules:
+    def rebind(name: str, module) -> None:  # a submodule is also its package's attribute
+        parent, _, attr = name.rpartition(".")
+        if parent in sys.modules:
+            if module is None:
+                sys.modules[parent].__dict__.pop(attr, None)
+            else:
                 setattr(sys.modules[parent], attr, module)
 
     try:
         yield importlib.import_module("batch_platform.definitions").defs()
     finally:
-        for name in [n for n in sys.modules if _definition_module(n)]:
+        fresh = sorted(n for n in sys.modules if _definition_module(n))
+        for name in fresh:
             del sys.modules[name]
         sys.modules.update(saved)
-        rebind(dict(sorted(saved.items())))
+        for name in sorted({*fresh, *saved}):  # packages before their submodules
+            rebind(name, saved.get(name))
 
 
 @contextlib.contextmanager
