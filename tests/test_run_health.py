@@ -30,9 +30,9 @@ def home(tmp_path, monkeypatch):
     return home
 
 
-def _start(marker: Path, seconds: float) -> subprocess.Popen:
+def _start(marker: Path, seconds: float, stderr=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tests.pool_holder", str(marker), str(seconds)], cwd=ROOT,
-                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -74,13 +74,18 @@ def test_a_killed_holder_is_repaired_and_the_next_run_proceeds(home, tmp_path):
 def test_sigterm_ends_a_wait_for_the_pool_and_leaves_no_waiter(home, tmp_path):
     holder = _start(tmp_path / "a.holding", 600)
     _wait_for(tmp_path / "a.holding", holder)
-    waiter = _start(tmp_path / "b.holding", 0)
-    time.sleep(8)  # well inside its wait
+    log = tmp_path / "waiter.err"
+    with log.open("w") as sink:
+        waiter = _start(tmp_path / "b.holding", 0, stderr=sink)
+    deadline = time.monotonic() + 90  # (its start-up loads the definitions: seconds, more on a loaded machine)
+    while "waiting for pool duckdb_warehouse: held by run" not in log.read_text():
+        assert waiter.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    time.sleep(2)  # inside its wait
     assert waiter.poll() is None and not (tmp_path / "b.holding").exists()
     waiter.send_signal(signal.SIGTERM)
-    _, err = waiter.communicate(timeout=15)  # before: SIGTERM and Ctrl-C were ignored while waiting
-    assert waiter.returncode == 130, err
-    assert "waiting for pool duckdb_warehouse: held by run" in err
+    waiter.communicate(timeout=15)  # before: SIGTERM and Ctrl-C were ignored while waiting
+    assert waiter.returncode == 130, log.read_text()
 
     instance = _instance()
     entries = run_health.pool_entries(instance)
