@@ -54,8 +54,8 @@ NEXT_DAY = LAST + dt.timedelta(days=1)  # only its schedule is loaded: a future 
 def loop(tmp_path_factory):
     base = tmp_path_factory.mktemp("loop")
     windows = {"train_days": 28, "validation_days": 7, "test_days": 7}
-    today = load_time_model().last_published_day("flights", dt.datetime.now(dt.UTC))
-    assert _d(STORY_END) <= today, "the story's days must be published already"
+    published = load_time_model().last_published_day("flights", dt.datetime.now(dt.UTC))
+    assert _d(STORY_END) <= published, "the story's days must be published already"
     with replayed_platform(base, SPEC, windows, FIRST, LAST, CLOCK) as (env, instance, defs, offline):
         assert settings.data_clock() == CLOCK and defs.resolve_job_def("batch_scoring").partitions_def.end is None
         yield {"env": env, "defs": defs, "instance": instance, "spec": load_specs()[SPEC], "offline": offline,
@@ -255,9 +255,9 @@ def test_real_summer_challengers_shuffled_never_promoted_better_always(loop):
     one: judged on the spec's minimum days (its 7 test days, which neither model saw), then each morning on one more
     day with final labels (the 7 days after), until the comparison decides or the shadow expires. One trained on
     shuffled labels is never promoted (0 of 10); one trained on the real labels -- genuinely better than a winter
-    model in July -- always is (10 of 10), most on the minimum days (one seed, at one shift of the live clock, beat
-    the champion on each of the 7 days, but a pooled AUC resampled over 7 days left its interval's lower end at
-    -0.025: it was promoted on the 8th)."""
+    model in July -- always is (10 of 10), most on the minimum days (observed: all 10 on the 7th; at another shift of
+    the clock, a challenger that beat the champion on each of the 7 days still had its pooled AUC's day-block
+    interval reach -0.025, and was promoted on the 8th)."""
     import pandas as pd
 
     from batch_platform.lib import promotion, training
