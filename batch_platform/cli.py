@@ -450,16 +450,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from batch_platform.lib import serving
-    from batch_platform.lib.feature_store import FeatureStoreClient
     from batch_platform.lib.specs import load_specs
 
     specs = load_specs()
     if args.model and args.model not in specs:
         print(f"unknown model spec {args.model!r}; specs: {sorted(specs)}")
         return 2
-    client = FeatureStoreClient()
-    answers = [serving.lookup(client, spec, args.key) for name, spec in specs.items()
-               if args.model in (None, name)]
+    reader = serving.PredictionReader(specs)
+    answers = [reader.lookup(name, args.key) for name in specs if args.model in (None, name)]
     if args.json:
         print(json.dumps([a.to_dict() for a in answers], indent=2, default=str))
     else:
@@ -472,7 +470,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _print_lookups(day: dt.date, n: int = 3) -> None:
     """Look a few of the day's flights up in the online store, as a caller would."""
     from batch_platform.lib import scoring, serving, warehouse
-    from batch_platform.lib.feature_store import FeatureStoreClient
     from batch_platform.lib.specs import load_specs
 
     specs = load_specs()
@@ -483,11 +480,11 @@ def _print_lookups(day: dt.date, n: int = 3) -> None:
         return
     picks = list(dict.fromkeys([rows[first.entity.key].iloc[0], rows[first.entity.key].iloc[len(rows) // 2],
                                 *rows.loc[rows["fallback_reason"].notna(), first.entity.key].head(1)]))[:n]
-    client = FeatureStoreClient()
+    reader = serving.PredictionReader(specs)
     for key in picks + [f"{day.isoformat()}_XX_0000_JFK"]:
         print(f"$ batch-platform predict {key}")
-        for spec in specs.values():
-            _print_prediction(serving.lookup(client, spec, key))
+        for name in specs:
+            _print_prediction(reader.lookup(name, key))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

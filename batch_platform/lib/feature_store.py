@@ -46,9 +46,11 @@ import importlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from batch_platform import settings
-from batch_platform.lib import faults
+from batch_platform.lib import faults, wide_store
 from batch_platform.lib.feast_declarations import KIND_TAG, PREDICTIONS_KIND
 from batch_platform.lib.files import file_lock
 
@@ -234,6 +236,12 @@ class FeatureStoreClient:
         return self.store.config.online_store.type == "redis"
 
     @property
+    def uses_wide_store(self) -> bool:
+        """The online store is the platform's wide-row SQLite store (``feature_store.yaml``'s default), which the
+        platform writes in bulk itself; otherwise (Redis, or Feast's stock SQLite store) writes go through Feast."""
+        return self.store.config.online_store.type == wide_store.FEAST_TYPE
+
+    @property
     def online_store_path(self) -> Path | None:
         """The SQLite online store file; None when the online store is Redis."""
         if self.uses_redis:
@@ -310,6 +318,11 @@ class FeatureStoreClient:
         out = io.StringIO()
         with self._locked(exclusive=True):
             foreign = self._forget_other_online_stores()
+            planned = store._should_use_plan()  # Feast prints its registry diff itself only for its SQLite store
+            if not planned:  # the same diff, computed as Feast's plan does (validation and inference first)
+                store.refresh_registry()
+                text = store.plan(repo)[0].to_string()
+                out.write(re.sub(r"\x1b\[[0-9;]*m", "", text) + "\n")  # as click.echo writes it off a terminal
             with contextlib.redirect_stdout(out):
                 apply_total_with_repo_instance(
                     store, store.project, store.registry, repo, skip_source_validation=False
@@ -323,7 +336,8 @@ class FeatureStoreClient:
         diff = "\n".join(
             [f"forgot {len(names)} online table(s) of another instance's online store {path} (the registry was "
              "copied with its data folder; that store is left untouched)" for path, names in foreign.items()]
-            + [line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line]
+            + [line for line in out.getvalue().splitlines() if line.strip() and "No changes" not in line
+               and not line.startswith(("Deploying infrastructure for", "Removing infrastructure for"))]
         )
         return ApplySummary(
             entities=len(entities),
@@ -507,6 +521,42 @@ class FeatureStoreClient:
                 raise UnknownFeatureObject(f"unknown push source {push_source!r} (apply the feature repo)") from None
         return len(df)
 
+    def write_online(self, view: str, frames: Iterable[pd.DataFrame], *, timestamp_column: str = FEAST_TIMESTAMP
+                     ) -> int:
+        """Write rows of ``view`` (its join keys, ``timestamp_column`` as the event timestamp, its features by name)
+        to the online store; returns the rows written. On the wide SQLite store every frame goes into one
+        transaction, so readers see the previous rows or all of the new ones; elsewhere (Redis) each frame is
+        written through Feast (``write_to_online_store``; Redis keeps the newer event timestamp per key)."""
+        import pyarrow as pa
+
+        written = 0
+        with self._locked(exclusive=True):
+            self._require_applied()
+            fv = self._feature_view(view)
+            if not self.uses_wide_store:
+                for frame in frames:
+                    if len(frame):
+                        self.store.write_to_online_store(view, frame.rename(
+                            columns={timestamp_column: fv.batch_source.timestamp_field}))
+                        written += len(frame)
+                return written
+            from batch_platform.lib.feast_wide_store import layout_of
+
+            layout = layout_of(self.store.project, fv)
+            con = wide_store.connect(self.online_store_path)
+            try:
+                with wide_store.transaction(con):
+                    for frame in frames:
+                        if not len(frame):
+                            continue
+                        table = pa.Table.from_pandas(frame, preserve_index=False)
+                        rows = wide_store.arrow_rows(layout, table, timestamp_column=timestamp_column)
+                        wide_store.write_rows(con, layout, rows)
+                        written += len(rows)
+            finally:
+                con.close()
+        return written
+
     def _online_features(
         self, feature_refs_or_service: str | list[str], entity_rows: list[dict[str, Any]], as_of: datetime | None
     ) -> list[dict[str, Any]]:
@@ -633,7 +683,11 @@ class FeatureStoreClient:
                     continue
                 tb = time.perf_counter()
                 with self._locked(exclusive=True), contextlib.redirect_stdout(io.StringIO()):
-                    store.materialize(ws, we, feature_views=[name])
+                    if self.uses_wide_store:
+                        _materialize_wide(self.online_store_path, store.project, view, ws, we)
+                        store.registry.apply_materialization(view, store.project, ws, we, commit=True)
+                    else:
+                        store.materialize(ws, we, feature_views=[name])
                 batches.append(BatchReport(name, ws, we, rows, round(time.perf_counter() - tb, 3)))
                 rows_by_view[name] += rows
                 faults.point("feast.window_written")
@@ -1014,6 +1068,50 @@ def _window_key_counts(view, windows: list[tuple[datetime, datetime]]) -> list[i
         b = np.searchsorted(t, _epoch_us(we), side="right")
         counts.append(int(len(np.unique(k[a:b]))) if b > a else 0)
     return counts
+
+
+def _materialize_wide(path: Path, project: str, view, start: datetime, end: datetime) -> int:
+    """Feast's materialization of one window into the wide SQLite store, in one transaction: the latest row per
+    entity key among the view's rows timestamped in ``[start, end]`` (ties: the latest created timestamp), as
+    Feast's offline store pulls them; returns the rows written."""
+    import duckdb
+
+    from batch_platform.lib.feast_wide_store import layout_of
+
+    source = view.batch_source
+    reverse = {v: k for k, v in (source.field_mapping or {}).items()}
+
+    def col(name: str) -> str:
+        return '"' + reverse.get(name, name).replace('"', '""') + '"'
+
+    layout = layout_of(project, view)
+    keys = list(view.join_keys)
+    order = f"{col(source.timestamp_field)} DESC" + (
+        f", {col(source.created_timestamp_column)} DESC" if source.created_timestamp_column else "")
+    select = [f"{col(k)} AS \"{k}\"" for k in keys] + [f"{col(source.timestamp_field)} AS __event_ts"]
+    if source.created_timestamp_column:
+        select.append(f"{col(source.created_timestamp_column)} AS __created_ts")
+    select += [f"{col(f)} AS \"{f}\"" for f in layout.features]
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        table = con.execute(
+            f"SELECT {', '.join(select)} FROM read_parquet({_sql_path(source.path)}) "
+            f"WHERE {col(source.timestamp_field)} >= ?::TIMESTAMPTZ AND {col(source.timestamp_field)} <= ?::TIMESTAMPTZ "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(col(k) for k in keys) or '1'} ORDER BY {order}) = 1",
+            [_utc(start).isoformat(), _utc(end).isoformat()],
+        ).to_arrow_table()
+    finally:
+        con.close()
+    rows = wide_store.arrow_rows(layout, table, timestamp_column="__event_ts",
+                                 created_column="__created_ts" if source.created_timestamp_column else None)
+    online = wide_store.connect(path)
+    try:
+        with wide_store.transaction(online):
+            wide_store.write_rows(online, layout, rows)
+    finally:
+        online.close()
+    return len(rows)
 
 
 def _epoch_us(ts: datetime) -> int:
