@@ -7,9 +7,12 @@ Feast's API directly:
 - :meth:`FeatureStoreClient.apply` is ``feast apply`` in-process: it imports the repo's modules the way the CLI
   does (honouring ``.feastignore``) but without ``os.chdir`` and without leaving the modules in ``sys.modules``,
   so a later call sees the current environment (the FileSource paths are read from it at import time).
-- :meth:`FeatureStoreClient.historical_features` is ``get_historical_features`` with the entity timestamps
-  converted to microsecond UTC (the precision of the parquet files), only the join keys and the timestamp sent to
-  Feast (each distinct combination once) and the caller's rows, order and columns kept.
+- :meth:`FeatureStoreClient.historical_features` is ``get_historical_features``'s point-in-time join run as one
+  DuckDB ``ASOF LEFT JOIN`` over the views' files (:mod:`batch_platform.lib.pit_join`; views, keys, TTLs and
+  types resolved from the registry), with the entity timestamps converted to microsecond UTC (the precision of the
+  parquet files) and the caller's rows, order and columns kept. ``engine="feast"`` calls Feast's own
+  ``get_historical_features`` (each distinct (keys, timestamp) once) and returns the same frame; the tests hold
+  the two equal.
 - :meth:`FeatureStoreClient.materialize` walks ``[start, end]`` in windows of ``batch_days`` (Feast's local
   engine writes a whole range in one batch) and reports rows and seconds per window and view.
 

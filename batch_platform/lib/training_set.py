@@ -1,9 +1,9 @@
 """Point-in-time-correct training sets.
 
 The entity/label frame (one row per entity key, timestamped at its prediction cutoff) comes from the spec's dbt
-label model; features are joined with Feast's point-in-time rules (one DuckDB ``ASOF`` query, proven equal to
-Feast's ``get_historical_features``: see :mod:`batch_platform.lib.feature_store`). Rows whose label is not final at the training cutoff are never
-included (the label embargo).
+label model; features are joined with Feast's point-in-time rules (one DuckDB ``ASOF`` query, tested equal to
+Feast's ``get_historical_features``: see :mod:`batch_platform.lib.feature_store`). Rows whose label is not final at
+the training cutoff are never included (the label embargo).
 """
 
 from __future__ import annotations
