@@ -1,8 +1,11 @@
 """Run every benchmark: ``python -m bench`` (or ``make bench``). Each prints a table of ratios against a
-baseline measured in the same run."""
+baseline measured in the same run; exits non-zero when a figure with a target misses it."""
 
-from bench import bench_ingest, bench_scoring
+import sys
+
+from bench import bench_ingest, bench_pit, bench_scoring
 
 if __name__ == "__main__":
     bench_ingest.main()
     bench_scoring.main()
+    sys.exit(0 if all(r["ok"] for r in bench_pit.main()) else 1)

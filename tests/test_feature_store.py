@@ -1,6 +1,7 @@
 """Feast (feature_repo/ + batch_platform.lib.feature_store), with real Feast, DuckDB and parquet in tmp_path.
 
-- point-in-time joins equal an independent brute force (ties, created-timestamp tie-breaks, TTL edges, absent
+- point-in-time joins (the platform's DuckDB ASOF join) equal Feast's own ``get_historical_features`` frame for frame
+  and an independent brute force (ties, created-timestamp tie-breaks, TTL edges, absent
   keys), for several seeds, and the brute force is shown to catch a wrong join (negative controls);
 - the online store after batched materialization equals the offline join at the materialization end;
 - the definitions fingerprint is stable, path-independent, honours .feastignore and follows a TTL change;
@@ -343,6 +344,60 @@ def test_point_in_time_join_matches_brute_force(pit_repo, seed):
         assert len(mismatches(actual, brute_force(entity_df, tables, **wrong))) > 0, wrong
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_duckdb_join_equals_feasts(pit_repo, seed):
+    """The platform's DuckDB ASOF join returns exactly Feast's ``get_historical_features`` frame (values, dtypes,
+    order, index, NaN placement): a row exactly ``ttl`` old, rows at exactly the entity timestamp, keys in no
+    table, duplicate entity rows, duplicate feature timestamps told apart by created, NULL feature values, an
+    int and a string key, a view without TTL, unsorted files."""
+    client, features = pit_repo
+    rng = np.random.default_rng(100 + seed)
+    tables = make_pit_tables(rng)
+    tables["user_stats"].loc[tables["user_stats"].sample(frac=0.2, random_state=seed).index, "u_valid_from"] = pd.NaT
+    write_pit_tables(features, tables)
+    entity_df = make_entity_rows(rng, tables)
+    if seed == 2:  # whole rows repeated: each distinct (keys, timestamp) many times
+        entity_df = pd.concat([entity_df, entity_df.iloc[::3]])
+
+    ours = client.historical_features(entity_df, "pit_service", timestamp_column="cutoff_ts")
+    feasts = client.historical_features(entity_df, "pit_service", timestamp_column="cutoff_ts", engine="feast")
+
+    pd.testing.assert_frame_equal(ours, feasts, check_exact=True)
+    kinds = set(entity_df["kind"])
+    assert {"tie", "ttl_edge", "ttl_past"} <= kinds
+    assert (ours["u_value"].notna() & ours["u_valid_from"].isna()).any()  # a NULL value of a picked row
+    edge = entity_df["kind"].to_numpy() == "ttl_edge"
+    assert ours.loc[edge, ["u_value", "m_value"]].notna().any(axis=None)  # exactly ttl old: still served
+    # an empty entity frame gives the same empty frame
+    pd.testing.assert_frame_equal(
+        client.historical_features(entity_df.iloc[:0], "pit_service", timestamp_column="cutoff_ts"),
+        client.historical_features(entity_df.iloc[:0], "pit_service", timestamp_column="cutoff_ts", engine="feast"),
+    )
+
+
+def test_duckdb_join_from_file_to_file(pit_repo, tmp_path):
+    """``historical_features_file`` (scoring's one query per day) writes the rows of ``historical_features`` at
+    one timestamp, in the file's order, which ``conform_features`` brings to the same dtypes."""
+    client, features = pit_repo
+    rng = np.random.default_rng(7)
+    tables = make_pit_tables(rng)
+    write_pit_tables(features, tables)
+    at = T0 + pd.Timedelta(days=5, minutes=int(tables["merchant_stats"]["feature_ts"].iloc[0].minute))
+    entity_df = make_entity_rows(rng, tables)[["user_id", "merchant_id", "label"]].reset_index(drop=True)
+    spine = tmp_path / "spine.parquet"
+    pq.write_table(pa.Table.from_pandas(entity_df, preserve_index=False), spine, row_group_size=50)
+
+    out = tmp_path / "joined.parquet"
+    assert client.historical_features_file(spine, "pit_service", at.to_pydatetime(), out) == len(entity_df)
+    from_file = client.conform_features(pq.read_table(out).to_pandas(), "pit_service")
+    expected = client.historical_features(entity_df.assign(event_timestamp=at), "pit_service",
+                                          engine="feast").drop(columns="event_timestamp")
+    pd.testing.assert_frame_equal(from_file, expected, check_exact=True)
+    pq.write_table(pa.Table.from_pandas(entity_df.drop(columns="user_id"), preserve_index=False), spine)
+    with pytest.raises(EntityFrameError, match="user_id"):
+        client.historical_features_file(spine, "pit_service", at.to_pydatetime(), out)
+
+
 # =================================================================================================================
 # 2. The real repo: apply in-process and via the CLI
 # =================================================================================================================
@@ -653,6 +708,9 @@ def test_online_equals_offline_at_materialization_end(features_dir):
         for i, t in enumerate(KEYS["tailnum"] + ["N999"])  # N999: in no table
     ]
     offline = client.historical_features(pd.DataFrame(rows).assign(event_timestamp=end), "flight_delay_v1")
+    # the real repo's views (five files, TTLs of 3 and 2 days and none): the DuckDB join is Feast's
+    pd.testing.assert_frame_equal(offline, client.historical_features(
+        pd.DataFrame(rows).assign(event_timestamp=end), "flight_delay_v1", engine="feast"), check_exact=True)
     features = [c for c in offline.columns if c not in {"tailnum", "route", "carrier", "origin", "event_timestamp"}]
     assert len(features) == 43
 

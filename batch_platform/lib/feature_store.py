@@ -7,9 +7,12 @@ Feast's API directly:
 - :meth:`FeatureStoreClient.apply` is ``feast apply`` in-process: it imports the repo's modules the way the CLI
   does (honouring ``.feastignore``) but without ``os.chdir`` and without leaving the modules in ``sys.modules``,
   so a later call sees the current environment (the FileSource paths are read from it at import time).
-- :meth:`FeatureStoreClient.historical_features` is ``get_historical_features`` with the entity timestamps
-  converted to microsecond UTC (the precision of the parquet files), only the join keys and the timestamp sent to
-  Feast (each distinct combination once) and the caller's rows, order and columns kept.
+- :meth:`FeatureStoreClient.historical_features` is ``get_historical_features``'s point-in-time join run as one
+  DuckDB ``ASOF LEFT JOIN`` over the views' files (:mod:`batch_platform.lib.pit_join`; views, keys, TTLs and
+  types resolved from the registry), with the entity timestamps converted to microsecond UTC (the precision of the
+  parquet files) and the caller's rows, order and columns kept. ``engine="feast"`` calls Feast's own
+  ``get_historical_features`` (each distinct (keys, timestamp) once) and returns the same frame; the tests hold
+  the two equal.
 - :meth:`FeatureStoreClient.materialize` walks ``[start, end]`` in windows of ``batch_days`` (Feast's local
   engine writes a whole range in one batch) and reports rows and seconds per window and view.
 
@@ -404,34 +407,89 @@ class FeatureStoreClient:
 
     # -- offline --------------------------------------------------------------------------------------------------
     def historical_features(
-        self, entity_df: pd.DataFrame, feature_service: str, *, timestamp_column: str = FEAST_TIMESTAMP
+        self,
+        entity_df: pd.DataFrame,
+        feature_service: str,
+        *,
+        timestamp_column: str = FEAST_TIMESTAMP,
+        engine: str = "duckdb",
     ) -> pd.DataFrame:
         """Point-in-time join of ``feature_service`` onto ``entity_df`` (one output row per input row, same order,
         same index, same columns, plus one column per feature). Naive timestamps are taken as UTC.
 
         Feature dtypes do not depend on the data: numeric (and bool) features are float64 with NaN for missing,
         UnixTimestamp features datetime64[us, UTC], strings object. A feature is missing when the key has no row
-        at or before the timestamp, or (views with a TTL) only rows older than ``timestamp - ttl``."""
-        with self._locked(exclusive=False):
-            return self._historical_features(entity_df, feature_service, timestamp_column)
+        at or before the timestamp, or (views with a TTL) only rows older than ``timestamp - ttl``.
 
-    def _historical_features(
-        self, entity_df: pd.DataFrame, feature_service: str, timestamp_column: str
-    ) -> pd.DataFrame:
+        ``engine="duckdb"`` (default) runs Feast's join rules as one DuckDB ``ASOF LEFT JOIN`` over the views'
+        files (:mod:`batch_platform.lib.pit_join`; the views are resolved from the Feast registry);
+        ``engine="feast"`` calls Feast's ``get_historical_features`` itself (each distinct (keys, timestamp) once),
+        the definition the DuckDB join is tested against. Both return the same frame."""
+        if engine not in ("duckdb", "feast"):
+            raise ValueError(f"engine must be 'duckdb' or 'feast', not {engine!r}")
+        with self._locked(exclusive=False):
+            return self._historical_features(entity_df, feature_service, timestamp_column, engine)
+
+    def historical_features_file(
+        self, entity_path: Path, feature_service: str, timestamp: datetime, out_path: Path
+    ) -> int:
+        """The DuckDB join of :meth:`historical_features` from file to file: every row of the parquet file
+        ``entity_path`` (which holds the service's entity columns) with the features as of ``timestamp``, written
+        to ``out_path`` in the file's row order (its columns, then the features; types as in
+        :mod:`batch_platform.lib.pit_join`). One query for the whole file, in bounded memory. Returns the rows
+        written; :meth:`conform_features` gives a chunk read back the dtypes of :meth:`historical_features`."""
+        import pyarrow.parquet as pq
+
+        from batch_platform.lib import pit_join
+
+        with self._locked(exclusive=False):
+            joins, keys, _ = self._view_joins(feature_service)
+        names = pq.read_schema(entity_path).names
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise EntityFrameError(f"{entity_path} lacks {missing} needed by feature service {feature_service!r}")
+        return pit_join.join_file(joins, str(entity_path), _utc(timestamp), str(out_path))
+
+    def conform_features(self, frame: pd.DataFrame, feature_service: str) -> pd.DataFrame:
+        """``frame``'s feature columns in the dtypes :meth:`historical_features` guarantees (in place; returned)."""
+        with self._locked(exclusive=False):
+            self._require_applied()
+            service = self._feature_service(feature_service)
+        _conform(frame, service.feature_view_projections)
+        return frame
+
+    def _view_joins(self, feature_service: str) -> tuple[list, list[str], list[str]]:
+        """The service's views as :class:`batch_platform.lib.pit_join.ViewJoin` plans (read from the registry,
+        files checked), the entity columns they join on and the feature names, in service order."""
+        from batch_platform.lib.pit_join import ViewJoin
+
         self._require_applied()
         service = self._feature_service(feature_service)
-        projections = service.feature_view_projections
-        views = [self._feature_view(p.name) for p in projections]
-        for view in views:
+        joins, keys, features = [], [], []
+        for p in service.feature_view_projections:
+            view = self._feature_view(p.name)
             _check_feature_table(view)
+            source = view.batch_source
+            reverse = {v: k for k, v in (source.field_mapping or {}).items()}
+            pairs = tuple((reverse.get(k, k), (p.join_key_map or {}).get(k, k)) for k in view.join_keys)
+            keys += [ent for _, ent in pairs if ent not in keys]
+            features += [f.name for f in p.features]
+            joins.append(ViewJoin(
+                name=view.name, path=source.path, timestamp_column=reverse.get(source.timestamp_field,
+                                                                                source.timestamp_field),
+                created_column=(reverse.get(source.created_timestamp_column, source.created_timestamp_column)
+                                if source.created_timestamp_column else None),
+                keys=pairs,
+                features=tuple((reverse.get(f.name, f.name), f.name, f.dtype.to_value_type().name)
+                               for f in p.features),
+                ttl=view.ttl or None,
+            ))
+        return joins, keys, features
 
-        keys: list[str] = []
-        for p, view in zip(projections, views):
-            for k in view.join_keys:
-                col = (p.join_key_map or {}).get(k, k)
-                if col not in keys:
-                    keys.append(col)
-        features = [f.name for p in projections for f in p.features]
+    def _historical_features(
+        self, entity_df: pd.DataFrame, feature_service: str, timestamp_column: str, engine: str
+    ) -> pd.DataFrame:
+        joins, keys, features = self._view_joins(feature_service)
         missing = [c for c in [*keys, timestamp_column] if c not in entity_df.columns]
         if missing:
             raise EntityFrameError(
@@ -445,10 +503,36 @@ class FeatureStoreClient:
         ts = _to_utc_us(entity_df[timestamp_column])
         if ts.isna().any():
             raise EntityFrameError(f"{int(ts.isna().sum())} entity row(s) have no {timestamp_column!r}")
-        frame = entity_df[keys].reset_index(drop=True)
+        if engine == "feast":
+            joined = self._feast_join(entity_df[keys], ts, feature_service, features)
+        else:
+            joined = self._duckdb_join(entity_df[keys], ts, joins, features)
+        _conform(joined, self._feature_service(feature_service).feature_view_projections)
+        out = pd.concat([entity_df.reset_index(drop=True), joined], axis=1)
+        out.index = entity_df.index
+        return out
+
+    def _duckdb_join(self, keys: pd.DataFrame, ts: pd.Series, joins: list, features: list[str]) -> pd.DataFrame:
+        import pyarrow as pa
+
+        from batch_platform.lib import pit_join
+
+        if not len(keys):
+            return pd.DataFrame({f: pd.Series(dtype=object) for f in features})
+        entities = pa.Table.from_pandas(keys.reset_index(drop=True), preserve_index=False)
+        entities = entities.append_column(pit_join.ROW, pa.array(np.arange(len(keys), dtype=np.int64)))
+        entities = entities.append_column(pit_join.TS, pa.array(ts.reset_index(drop=True)))
+        table = pit_join.join_table(joins, entities)
+        if table.num_rows != len(keys):
+            raise FeatureStoreError(f"the join returned {table.num_rows} rows for {len(keys)} entity rows")
+        return table.to_pandas()
+
+    def _feast_join(self, keys: pd.DataFrame, ts: pd.Series, feature_service: str, features: list[str]) -> pd.DataFrame:
+        service = self._feature_service(feature_service)
+        frame = keys.reset_index(drop=True)
         frame[FEAST_TIMESTAMP] = ts.reset_index(drop=True)
         # Send each distinct (keys, timestamp) once; map the answers back to every row.
-        combo = frame.groupby([*keys, FEAST_TIMESTAMP], dropna=False, sort=False).ngroup().to_numpy()
+        combo = frame.groupby([*keys.columns, FEAST_TIMESTAMP], dropna=False, sort=False).ngroup().to_numpy()
         first = ~pd.Series(combo).duplicated().to_numpy()
         query = frame.loc[first].reset_index(drop=True)
         query[_ROW] = combo[first]
@@ -461,18 +545,7 @@ class FeatureStoreClient:
             raise FeatureStoreError(
                 f"Feast returned {len(joined)} rows for {len(query)} distinct entity rows (fan-out or loss)"
             )
-        joined = joined.set_index(_ROW).reindex(combo)[features].reset_index(drop=True)
-        # Stable dtypes whatever the nulls: numbers float64 (NaN = missing), timestamps datetime64[us, UTC].
-        for p in projections:
-            for f in p.features:
-                kind = f.dtype.to_value_type().name
-                if kind in _NUMERIC_TYPES:
-                    joined[f.name] = pd.to_numeric(joined[f.name]).astype("float64")
-                elif kind == "UNIX_TIMESTAMP":
-                    joined[f.name] = _to_utc_us(joined[f.name])
-        out = pd.concat([entity_df.reset_index(drop=True), joined], axis=1)
-        out.index = entity_df.index
-        return out
+        return joined.set_index(_ROW).reindex(combo)[features].reset_index(drop=True)
 
     # -- online ---------------------------------------------------------------------------------------------------
     def online_features(
@@ -987,6 +1060,19 @@ def _utc(ts: datetime) -> datetime:
 def _to_utc_us(values: pd.Series) -> pd.Series:
     """Any timestamp-like series -> datetime64[us, UTC] (naive values are taken as UTC)."""
     return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+
+
+def _conform(joined: pd.DataFrame, projections) -> None:
+    """Stable dtypes whatever the nulls: numbers float64 (NaN = missing), timestamps datetime64[us, UTC]."""
+    for p in projections:
+        for f in p.features:
+            kind = f.dtype.to_value_type().name
+            if kind in _NUMERIC_TYPES:
+                if joined[f.name].dtype != "float64":
+                    joined[f.name] = pd.to_numeric(joined[f.name]).astype("float64")
+            elif kind == "UNIX_TIMESTAMP":
+                if str(joined[f.name].dtype) != "datetime64[us, UTC]":
+                    joined[f.name] = _to_utc_us(joined[f.name])
 
 
 def _check_feature_table(view) -> None:

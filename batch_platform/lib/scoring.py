@@ -8,8 +8,9 @@
 2. **Spine**: the rows of the spec's scoring model (``marts.<scoring.model>``, one row per entity scheduled on D,
    known the day before) are copied to a parquet file, so the warehouse is held only for that copy.
 3. **Score in chunks** of ``scoring.chunk_rows`` rows streamed from that file: features as of D's prediction
-   cutoff through Feast's point-in-time join, the model's score, the cold-start fallback (below); each scored chunk
-   is appended to a staging parquet file. Memory depends on the chunk size, not on the number of rows.
+   cutoff through the feature store's point-in-time join (Feast's rules as one DuckDB query per chunk, no query
+   compilation by Feast), the model's score, the cold-start fallback (below); each scored chunk is appended to a
+   staging parquet file. Memory depends on the chunk size, not on the number of rows.
 4. **Swap in one transaction**: ``DELETE`` the day's rows and ``INSERT`` the staged ones into
    ``predictions.<spec>`` (and ``predictions.<spec>_shadow`` for the challenger) and into
    ``predictions.<spec>_served_features``, then ``COMMIT``. A run that fails or is killed before the commit leaves

@@ -1,23 +1,21 @@
 """Point-in-time-correct training sets.
 
 The entity/label frame (one row per entity key, timestamped at its prediction cutoff) comes from the spec's dbt
-label model; features are joined through Feast's ``get_historical_features`` (see
-:mod:`batch_platform.lib.feature_store`). Rows whose label is not final at the training cutoff are never
-included (the label embargo).
+label model; features are joined with Feast's point-in-time rules (one DuckDB ``ASOF`` query, tested equal to
+Feast's ``get_historical_features``: see :mod:`batch_platform.lib.feature_store`). Rows whose label is not final at
+the training cutoff are never included (the label embargo).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batch_platform.lib.specs import ModelSpec, ModelSpecError
@@ -84,14 +82,33 @@ def label_frame(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff
     return df
 
 
+FINGERPRINT_ROWS = 65_536
+"""Rows per slice the fingerprint hashes: part of its definition (a different size gives other values)."""
+
+
 def frame_fingerprint(df: pd.DataFrame, sort_by: str) -> str:
-    """sha256 of the frame sorted by ``sort_by`` with columns in name order, serialized as CSV."""
-    ordered = df.sort_values(sort_by, kind="stable").reset_index(drop=True)
-    ordered = ordered[sorted(ordered.columns)]
-    table = pa.Table.from_pandas(ordered, preserve_index=False)
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf)
-    return hashlib.sha256(buf.getvalue()).hexdigest()
+    """sha256 of the frame's content, hashed slice by slice (no serialized copy of the whole frame).
+
+    The frame is converted to Arrow as it is (columns then taken in name order); the rows are ordered by
+    ``sort_by`` with Arrow's stable sort (ascending, nulls last). The hash takes the schema (names and Arrow types,
+    e.g. ``timestamp[us, tz=UTC]``) and the row count, then, for every ``FINGERPRINT_ROWS`` rows of that order,
+    each column's Arrow IPC encoding of those rows (gathered into one contiguous chunk: validity, offsets and
+    values buffers). The slices are fixed row ranges of the sorted order, so the value does not depend on the
+    frame's index, row order or column order, nor on how pandas or Arrow chunk the data; it changes when a value,
+    a null, a row, a column name or a column type changes."""
+    import pyarrow.compute as pc
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.select(sorted(table.column_names)).replace_schema_metadata(None)  # pandas metadata: not content
+    order = pc.sort_indices(table.select([sort_by]), sort_keys=[(sort_by, "ascending", "at_end")])
+    digest = hashlib.sha256(b"batch_platform.frame_fingerprint/2\n")
+    digest.update(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False).encode())
+    digest.update(f"\n{table.num_rows}\n".encode())
+    for start in range(0, table.num_rows, FINGERPRINT_ROWS):
+        part = table.take(order.slice(start, FINGERPRINT_ROWS)).combine_chunks()
+        for column in part.columns:
+            digest.update(pa.record_batch([column.chunk(0)], names=["c"]).serialize())
+    return digest.hexdigest()
 
 
 def summarize(df: pd.DataFrame, spec: ModelSpec) -> TrainingSetSummary:
