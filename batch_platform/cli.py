@@ -9,6 +9,7 @@
     batch-platform models list | show SPEC [VERSION] | promote SPEC VERSION | rollback SPEC VERSION
     batch-platform score  [--day D]          (default: the day after the last loaded day)
     batch-platform predict FLIGHT_ID [--model SPEC] [--json]
+    batch-platform serve  [--host 127.0.0.1] [--port 8000]
     batch-platform status
 """
 
@@ -467,6 +468,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if any(a.found for a in answers) else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from batch_platform.lib import prediction_api
+
+    print(f"serving predictions on http://{args.host}:{args.port}/predictions/<spec>/<key> (Ctrl-C stops)")
+    prediction_api.run(args.host, args.port)
+    return 0
+
+
 def _print_lookups(day: dt.date, n: int = 3) -> None:
     """Look a few of the day's flights up in the online store, as a caller would."""
     from batch_platform.lib import scoring, serving, warehouse
@@ -859,6 +868,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("serve", help="the serving endpoint: GET /predictions/<spec>/<key>, POST /predictions/<spec> "
+                       "{\"keys\": [...]}, /healthz, /readyz (loopback by default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("new", help="scaffold: a project folder, a draft source contract from a sample file, a model "
                        "spec")
     kinds = p.add_subparsers(dest="what", required=True)

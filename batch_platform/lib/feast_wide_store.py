@@ -23,6 +23,7 @@ from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 from pydantic import StrictStr
 
 from batch_platform.lib import wide_store
@@ -60,7 +61,12 @@ def layout_of(project: str, view: FeatureView) -> wide_store.ViewLayout:
 
 def python_value(value: ValueProto) -> Any:
     which = value.WhichOneof("val")
-    return None if which is None else getattr(value, which)
+    if which is None:
+        return None
+    v = getattr(value, which)
+    if which == "unix_timestamp_val" and v == NULL_TIMESTAMP_INT_VALUE:  # Feast's NULL timestamp
+        return None
+    return v
 
 
 def entity_key_text(key: EntityKeyProto) -> str:

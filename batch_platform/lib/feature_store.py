@@ -1181,11 +1181,11 @@ def _materialize_wide(path: Path, project: str, view, start: datetime, end: date
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        table = con.execute(
+        table = con.sql(
             f"SELECT {', '.join(select)} FROM read_parquet({_sql_path(source.path)}) "
             f"WHERE {col(source.timestamp_field)} >= ?::TIMESTAMPTZ AND {col(source.timestamp_field)} <= ?::TIMESTAMPTZ "
             f"QUALIFY row_number() OVER (PARTITION BY {', '.join(col(k) for k in keys) or '1'} ORDER BY {order}) = 1",
-            [_utc(start).isoformat(), _utc(end).isoformat()],
+            params=[_utc(start).isoformat(), _utc(end).isoformat()],
         ).to_arrow_table()
     finally:
         con.close()

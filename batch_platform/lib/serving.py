@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pandas, scoring and the specs' models: only where pushing n
 FIELDS = ("score", "decision", "model_version", "model_sha256", "alias", "run_id", "partition_date",
           "fallback_reason", "scored_at")
 PUSH_ROWS = 20_000  # rows per frame handed to the store (bounded memory; one transaction for the day on SQLite)
+FOUND, NOT_FOUND, EXPIRED = "found", "not_found", "expired"  # an answer's status
 REFRESH_S = 1.0  # how often a reader re-reads a view's layout (TTL, features) from the store's catalog
 
 
@@ -60,10 +61,11 @@ class Prediction:
     ttl: dt.timedelta
 
     found = True
+    status = FOUND
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(found=True, scored_at=self.scored_at.isoformat(), age_seconds=round(self.age.total_seconds(), 1),
+        d.update(found=True, status=FOUND, scored_at=self.scored_at.isoformat(), age_seconds=round(self.age.total_seconds(), 1),
                  ttl_seconds=self.ttl.total_seconds())
         del d["age"], d["ttl"]
         return d
@@ -74,6 +76,7 @@ class NoPrediction:
     spec: str
     key: str
     reason: str
+    status: str = NOT_FOUND  # NOT_FOUND (never scored and pushed) or EXPIRED (older than the view's TTL)
 
     found = False
 
@@ -134,7 +137,7 @@ def answer(spec: str, entity: str, key: str, row: dict[str, Any] | None, ttl: dt
     if ttl and age > ttl:
         return NoPrediction(spec, key, f"prediction expired: scored {scored_at.isoformat()} "
                             f"({_human(age)} ago) by v{row['model_version']}, served for {_human(ttl)} "
-                            "(the day's scoring has not run since)")
+                            "(the day's scoring has not run since)", EXPIRED)
     decision = row.get("decision")
     return Prediction(
         spec=spec, key=key, score=float(row["score"]), decision=None if decision is None else bool(decision),
