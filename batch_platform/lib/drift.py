@@ -188,12 +188,16 @@ def _severity(value: float, warn: float, error: float) -> str:
 
 
 def judge(ref: DriftReference, n_current: int, values: dict, missing: dict[str, float],
-          thresholds: DriftThresholds, current_means: dict[str, float | None] | None = None) -> DriftResult:
+          thresholds: DriftThresholds, current_means: dict[str, float | None] | None = None,
+          reference_means: dict[str, float | None] | None = None) -> DriftResult:
     """Apply the rule to a day of ``n_current`` rows: ``values`` the distances per (column, method), ``missing``
     the day's missing share per column (before category mapping), ``current_means`` the day's mean per numeric
-    column (shown beside the reference's)."""
+    column (shown beside the reference's; ``reference_means`` computed from the sample when not given)."""
     refs = ref.sample
     current_means = current_means or {}
+    if reference_means is None:
+        reference_means = {c: float(np.nanmean(refs[c])) if refs[c].notna().any() else None
+                           for c, m in ref.tests() if m == WASSERSTEIN}
     columns = []
     for c, method in ref.tests():
         v = values.get((c, method), float("nan"))
@@ -204,14 +208,14 @@ def judge(ref: DriftReference, n_current: int, values: dict, missing: dict[str, 
             column=c, method=method, value=v, severity=sev, warn_at=warn,
             error_at=error if math.isfinite(error) else None,
             group=None if c in (SCORE, SCORE_BIN) else ref.group_of(c),
-            reference_mean=float(np.nanmean(refs[c])) if num and refs[c].notna().any() else None,
+            reference_mean=reference_means.get(c) if num else None,
             current_mean=current_means.get(c) if num else None,
             current_missing_share=missing.get(c),
         ))
     for c in ref.numeric + ref.categorical:
         share = missing[c]
-        p = ref.missing_share.get(c, float(refs[c].isna().mean()) if c in ref.numeric
-                                  else float((refs[c] == MISSING).mean()))
+        p = (ref.missing_share[c] if c in ref.missing_share else float(refs[c].isna().mean()) if c in ref.numeric
+             else float((refs[c] == MISSING).mean()))
         warn, error = thresholds.missing_bounds(p, n_current)
         sev = ERROR if share >= 1.0 and p < 1.0 else _severity(share, warn, error) if p < 1.0 else OK
         columns.append(ColumnDrift(column=c, method=MISSING_SHARE, value=share, severity=sev, warn_at=warn,
@@ -228,5 +232,6 @@ def evaluate(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray,
     if len(features) == 0:
         raise DriftReferenceError("the scored batch is empty")
     current = drift_statistics.current_side(ref, features, scores)
-    values = drift_statistics.distances(ref, drift_statistics.reference_side(ref), current)
-    return judge(ref, current.rows, values, current.missing, thresholds, current.means)
+    reference = drift_statistics.reference_side(ref)
+    values = drift_statistics.distances(ref, reference, current)
+    return judge(ref, current.rows, values, current.missing, thresholds, current.means, reference.means)

@@ -47,7 +47,8 @@ def normed_wasserstein(reference_sorted: np.ndarray, current_sorted: np.ndarray,
     ref_count = np.cumsum(is_ref)[:-1]
     cur_count = np.arange(1, m + n) - ref_count
     gaps = np.diff(merged)
-    return float(np.vecdot(np.abs(ref_count / m - cur_count / n), gaps)) / norm
+    # summed without BLAS (scipy uses vecdot, whose threads wait on a busy machine): equal to 1e-15 relative
+    return float(np.sum(np.abs(ref_count / m - cur_count / n) * gaps)) / norm
 
 
 def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
