@@ -39,6 +39,12 @@ def inputs_path(html_path: Path | str) -> Path:
     return html_path.with_name(html_path.name.removesuffix(".html") + INPUTS_SUFFIX)
 
 
+def import_evidently() -> None:
+    """Import what :func:`render` uses (seconds, once per process)."""
+    from evidently import DataDefinition, Dataset, Report  # noqa: F401
+    from evidently.metrics import ValueDrift  # noqa: F401
+
+
 def evidently_snapshot(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray, warn_floors: dict[str, float]):
     """Evidently's ``Report`` of one ``ValueDrift`` per test (``warn_floors[method]`` as its threshold), run."""
     from evidently import DataDefinition, Dataset, Report

@@ -101,6 +101,8 @@ def make_server(directory: Path | str, host: str = DEFAULT_HOST, port: int = 0) 
 def serve(directory: Path | str, host: str = DEFAULT_HOST, port: int = 3001) -> None:
     """Serve ``directory`` in the foreground until interrupted."""
     server = make_server(directory, host, port)
+    # Evidently takes seconds to import: import it now, so the first report link opened waits only for its render
+    threading.Thread(target=_import_renderer, daemon=True).start()
     bound_host, bound_port = server.server_address[:2]
     print(f"Serving {Path(directory).resolve()} at http://{bound_host}:{bound_port}/ (Ctrl-C to stop)", flush=True)
     try:
@@ -109,6 +111,12 @@ def serve(directory: Path | str, host: str = DEFAULT_HOST, port: int = 3001) -> 
         pass
     finally:
         server.server_close()
+
+
+def _import_renderer() -> None:
+    from batch_platform.lib import drift_report
+
+    drift_report.import_evidently()
 
 
 def _default_port(base_url: str) -> int:
