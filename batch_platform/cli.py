@@ -398,6 +398,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from batch_platform.defs.scoring.assets import DRIFT_CHECK, FALLBACK_CHECK, SCORING_JOB
+    from batch_platform.lib import drift_report
     from batch_platform.lib.specs import load_specs
     from batch_platform.defs.monitoring.history import check_evaluations
     from batch_platform.pipeline import ensure_dagster_home, latest_check, latest_metadata, load_definitions, run_job
@@ -430,8 +431,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                 meta = {k: v.value for k, v in ev.metadata.items()}
                 print(f"  {'':<34} drift vs v{meta.get('model_version')}'s training sample: "
                       f"{meta.get('drift_severity', 'n/a')} — {ev.description}")
-                if meta.get("html_report"):
-                    print(f"  {'':<34} Evidently report: {meta['html_report']}")
+                if meta.get("html_report"):  # the check saves its inputs; the report is rendered when asked
+                    print(f"  {'':<34} Evidently report: {drift_report.render(meta['html_report'])}")
     return 0 if outcome.success else 1
 
 

@@ -3,9 +3,10 @@ baseline measured in the same run; exits non-zero when a figure with a target mi
 
 import sys
 
-from bench import bench_ingest, bench_pit, bench_scoring
+from bench import bench_drift, bench_ingest, bench_pit, bench_scoring
 
 if __name__ == "__main__":
     bench_ingest.main()
     bench_scoring.main()
-    sys.exit(0 if all(r["ok"] for r in bench_pit.main()) else 1)
+    figures = bench_pit.main() + bench_drift.main()
+    sys.exit(0 if all(f["ok"] for f in figures) else 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch_platform.lib import drift
+from batch_platform.lib import drift, drift_report
 from batch_platform.lib.training_set import EVENT_TIMESTAMP
 
 TRAINING_DAYS = 35
@@ -67,11 +67,11 @@ def test_power_and_false_alarms_over_seeds(reference):
         rng = np.random.default_rng(1000 + seed)
         column = steady[seed % len(steady)]
         frame, scores = _day(rng, DAY_ROWS, day, shift={column: 0.25})
-        caught[column] += drift.evaluate_fast(reference, frame, scores, thresholds).severity == drift.ERROR
+        caught[column] += drift.evaluate(reference, frame, scores, thresholds).severity == drift.ERROR
         frame, scores = _day(rng, DAY_ROWS, day, shift={"volatile": 0.25})
-        caught["volatile"] += drift.evaluate_fast(reference, frame, scores, thresholds).severity == drift.ERROR
+        caught["volatile"] += drift.evaluate(reference, frame, scores, thresholds).severity == drift.ERROR
         frame, scores = _day(rng, DAY_ROWS, day)
-        stable_errors += drift.evaluate_fast(reference, frame, scores, thresholds).severity == drift.ERROR
+        stable_errors += drift.evaluate(reference, frame, scores, thresholds).severity == drift.ERROR
     print(f"0.25σ shift: day ERROR {caught} (of {SEEDS // len(steady)} each for steady columns, {SEEDS} for "
           f"the volatile one); stable days ERROR {stable_errors}/{SEEDS}")
     assert sum(caught[c] for c in steady) >= 0.95 * SEEDS
@@ -83,7 +83,7 @@ def test_power_and_false_alarms_over_seeds(reference):
 def test_a_feed_gone_null_is_an_error_on_its_own(reference, column):
     frame, scores = _day(np.random.default_rng(7), DAY_ROWS, TRAINING_DAYS + 20)
     frame[column] = None
-    result = drift.evaluate_fast(reference, frame, scores, drift.DriftThresholds())
+    result = drift.evaluate(reference, frame, scores, drift.DriftThresholds())
     (test,) = [c for c in result.columns if c.column == column and c.method == drift.MISSING_SHARE]
     assert test.severity == drift.ERROR and test.value == 1.0
     assert result.severity == drift.ERROR and result.reasons()[0] == f"{column} missing 100% (reference 0%)"
@@ -99,7 +99,7 @@ def test_missing_share_rise_against_binomial_bound_and_jump():
     def severity(share):
         day, day_scores = _day(np.random.default_rng(9), DAY_ROWS, TRAINING_DAYS + 20)
         day.loc[np.random.default_rng(10).random(DAY_ROWS) < share, "steady3"] = np.nan
-        result = drift.evaluate_fast(ref, day, day_scores, drift.DriftThresholds())
+        result = drift.evaluate(ref, day, day_scores, drift.DriftThresholds())
         return next(c.severity for c in result.columns if c.column == "steady3" and c.method == drift.MISSING_SHARE)
 
     assert severity(0.06) == drift.OK  # within sampling noise of 5 %
@@ -109,7 +109,7 @@ def test_missing_share_rise_against_binomial_bound_and_jump():
 
 def test_the_score_alone_makes_the_day_an_error(reference):
     frame, scores = _day(np.random.default_rng(11), DAY_ROWS, TRAINING_DAYS + 20)
-    result = drift.evaluate_fast(reference, frame, np.clip(scores * 2.0, 0, 1), drift.DriftThresholds())
+    result = drift.evaluate(reference, frame, np.clip(scores * 2.0, 0, 1), drift.DriftThresholds())
     assert result.severity == drift.ERROR and len(result.reasons()) == 1
     assert result.reasons()[0].startswith("score psi") and not result.error_groups()
 
@@ -119,24 +119,90 @@ def test_correlated_columns_count_once(reference):
     frame, scores = _day(np.random.default_rng(12), DAY_ROWS, TRAINING_DAYS + 20)
     twins = frame.copy()
     twins[["steady1", "twin"]] += 1.0  # one group: one ERROR group, not two
-    result = drift.evaluate_fast(reference, twins, scores, thresholds)
+    result = drift.evaluate(reference, twins, scores, thresholds)
     assert {c.column for c in result.flagged(drift.ERROR)} >= {"steady1", "twin"}
     assert result.error_groups() == ["steady1"] and result.severity == drift.WARN
     apart = frame.copy()
     apart[["steady0", "steady3"]] += 1.0  # two groups
-    assert drift.evaluate_fast(reference, apart, scores, thresholds).severity == drift.ERROR
+    assert drift.evaluate(reference, apart, scores, thresholds).severity == drift.ERROR
 
 
-def test_report_engine_matches_stat_tests_and_writes_html(reference, tmp_path):
-    rng = np.random.default_rng(7)
-    frame, scores = _day(rng, DAY_ROWS, TRAINING_DAYS + 20)
-    frame["carrier"] = rng.choice(["AA", "ZZ"], size=DAY_ROWS)  # a carrier never seen in training
+@pytest.fixture(scope="module")
+def edge_reference() -> drift.DriftReference:
+    """The synthetic training days plus a constant column (reference std 0) and a categorical with missing values
+    in training (``__missing__`` is one of its categories; ``carrier`` has none, so a missing carrier is
+    ``__other__``)."""
+    rng = np.random.default_rng(21)
+    frame, scores = _training(rng)
+    frame["seats"] = 150.0
+    frame["gate"] = pd.Series(rng.choice(["A", "B", "C"], size=len(frame)), dtype=object)
+    frame.loc[rng.random(len(frame)) < 0.1, "gate"] = None
+    features = [c for c in frame.columns if c != EVENT_TIMESTAMP]
+    return drift.build_reference(frame, features, ["carrier", "gate"], scores, seed=2)
+
+
+def _edge_days() -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    rng = np.random.default_rng(22)
+
+    def day(n=DAY_ROWS):
+        frame, scores = _day(rng, n, TRAINING_DAYS + 20)
+        frame["seats"] = 150.0
+        frame["gate"] = pd.Series(rng.choice(["A", "B", "C"], size=n), dtype=object)
+        frame.loc[rng.random(n) < 0.1, "gate"] = None  # as in training
+        return frame, scores
+
+    days = {"stable": day()}
+    frame, scores = day()
     frame["steady3"] += 1.5
-    result = drift.evaluate(reference, frame, scores, drift.DriftThresholds(), html_path=tmp_path / "r.html")
-    fast = drift.evaluate_fast(reference, frame, scores, drift.DriftThresholds())
-    assert [(c.column, c.method, c.severity) for c in result.columns] == \
-        [(c.column, c.method, c.severity) for c in fast.columns]
-    assert result.values() == pytest.approx(fast.values(), rel=1e-9)
+    frame["carrier"] = rng.choice(["AA", "ZZ"], size=len(frame))  # a carrier never seen in training
+    frame.loc[:40, "carrier"] = None  # missing, and __missing__ is not a carrier category: __other__
+    days["shifted, unseen and missing categories"] = (frame, scores)
+    frame, scores = day()
+    frame["steady0"], frame["gate"], frame["carrier"] = np.nan, None, None
+    days["all-NULL columns"] = (frame, scores)
+    frame, scores = day()
+    frame["seats"] = 180.0  # the reference's std is 0: Evidently norms by 0.001
+    frame.loc[:10, "counts"] = np.inf  # dropped by Evidently like NaN
+    days["constant column moved, infinities"] = (frame, scores)
+    frame, scores = day()
+    frame["gate"] = frame["gate"].astype("category")
+    frame["counts"] = frame["counts"].astype("int64")
+    days["pandas category and integer dtypes"] = (frame, scores)
+    days["tiny day"] = day(3)
+    frame, scores = day(1)
+    days["one row"] = (frame, scores)
+    return days
+
+
+def test_fast_statistics_equal_evidentlys_report(edge_reference):
+    """The check's distances are Evidently's ``ValueDrift`` values (1e-9 relative) and every verdict (per test and
+    for the day) is the one Evidently's values give, on stable and drifted days and on edge cases."""
+    ref, thresholds = edge_reference, drift.DriftThresholds()
+    floors = {drift.WASSERSTEIN: thresholds.wasserstein_warn, drift.PSI: thresholds.psi_warn}
+    severities = {}
+    for name, (frame, scores) in _edge_days().items():
+        fast = drift.evaluate(ref, frame, scores, thresholds)
+        evidently = drift_report.evidently_values(drift_report.evidently_snapshot(ref, frame, scores, floors))
+        ours = {(c.column, c.method): c.value for c in fast.columns if c.method != drift.MISSING_SHARE}
+        for key, value in ours.items():
+            if key in evidently:
+                assert value == pytest.approx(evidently[key], rel=1e-9, abs=1e-12), (name, key)
+            else:  # Evidently refuses a column without a value: no distance, its missing-share test speaks
+                assert np.isnan(value) and frame[key[0]].isna().all(), (name, key)
+        prepared = drift.prepare(ref, frame, scores)
+        means = {c: float(np.nanmean(prepared[c])) if prepared[c].notna().any() else None for c in ref.numeric}
+        via_evidently = drift.judge(ref, len(frame), evidently, drift.missing_shares(ref, frame), thresholds, means)
+        assert [(c.column, c.method, c.severity) for c in fast.columns] == \
+            [(c.column, c.method, c.severity) for c in via_evidently.columns], name
+        assert (fast.severity, fast.reasons()) == (via_evidently.severity, via_evidently.reasons()), name
+        severities[name] = fast.severity
+    assert severities["stable"] != drift.ERROR
+    assert severities["shifted, unseen and missing categories"] == severities["all-NULL columns"] == drift.ERROR
+
+
+def test_drifted_day_verdicts(edge_reference):
+    frame, scores = _edge_days()["shifted, unseen and missing categories"]
+    result = drift.evaluate(edge_reference, frame, scores, drift.DriftThresholds())
     by = {(c.column, c.method): c for c in result.columns}
     assert by[("steady3", drift.WASSERSTEIN)].value == pytest.approx(1.5, abs=0.15)
     assert by[("steady3", drift.WASSERSTEIN)].severity == drift.ERROR
@@ -144,7 +210,22 @@ def test_report_engine_matches_stat_tests_and_writes_html(reference, tmp_path):
     assert by[(drift.SCORE, drift.WASSERSTEIN)].severity == drift.OK  # the score is judged on its bins
     assert by[("steady0", drift.WASSERSTEIN)].severity == drift.OK
     assert result.severity == drift.ERROR and not result.passed and "steady3" in result.describe()
-    assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_report_rendered_from_saved_inputs(edge_reference, tmp_path):
+    """The check saves only the report's inputs; rendering them gives Evidently's report, once."""
+    ref_path, sha = drift.save_reference(edge_reference, tmp_path / "refs")
+    frame, scores = _edge_days()["shifted, unseen and missing categories"]
+    html = tmp_path / "reports" / "day" / "run.html"
+    inputs = drift_report.save_inputs(html, edge_reference, ref_path, sha, frame, scores, drift.DriftThresholds())
+    assert inputs.is_file() and not html.exists() and drift_report.renderable(html)
+    assert drift_report.render(html) == html and not drift_report.renderable(html)
+    text = html.read_text()
+    assert "Drift in column" in text and "steady3" in text and len(text) > 10_000
+    stamp = html.stat().st_mtime_ns
+    assert drift_report.render(html) == html and html.stat().st_mtime_ns == stamp  # cached, not rendered again
+    with pytest.raises(drift_report.DriftReportError, match="no drift report inputs"):
+        drift_report.render(tmp_path / "reports" / "day" / "other.html")
 
 
 def test_uncalibrated_reference_only_warns_on_distances():
@@ -153,10 +234,10 @@ def test_uncalibrated_reference_only_warns_on_distances():
     ref = drift.build_reference(frame.drop(columns=[EVENT_TIMESTAMP]), features, ["carrier"], scores)
     assert ref.calibration == {}
     day, day_scores = _day(np.random.default_rng(14), DAY_ROWS, TRAINING_DAYS + 20, shift={"steady0": 2.0})
-    result = drift.evaluate_fast(ref, day, day_scores, drift.DriftThresholds())
+    result = drift.evaluate(ref, day, day_scores, drift.DriftThresholds())
     assert result.severity == drift.WARN and not result.calibrated and "not calibrated" in result.describe()
     day["steady3"] = None
-    assert drift.evaluate_fast(ref, day, day_scores, drift.DriftThresholds()).severity == drift.ERROR
+    assert drift.evaluate(ref, day, day_scores, drift.DriftThresholds()).severity == drift.ERROR
 
 
 def test_reference_round_trip_is_verified(reference, tmp_path):

@@ -68,7 +68,7 @@ def days(tmp_path_factory):
 def test_held_out_days_rarely_error(days):
     reference, scored, thresholds = days
     assert len(reference.calibration["batches"]) == TRAIN_DAYS
-    results = {day: drift.evaluate_fast(reference, *batch, thresholds) for day, batch in scored.items()}
+    results = {day: drift.evaluate(reference, *batch, thresholds) for day, batch in scored.items()}
     errors = {day: r.reasons() for day, r in results.items() if r.severity == drift.ERROR}
     print(f"held-out days ERROR: {len(errors)}/{len(results)} {errors}")
     assert len(errors) <= 0.05 * len(results)
@@ -85,7 +85,7 @@ def test_a_quarter_sigma_shift_of_a_steady_column_is_an_error(days):
         for features, scores in scored.values():
             moved = features.copy()
             moved[column] = moved[column] + shift
-            result = drift.evaluate_fast(reference, moved, scores, thresholds)
+            result = drift.evaluate(reference, moved, scores, thresholds)
             hits += result.severity == drift.ERROR and any(column in r for r in result.reasons())
         power[column] = hits / len(scored)
     print("0.25σ shift, share of held-out days ERROR through the column:", power)
@@ -99,5 +99,5 @@ def test_a_feed_gone_null_makes_every_day_an_error(days, column):
     for features, scores in scored.values():
         broken = features.copy()
         broken[column] = None
-        result = drift.evaluate_fast(reference, broken, scores, thresholds)
+        result = drift.evaluate(reference, broken, scores, thresholds)
         assert result.severity == drift.ERROR and any(r.startswith(f"{column} missing 100%") for r in result.reasons())

@@ -141,3 +141,73 @@ def test_module_entry_point_serves_the_directory(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _start_server(directory: Path):
+    """``python -m batch_platform.lib.report_server`` on a free port, as ``make ui`` starts it; (process, base)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "batch_platform.lib.report_server", "--port", str(port),
+                             "--directory", str(directory)], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return proc, f"http://127.0.0.1:{port}"
+        except urllib.error.HTTPError:
+            return proc, f"http://127.0.0.1:{port}"
+        except (urllib.error.URLError, ConnectionError):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "report server did not start"
+            time.sleep(0.2)
+
+
+def test_a_drift_report_not_rendered_yet_is_rendered_on_first_request(tmp_path, monkeypatch):
+    """The drift check saves only its report's inputs; the server renders Evidently's report when the link is first
+    opened (what the UI shows: "Drift in column"), keeps it, and names what is wrong when it cannot."""
+    import numpy as np
+    import pandas as pd
+
+    from batch_platform.lib import drift, drift_report
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"distance": rng.normal(1000, 200, 4000), "carrier": rng.choice(["AA", "B6"], 4000),
+                          "day": np.repeat(np.arange(8), 500)})
+    scores = rng.random(4000)
+    reference = drift.build_reference(frame, ["distance", "carrier"], ["carrier"], scores, batch_column="day")
+    root = tmp_path / "artifacts"
+    ref_path, sha = drift.save_reference(reference, root / "drift_references")
+    html = root / "drift_reports" / "m" / "2013-01-05" / "run 1.html"
+    day = frame.iloc[:900].assign(distance=lambda f: f["distance"] + 300)
+    drift_report.save_inputs(html, reference, ref_path, sha, day, scores[:900], drift.DriftThresholds())
+    broken = html.with_name("run 2.html")
+    drift_report.save_inputs(broken, reference, ref_path, "0" * 64, day, scores[:900], drift.DriftThresholds())
+    assert not html.exists()
+    monkeypatch.setenv(settings.ARTIFACTS_VAR, str(root))
+    proc, base = _start_server(root)
+    monkeypatch.setenv(settings.REPORTS_URL_VAR, base)
+    try:
+        with urllib.request.urlopen(settings.report_url(html), timeout=120) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
+            body = resp.read()
+        assert b"Drift in column" in body and body == html.read_bytes()
+        stamp = html.stat().st_mtime_ns
+        with urllib.request.urlopen(settings.report_url(html), timeout=10) as resp:
+            assert resp.read() == body and html.stat().st_mtime_ns == stamp  # served from the saved file
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(settings.report_url(broken), timeout=60)
+        assert err.value.code == 500 and b"was altered" in err.value.read()
+        assert not broken.exists()
+        with pytest.raises(urllib.error.HTTPError) as err:  # no inputs: an ordinary missing file
+            urllib.request.urlopen(settings.report_url(html.with_name("run 3.html")), timeout=10)
+        assert err.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

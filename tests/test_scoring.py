@@ -281,7 +281,8 @@ def test_scoring_job_checks_fallback_share_and_serves_by_key(scoring_env, monkey
         drift = _check(ok, "flight_delay_predictions", "feature_drift").metadata
         url = drift["html_report_url"].value
         assert url == settings.report_url(drift["html_report"].value)
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        assert not Path(drift["html_report"].value).exists()  # rendered when first asked for, not by the check
+        with urllib.request.urlopen(url, timeout=180) as resp:  # this request renders it (Evidently's import too)
             assert resp.status == 200 and resp.read() == Path(drift["html_report"].value).read_bytes()
     finally:
         server.shutdown()

@@ -1,10 +1,12 @@
-"""Drift of a scored day against the reference frozen with the model version, computed with Evidently.
+"""Drift of a scored day against the reference frozen with the model version, with Evidently's tests.
 
 The reference (:mod:`batch_platform.lib.drift_reference`) holds a sample of the training window, each column's
 missing share there, groups of correlated columns and, per column, the distance of every training day to the rest
 of the training window (the *calibration*: what normal day-to-day variation looks like for that column).
 
-**Distances** (Evidently's ``ValueDrift``, methods chosen per column, never its sample-size dependent defaults):
+**Distances** (Evidently's ``ValueDrift``, methods chosen per column, never its sample-size dependent defaults;
+computed directly with numpy/scipy by :mod:`batch_platform.lib.drift_statistics`, equal to Evidently's values, and
+Evidently's HTML report rendered only when asked, :mod:`batch_platform.lib.drift_report`):
 numeric features ``wasserstein`` (first Wasserstein distance normed by the reference standard deviation: an effect
 size in reference-σ units); categorical features ``psi`` over the reference's categories (unseen values count as
 one ``__other__`` category, missing ones as ``__missing__``); the score ``psi`` over its frozen training deciles
@@ -55,14 +57,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
+from batch_platform.lib import drift_statistics
 from batch_platform.lib.drift_reference import (  # noqa: F401  (the reference API, re-exported)
     MISSING, OTHER, PSI, SCORE, SCORE_BIN, WASSERSTEIN, DriftReference, DriftReferenceError, build_reference,
-    distances, load_reference, missing_shares, prepare, save_reference, score_bins)
+    load_reference, missing_shares, prepare, save_reference, score_bins)
 
 WARN, ERROR, OK = "WARN", "ERROR", "OK"
 MISSING_SHARE = "missing_share"
@@ -129,7 +130,6 @@ class DriftResult:
     n_current: int
     thresholds: DriftThresholds
     calibrated: bool = True
-    html_path: Path | None = None
 
     def flagged(self, severity: str | None = None) -> list[ColumnDrift]:
         return [c for c in self.columns if c.severity != OK and (severity is None or c.severity == severity)]
@@ -178,8 +178,7 @@ class DriftResult:
     def to_dict(self) -> dict:
         return {"severity": self.severity, "reasons": self.reasons(), "n_reference": self.n_reference,
                 "n_current": self.n_current, "calibrated": self.calibrated, "thresholds": asdict(self.thresholds),
-                "columns": [asdict(c) for c in self.columns],
-                "html_path": str(self.html_path) if self.html_path else None}
+                "columns": [asdict(c) for c in self.columns]}
 
 
 def _severity(value: float, warn: float, error: float) -> str:
@@ -188,11 +187,17 @@ def _severity(value: float, warn: float, error: float) -> str:
     return ERROR if value >= error else WARN if value >= warn else OK
 
 
-def judge(ref: DriftReference, cur: pd.DataFrame, values: dict, missing: dict[str, float],
-          thresholds: DriftThresholds) -> DriftResult:
-    """Apply the rule to a day: ``cur`` as :func:`prepare` made it, ``values`` the distances per (column,
-    method), ``missing`` the day's missing share per column (before category mapping)."""
+def judge(ref: DriftReference, n_current: int, values: dict, missing: dict[str, float],
+          thresholds: DriftThresholds, current_means: dict[str, float | None] | None = None,
+          reference_means: dict[str, float | None] | None = None) -> DriftResult:
+    """Apply the rule to a day of ``n_current`` rows: ``values`` the distances per (column, method), ``missing``
+    the day's missing share per column (before category mapping), ``current_means`` the day's mean per numeric
+    column (shown beside the reference's; ``reference_means`` computed from the sample when not given)."""
     refs = ref.sample
+    current_means = current_means or {}
+    if reference_means is None:
+        reference_means = {c: float(np.nanmean(refs[c])) if refs[c].notna().any() else None
+                           for c, m in ref.tests() if m == WASSERSTEIN}
     columns = []
     for c, method in ref.tests():
         v = values.get((c, method), float("nan"))
@@ -203,59 +208,30 @@ def judge(ref: DriftReference, cur: pd.DataFrame, values: dict, missing: dict[st
             column=c, method=method, value=v, severity=sev, warn_at=warn,
             error_at=error if math.isfinite(error) else None,
             group=None if c in (SCORE, SCORE_BIN) else ref.group_of(c),
-            reference_mean=float(np.nanmean(refs[c])) if num and refs[c].notna().any() else None,
-            current_mean=float(np.nanmean(cur[c])) if num and cur[c].notna().any() else None,
+            reference_mean=reference_means.get(c) if num else None,
+            current_mean=current_means.get(c) if num else None,
             current_missing_share=missing.get(c),
         ))
     for c in ref.numeric + ref.categorical:
         share = missing[c]
-        p = ref.missing_share.get(c, float(refs[c].isna().mean()) if c in ref.numeric
-                                  else float((refs[c] == MISSING).mean()))
-        warn, error = thresholds.missing_bounds(p, len(cur))
+        p = (ref.missing_share[c] if c in ref.missing_share else float(refs[c].isna().mean()) if c in ref.numeric
+             else float((refs[c] == MISSING).mean()))
+        warn, error = thresholds.missing_bounds(p, n_current)
         sev = ERROR if share >= 1.0 and p < 1.0 else _severity(share, warn, error) if p < 1.0 else OK
         columns.append(ColumnDrift(column=c, method=MISSING_SHARE, value=share, severity=sev, warn_at=warn,
                                    error_at=error, group=ref.group_of(c), current_missing_share=share,
                                    reference_missing_share=p))
-    return DriftResult(columns, len(refs), len(cur), thresholds, calibrated=bool(ref.calibration))
+    return DriftResult(columns, len(refs), n_current, thresholds, calibrated=bool(ref.calibration))
 
 
-def evaluate(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray, thresholds: DriftThresholds,
-             *, html_path: Path | None = None) -> DriftResult:
-    """Test every reference column of ``features`` (and ``scores``) against the reference with Evidently's
-    report; write the report's HTML to ``html_path`` when given."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
+def evaluate(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray,
+             thresholds: DriftThresholds) -> DriftResult:
+    """Test every reference column of ``features`` (and ``scores``) against the reference: Evidently's distances
+    computed directly (:mod:`batch_platform.lib.drift_statistics`), no report rendered (the HTML report is
+    rendered on request: :mod:`batch_platform.lib.drift_report`)."""
     if len(features) == 0:
         raise DriftReferenceError("the scored batch is empty")
-    cur = prepare(ref, features, scores)
-    refs = ref.sample.copy()
-    refs[SCORE_BIN] = score_bins(refs[SCORE], ref.score_edges)
-    # a numeric column without any value on either side has no distance: its missing-share test speaks for it
-    tests = [(c, m) for c, m in ref.tests() if m == PSI or (refs[c].notna().any() and cur[c].notna().any())]
-    numeric = [c for c, m in tests if m == WASSERSTEIN]
-    categorical = [c for c, m in tests if m == PSI]
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    metrics = [ValueDrift(column=c, method=m, threshold=thresholds.floors(m)[0]) for c, m in tests]
-    snapshot = Report(metrics).run(
-        current_data=Dataset.from_pandas(cur[numeric + categorical], data_definition=definition),
-        reference_data=Dataset.from_pandas(refs[numeric + categorical], data_definition=definition),
-    )
-    values = {(m["config"]["column"], m["config"]["method"]): float(m["value"]) for m in snapshot.dict()["metrics"]}
-    result = judge(ref, cur, values, missing_shares(ref, features.reset_index(drop=True)), thresholds)
-    if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(html_path))
-        result.html_path = html_path
-    return result
-
-
-def evaluate_fast(ref: DriftReference, features: pd.DataFrame, scores: np.ndarray,
-                  thresholds: DriftThresholds) -> DriftResult:
-    """The same verdict with Evidently's stat tests called directly (no report, no HTML): for calibration
-    studies over many days."""
-    cur = prepare(ref, features, scores)
-    refs = ref.sample.copy()
-    refs[SCORE_BIN] = score_bins(refs[SCORE], ref.score_edges)
-    values = distances(refs, cur, ref.tests())
-    return judge(ref, cur, values, missing_shares(ref, features.reset_index(drop=True)), thresholds)
+    current = drift_statistics.current_side(ref, features, scores)
+    reference = drift_statistics.reference_side(ref)
+    values = drift_statistics.distances(ref, reference, current)
+    return judge(ref, current.rows, values, current.missing, thresholds, current.means, reference.means)

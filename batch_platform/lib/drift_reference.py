@@ -4,8 +4,8 @@
 besides the sample: the categories of categorical columns, decile edges of the score, each column's missing
 share over the whole training window, groups of strongly correlated columns, and the **calibration**: the training
 rows are split into the batches scoring would have seen (one per prediction cutoff, i.e. per flight day), and
-each batch's distance to the sample rows of the *other* batches is computed per column with the same Evidently
-tests the daily check uses. That is what normal day-to-day variation of each column looks like within the
+each batch's distance to the sample rows of the *other* batches is computed per column with the same tests the
+daily check uses (:mod:`batch_platform.lib.drift_statistics`). That is what normal day-to-day variation of each column looks like within the
 training window; :mod:`batch_platform.lib.drift` judges a scored day against it.
 
 :func:`save_reference` writes it content-addressed (one parquet file, the frozen parts as JSON in its metadata);
@@ -103,24 +103,6 @@ def missing_shares(ref: DriftReference, features: pd.DataFrame) -> dict[str, flo
     return {c: float(features[c].isna().mean()) for c in ref.numeric + ref.categorical}
 
 
-def distances(reference: pd.DataFrame, current: pd.DataFrame, tests: list[tuple[str, str]]) -> dict:
-    """Evidently's registered stat tests (those ``ValueDrift(method=...)`` runs), without its report rendering:
-    ``{(column, method): value}``, NaN where either side has no value."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    out = {}
-    for column, method in tests:
-        kind = ColumnType.Numerical if method == WASSERSTEIN else ColumnType.Categorical
-        ref, cur = reference[column].dropna(), current[column].dropna()
-        if ref.empty or cur.empty:
-            out[(column, method)] = float("nan")
-            continue
-        test = get_stattest(ref, cur, kind, method)
-        out[(column, method)] = float(test(ref, cur, kind, 0.1).drift_score)
-    return out
-
-
 def _groups(sample: pd.DataFrame, numeric: list[str], categorical: list[str]) -> list[list[str]]:
     """Single-linkage groups of numeric columns with |Spearman ρ| >= GROUP_CORRELATION; categoricals alone."""
     parent = {c: c for c in numeric + categorical}
@@ -145,17 +127,17 @@ def _groups(sample: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
 def _calibrate(ref: DriftReference, frame: pd.DataFrame, scores: np.ndarray, batches: pd.Series,
                sample_batches: np.ndarray) -> dict:
     """Distance of each training batch (all its rows) to the sample rows of the other batches, per test."""
+    from batch_platform.lib import drift_statistics  # it builds on this module's reference
+
     tests = ref.tests()
-    refs = ref.sample.copy()
-    refs[SCORE_BIN] = score_bins(refs[SCORE], ref.score_edges)
     keys, rows, values = [], [], {c: [] for c, _ in tests}
     positions = pd.Series(np.arange(len(frame))).groupby(batches.to_numpy(), sort=True)
     for key, pos in positions:
         pos = pos.to_numpy()
         if len(pos) < MIN_BATCH_ROWS:
             continue
-        cur = prepare(ref, frame.iloc[pos], np.asarray(scores)[pos])
-        d = distances(refs[sample_batches != key], cur, tests)
+        current = drift_statistics.current_side(ref, frame.iloc[pos], np.asarray(scores)[pos])
+        d = drift_statistics.distances(ref, drift_statistics.reference_side(ref, sample_batches != key), current)
         keys.append(str(key))
         rows.append(int(len(pos)))
         for c, m in tests:

@@ -1,6 +1,9 @@
 """A read-only HTTP server for the artefacts folder, so the links in asset metadata (Evidently drift reports, model
 plots) open from the Dagster UI: a browser refuses ``file://`` links from an ``http://`` page.
 
+A drift report not rendered yet (the daily check saves only its inputs, see :mod:`batch_platform.lib.drift_report`)
+is rendered on its first request, written beside its inputs, then served like any file.
+
 Serves only files under one directory: no path outside it (``..`` in any encoding, symlinks leading out), GET and
 HEAD only, bound to 127.0.0.1 by default. Run in the foreground with
 ``python -m batch_platform.lib.report_server --port 3001 --directory <artifacts dir>``.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -49,12 +53,40 @@ class ReportRequestHandler(SimpleHTTPRequestHandler):
         if self._escapes():
             self.send_error(HTTPStatus.FORBIDDEN, "Path outside the served directory")
             return None
+        target = self.translate_path(self.path)
+        if target.endswith(".html") and not os.path.exists(target) and not self._render(target):
+            return None
         return super().send_head()
+
+    def _render(self, target: str) -> bool:
+        """Render a pending drift report (once, whatever the concurrent requests); False after sending an
+        error."""
+        from batch_platform.lib import drift_report
+        from batch_platform.lib.drift_reference import DriftReferenceError
+
+        with _render_lock(target):
+            if not drift_report.renderable(target):
+                return True  # nothing to render: served (or 404) as any file
+            try:
+                drift_report.render(target)
+            except (drift_report.DriftReportError, DriftReferenceError) as e:
+                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "Drift report not rendered", str(e))
+                return False
+        return True
 
     def end_headers(self) -> None:
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _render_lock(path: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.Lock())
 
 
 def make_server(directory: Path | str, host: str = DEFAULT_HOST, port: int = 0) -> ThreadingHTTPServer:
@@ -69,6 +101,8 @@ def make_server(directory: Path | str, host: str = DEFAULT_HOST, port: int = 0) 
 def serve(directory: Path | str, host: str = DEFAULT_HOST, port: int = 3001) -> None:
     """Serve ``directory`` in the foreground until interrupted."""
     server = make_server(directory, host, port)
+    # Evidently takes seconds to import: import it now, so the first report link opened waits only for its render
+    threading.Thread(target=_import_renderer, daemon=True).start()
     bound_host, bound_port = server.server_address[:2]
     print(f"Serving {Path(directory).resolve()} at http://{bound_host}:{bound_port}/ (Ctrl-C to stop)", flush=True)
     try:
@@ -77,6 +111,12 @@ def serve(directory: Path | str, host: str = DEFAULT_HOST, port: int = 3001) -> 
         pass
     finally:
         server.server_close()
+
+
+def _import_renderer() -> None:
+    from batch_platform.lib import drift_report
+
+    drift_report.import_evidently()
 
 
 def _default_port(base_url: str) -> int:

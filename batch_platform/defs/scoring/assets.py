@@ -14,7 +14,7 @@ from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.registry.assets import champion_key
 from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
-from batch_platform.lib import drift, faults, performance_estimate, scoring, serving
+from batch_platform.lib import drift, drift_report, faults, performance_estimate, scoring, serving
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.time_model import load_time_model
 
@@ -202,8 +202,11 @@ def _drift_check(context, spec: ModelSpec, day: dt.date, result: scoring.Scoring
     reference = drift.load_reference(ref_path, version.fingerprint["drift_reference_sha256"])
     html = settings.artifacts_dir() / "drift_reports" / spec.name / day.isoformat() / f"{context.run.run_id}.html"
     features = result.sample.drop(columns=[scoring.SAMPLE_SCORE])
-    report = drift.evaluate(reference, features, result.sample[scoring.SAMPLE_SCORE].to_numpy(), thresholds,
-                            html_path=html)
+    scores = result.sample[scoring.SAMPLE_SCORE].to_numpy()
+    report = drift.evaluate(reference, features, scores, thresholds)
+    # Evidently's report is rendered by the report server when its link is first opened
+    drift_report.save_inputs(html, reference, ref_path, version.fingerprint["drift_reference_sha256"], features,
+                             scores, thresholds)
     context.log.info(f"{spec.name} {day} drift: {report.severity} — {report.describe()}")
 
     def _num(v, fmt=".3g"):
