@@ -39,10 +39,11 @@ SPECS = ("flight_delay", "flight_cancellation")
 HISTORY_DAYS = 40
 BOUND_S = 600  # the issue's bound for the first cycle: the platform alone on 2 cores
 SUITE_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-WAIT_S = BOUND_S * 1.5 if SUITE_WORKERS > 1 else BOUND_S
+WAIT_S = BOUND_S * 2 if SUITE_WORKERS > 1 else BOUND_S
 """In the suite another worker's test shares the 2 cores (the daily-cycle simulation, the fault suite), so the
-platform has about half the machine: there the wait is 1.5 x the bound (measured: 604 s beside the loop test, 341 s
-in an earlier run); run alone (``pytest tests/test_daemon.py``) it is the bound itself."""
+platform has about half the machine: there the wait is 2 x the bound (measured: 604 s beside the loop test, 341 s
+in an earlier run; a CI run beside the daily-cycle simulation passed 900 s); run alone
+(``pytest tests/test_daemon.py``) it is the bound itself."""
 START = "17:57"  # New York: the catch-up, features and first champions take ~2 minutes here, then the 18:00 cutoff
 
 
@@ -366,7 +367,8 @@ def check_predictions_page(page, base: str, partition: str) -> None:
     assert "Evaluation result\nPassed" in latest or "Evaluation result\nFailed" in latest, latest[:300]
     href = page.locator("a[href*='drift_reports']").first.get_attribute("href")
     assert href and href.startswith("http://127.0.0.1:"), href
-    response = page.goto(href)  # the link the UI shows, opened as a user would
+    # the link the UI shows, opened as a user would; the report server renders it on this first request
+    response = page.goto(href, timeout=180_000)
     assert response is not None and response.status == 200, href
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SCREENSHOTS / "drift_report.png"))
