@@ -452,9 +452,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from batch_platform.lib import serving
-    from batch_platform.lib.specs import load_specs
 
-    specs = load_specs()
+    specs = serving.served_specs()
     if args.model and args.model not in specs:
         print(f"unknown model spec {args.model!r}; specs: {sorted(specs)}")
         return 2

@@ -86,9 +86,7 @@ def run(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning"
     """Serve the platform's specs from its configured online store until interrupted."""
     import uvicorn
 
-    from batch_platform.lib.specs import load_specs
-
-    reader = serving.PredictionReader(load_specs())
+    reader = serving.PredictionReader(serving.served_specs())
     try:
         uvicorn.run(create_app(reader), host=host, port=port, log_level=log_level, access_log=False)
     finally:

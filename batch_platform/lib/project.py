@@ -65,4 +65,12 @@ def part(var: str, default: Path) -> Path:
     return path
 
 
-__all__ = ["LAYOUT", "PROJECT_VAR", "ProjectError", "part", "project_dir"]
+FLIGHTS_SPECS_DIR = Path(__file__).resolve().parent.parent / "models"  # the shipped project's model specs
+
+
+def specs_dir() -> Path:
+    """The folder of the model specs (``*.yaml``) in force."""
+    return part(SPECS_VAR, FLIGHTS_SPECS_DIR)
+
+
+__all__ = ["FLIGHTS_SPECS_DIR", "LAYOUT", "PROJECT_VAR", "ProjectError", "part", "project_dir", "specs_dir"]

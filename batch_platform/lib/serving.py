@@ -36,7 +36,7 @@ FOUND, NOT_FOUND, EXPIRED = "found", "not_found", "expired"  # an answer's statu
 REFRESH_S = 1.0  # how often a reader re-reads a view's layout (TTL, features) from the store's catalog
 
 
-def view_name(spec: ModelSpec) -> str:
+def view_name(spec: ModelSpec | ServedSpec) -> str:
     return f"{spec.name}_predictions"
 
 
@@ -115,14 +115,16 @@ def push_partition(con, feature_store, spec: ModelSpec, day: dt.date, *, batch_r
     return feature_store.write_online(view_name(spec), frames)
 
 
-def lookup(feature_store, spec: ModelSpec, key: str, *, now: dt.datetime | None = None) -> Prediction | NoPrediction:
+def lookup(feature_store, spec: ModelSpec | ServedSpec, key: str, *, now: dt.datetime | None = None
+           ) -> Prediction | NoPrediction:
     """The latest served prediction of ``key`` for ``spec`` through Feast's ``get_online_features``, or why there
     is none (any online store; :class:`PredictionReader` is the fast path)."""
+    spec = ServedSpec.of(spec)
     view = view_name(spec)
     refs = [f"{view}:{f}" for f in FIELDS]
-    (row,) = feature_store.online_features(refs, [{spec.entity.key: key}])
+    (row,) = feature_store.online_features(refs, [{spec.entity_key: key}])
     ttl = feature_store.view_ttl(view) or dt.timedelta(0)
-    return answer(spec.name, spec.entity.key, key, row, ttl, now)
+    return answer(spec.name, spec.entity_key, key, row, ttl, now)
 
 
 def answer(spec: str, entity: str, key: str, row: dict[str, Any] | None, ttl: dt.timedelta,
@@ -145,6 +147,36 @@ def answer(spec: str, entity: str, key: str, row: dict[str, Any] | None, ttl: dt
         run_id=row["run_id"], partition_date=row["partition_date"], fallback_reason=row["fallback_reason"] or None,
         scored_at=scored_at, age=age, ttl=ttl,
     )
+
+
+@dataclass(frozen=True)
+class ServedSpec:
+    """What serving needs of a model spec: its name and the entity key its predictions are served by."""
+
+    name: str
+    entity_key: str
+
+    @classmethod
+    def of(cls, spec: ModelSpec | ServedSpec) -> ServedSpec:
+        return spec if isinstance(spec, ServedSpec) else cls(spec.name, spec.entity.key)
+
+
+def served_specs(directory: Path | None = None) -> dict[str, ServedSpec]:
+    """Name and entity key of every model spec, read straight from the spec files: a lookup needs nothing else,
+    and validating the specs (pydantic, the time model, SQL parsing) would cost more than the lookup itself. The
+    specs are validated where they are used to train and score."""
+    import yaml
+
+    from batch_platform.lib import project
+
+    out = {}
+    for path in sorted((directory or project.specs_dir()).glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            out[raw["name"]] = ServedSpec(str(raw["name"]), str(raw["entity"]["key"]))
+        except (KeyError, TypeError):
+            raise UnknownSpec(f"{path}: not a model spec (no name and entity.key)") from None
+    return out
 
 
 class UnknownSpec(LookupError):
@@ -181,8 +213,9 @@ class PredictionReader:
     """Lookups by key for a set of specs, with everything resolved once (see the module docstring). Thread-safe
     for readers (one SQLite connection, statements serialized by a lock: each takes microseconds)."""
 
-    def __init__(self, specs: dict[str, ModelSpec], target: OnlineTarget | None = None, feature_store=None):
-        self.specs = dict(specs)
+    def __init__(self, specs: dict[str, ModelSpec | ServedSpec], target: OnlineTarget | None = None,
+                 feature_store=None):
+        self.specs = {name: ServedSpec.of(s) for name, s in specs.items()}
         self.target = target or OnlineTarget.from_settings()
         self._feature_store = feature_store
         self._con = None
@@ -203,7 +236,7 @@ class PredictionReader:
             self._feature_store = FeatureStoreClient()
         return self._feature_store
 
-    def spec(self, name: str) -> ModelSpec:
+    def spec(self, name: str) -> ServedSpec:
         try:
             return self.specs[name]
         except KeyError:
@@ -241,7 +274,7 @@ class PredictionReader:
             else:
                 reader, ttl, _ = resolved
                 rows = [reader.get(keys[0])] if len(keys) == 1 else reader.get_many(list(keys))
-        return [answer(spec, s.entity.key, k, None if r is None else r.values, ttl, now) for k, r in zip(keys, rows)]
+        return [answer(spec, s.entity_key, k, None if r is None else r.values, ttl, now) for k, r in zip(keys, rows)]
 
     def _reader(self, spec: str) -> tuple[wide_store.Reader, dt.timedelta, float] | None:
         """The spec's reader, its layout re-read when the catalog changed (checked at most every REFRESH_S);

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batch_platform.lib import project
 
 SPECS_DIR_VAR = project.SPECS_VAR
-DEFAULT_SPECS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_SPECS_DIR = project.FLIGHTS_SPECS_DIR
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 """A column, model, view or service a spec names: a plain SQL identifier (specs go into SQL and Feast names; a
@@ -382,7 +382,7 @@ class ModelSpec(_Strict):
 
 
 def specs_dir() -> Path:
-    return project.part(SPECS_DIR_VAR, DEFAULT_SPECS_DIR)
+    return project.specs_dir()
 
 
 def load_spec(path: Path) -> ModelSpec:
