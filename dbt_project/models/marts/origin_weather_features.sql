@@ -64,4 +64,5 @@ final as (
 )
 
 select * from final
-order by origin, obs_date
+-- by day first: a point-in-time join reads only the parquet row groups of the days it needs
+order by obs_date, origin

@@ -49,4 +49,5 @@ final as (
 )
 
 select * from final
-order by tailnum, as_of_date
+-- by day first: a point-in-time join reads only the parquet row groups of the days it needs
+order by as_of_date, tailnum
