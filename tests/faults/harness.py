@@ -128,7 +128,8 @@ def feature_files_state(inst: Instance) -> dict:
 
 
 def online_state(inst: Instance) -> dict:
-    """Rows and a hash of (entity, feature, value, event time) per online table (Feast's SQLite store)."""
+    """Rows and a hash of every stored value per online table (the wide store: one row per entity key; its
+    catalog without the time each view was last applied, which every apply rewrites)."""
     db = inst.data / "feast" / "online_store.db"
     if not db.exists():
         return {}
@@ -136,10 +137,11 @@ def online_state(inst: Instance) -> dict:
     try:
         out = {}
         for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            columns = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")') if r[1] != "updated_at"]
             h = hashlib.sha256()
             n = 0
-            for row in con.execute(f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
-                                   "ORDER BY entity_key, feature_name"):
+            listed = ", ".join(f'"{c}"' for c in columns)
+            for row in con.execute(f'SELECT {listed} FROM "{table}" ORDER BY {listed}'):
                 h.update(repr(row).encode())
                 n += 1
             out[table] = (n, h.hexdigest()[:16])
