@@ -121,7 +121,7 @@ def main() -> int:
     command = " ".join(["python -m bench", *sys.argv[1:]])
     not_measured = {**NOT_MEASURED, **skipped}
     write_results(args.results, command=command, started=started, seconds=time.perf_counter() - t0, host=host,
-                  figures=figures, tables=tables, not_measured=not_measured, failed=failed)
+                  figures=figures, tables=tables, not_measured=not_measured, failed=failed, quick=args.quick)
     missed = [f["name"] for f in figures if f["ok"] is False]
     print(f"\n{len(missed)} figure(s) missed their target{': ' + '; '.join(missed) if missed else ''}; "
           f"{len(failed)} benchmark(s) failed{': ' + ', '.join(failed) if failed else ''}. Written: {args.results}")

@@ -111,11 +111,12 @@ def commit() -> str:
 
 def write_results(path: Path, *, command: str, started: dt.datetime, seconds: float, host: dict[str, str],
                   figures: list[dict], tables: dict[str, str], not_measured: dict[str, str],
-                  failed: dict[str, str]) -> None:
+                  failed: dict[str, str], quick: bool = False) -> None:
     figures = [normalized(f) for f in figures]
     missed = [f["name"] for f in figures if f["ok"] is False]
     lines = ["# Benchmark results", "",
              f"Written by `{command}` on {started:%Y-%m-%d %H:%M} UTC ({seconds / 60:.1f} min), commit {commit()}.",
+             *(["", "**--quick: sizes reduced and fewer runs; these are not figures to quote.**"] if quick else []),
              "", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in host.items()]
     lines += ["", "## Figures", "",
