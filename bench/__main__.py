@@ -6,7 +6,8 @@ every figure) and exits non-zero when a figure with a target misses it (or a ben
 
 Each benchmark module runs in a process of its own, so its peak RSS is its own (reported on figures that do not
 measure one of their own: both sides of such a figure ran in that process). ``--quick``: smaller sizes and fewer
-runs (a check that everything runs, not figures to quote); the ingest and scoring tables are skipped.
+runs (a check that everything runs, not figures to quote); the benchmarks that build a platform or land large
+files are skipped unless named with ``--only``.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ from pathlib import Path
 from bench.measure import run_child
 from bench.report import machine, normalized, print_table, write_results
 
-# name -> (module, returns figures with targets); ingest and scoring print tables (no target), kept as text
-MODULES = {"serving": True, "online_writes": True, "pit": True, "drift": True, "training": True, "ingest": False,
-           "scoring": False}
+# name (bench/bench_<name>.py) -> (returns figures; else prints a table, no target, kept as text in RESULTS.md,
+# builds a platform or lands large files: skipped by --quick unless named with --only)
+MODULES = {"serving": (True, False), "online_writes": (True, False), "pit": (True, False), "drift": (True, False),
+           "training": (True, False), "scoring_asset": (True, True), "ingest": (False, True),
+           "scoring": (False, True)}
+OWN_QUICK = ("serving", "online_writes", "training", "scoring_asset")  # main(quick); the others: _quick()
 REPO = Path(__file__).resolve().parent.parent
 NOT_MEASURED = {
-    "scoring asset vs a bare script (x10, target <= 2x)": "not built yet: needs a bare script doing the ASOF "
-    "join, predict and one-transaction insert of one day (958 / 9.6k rows) beside score_partition on a trained "
-    "platform; bench_scoring shows the scoring path's memory and throughput only",
-    "whole pipeline Jan-Feb vs a bare script (x10, target <= 3x)": "not built yet: needs a bare script with the "
-    "same SQL and LightGBM (no contracts, tests, Feast, gate, registry, drift) and a full x10 run of both",
+    "whole pipeline Jan-Feb vs a bare script (x1, x10; target <= 3x at x10)": "no benchmark yet. It needs a bare "
+    "script running the dbt models' compiled SQL directly in DuckDB, the training set's ASOF join, lgb.train and "
+    "the daily scoring for the same days (no contracts, dbt tests, Feast, gate, registry, drift), and both run "
+    "end to end at x1 and x10, three times each",
 }
 
 
@@ -69,7 +72,7 @@ def child(name: str, quick: bool, out: Path) -> None:
     module = importlib.import_module(f"bench.bench_{name}")
     printed = io.StringIO()
     with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
-        if name in ("serving", "online_writes", "training"):
+        if name in OWN_QUICK:
             figures = module.main(quick)
         else:
             if quick:
@@ -82,7 +85,7 @@ def child(name: str, quick: bool, out: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", action="append", choices=sorted(MODULES), help="run only this benchmark (repeatable)")
-    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs; skips ingest and scoring")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs; skips the heavy benchmarks unless named with --only")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md", help="where to write the results")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -92,8 +95,8 @@ def main() -> int:
         return 0
 
     names = args.only or list(MODULES)
-    skipped = {n: "skipped with --quick (a fresh platform build / up to 220 MB of CSV)"
-               for n in names if args.quick and not MODULES[n]}
+    skipped = {n: "skipped with --quick (it builds a platform or lands up to 220 MB of CSV; --only runs it)"
+               for n in names if args.quick and MODULES[n][1] and not args.only}
     started, t0 = dt.datetime.now(dt.UTC), time.perf_counter()
     host = machine()
     figures, tables, failed = [], {}, {}
@@ -114,7 +117,7 @@ def main() -> int:
                 if not f.get("peak_rss_mib"):
                     f["peak_rss_mib"] = {"module": round(rss_kib / 1024, 1)}
                 figures.append(f)
-            if not MODULES[name]:
+            if not MODULES[name][0]:
                 tables[name] = result["printed"]
     print_table(f"all figures ({'--quick: sizes reduced, ' if args.quick else ''}median of runs; ratio = platform / raw)",
                 figures)
