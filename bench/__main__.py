@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -69,6 +70,8 @@ def child(name: str, quick: bool, out: Path) -> None:
     import importlib
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # feature files are written after the repository is applied: Feast's warning that they are not there yet
+    logging.getLogger("feast.infra.offline_stores.file_source").setLevel(logging.ERROR)
     module = importlib.import_module(f"bench.bench_{name}")
     printed = io.StringIO()
     with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
@@ -85,7 +88,8 @@ def child(name: str, quick: bool, out: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", action="append", choices=sorted(MODULES), help="run only this benchmark (repeatable)")
-    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs; skips the heavy benchmarks unless named with --only")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller sizes, fewer runs; skips the heavy benchmarks unless named with --only")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md", help="where to write the results")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -105,10 +109,10 @@ def main() -> int:
             if name in skipped:
                 continue
             out = Path(tmp) / f"{name}.json"
-            _, status, rss_kib = run_child(
-                [sys.executable, "-m", "bench", "--child", name, "--out", str(out), *(["--quick"] if args.quick else [])],
-                cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get(
-                    "PYTHONPATH")]))})
+            path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+            argv = [sys.executable, "-m", "bench", "--child", name, "--out", str(out)]
+            _, status, rss_kib = run_child(argv + (["--quick"] if args.quick else []), cwd=REPO,
+                                           env={**os.environ, "PYTHONPATH": path})
             if status or not out.exists():
                 failed[name] = f"exit status {status} (its output above)"
                 continue
@@ -119,8 +123,8 @@ def main() -> int:
                 figures.append(f)
             if not MODULES[name][0]:
                 tables[name] = result["printed"]
-    print_table(f"all figures ({'--quick: sizes reduced, ' if args.quick else ''}median of runs; ratio = platform / raw)",
-                figures)
+    quick = "--quick: sizes reduced, " if args.quick else ""
+    print_table(f"all figures ({quick}median of runs; ratio = platform / raw)", figures)
     command = " ".join(["python -m bench", *sys.argv[1:]])
     not_measured = {**NOT_MEASURED, **skipped}
     write_results(args.results, command=command, started=started, seconds=time.perf_counter() - t0, host=host,

@@ -100,7 +100,7 @@ def _prediction_tuples(frame: pd.DataFrame, key: str, features: dict[str, str]) 
 
 
 def predictions(client, spec, path: Path) -> list[dict]:
-    from batch_platform.lib import serving, wide_store
+    from batch_platform.lib import serving
     from batch_platform.lib.feast_wide_store import layout_of
 
     view = serving.view_name(spec)
@@ -148,7 +148,8 @@ def _raw_select(view, features: dict[str, str], start: dt.datetime, end: dt.date
     order = ts + " DESC" + (f', "{source.created_timestamp_column}" DESC' if source.created_timestamp_column else "")
     return (f'SELECT "{key}"::VARCHAR, epoch_us({ts}), {created}, {", ".join(values)} '
             f"FROM read_parquet('{source.path}') WHERE {ts} BETWEEN '{start.isoformat()}'::TIMESTAMPTZ "
-            f"AND '{end.isoformat()}'::TIMESTAMPTZ QUALIFY row_number() OVER (PARTITION BY \"{key}\" ORDER BY {order}) = 1")
+            f"AND '{end.isoformat()}'::TIMESTAMPTZ "
+            f"QUALIFY row_number() OVER (PARTITION BY \"{key}\" ORDER BY {order}) = 1")
 
 
 def _raw_materialize(path: Path, jobs: list[tuple[str, str, str]]) -> int:

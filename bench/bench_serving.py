@@ -109,8 +109,8 @@ def in_process(scale: str, n: int, reader, client, spec, path: Path, table: str,
     feast_keys = sample[:FEAST_LOOKUPS]
     serving.lookup(client, spec, feast_keys[0])  # warm: the registry read, the store opened
     feast = _latencies(lambda k: serving.lookup(client, spec, k, now=now), feast_keys)
-    feast_same = all(serving.lookup(client, spec, k, now=now).to_dict() == reader.lookup(spec.name, k, now=now).to_dict()
-                     for k in feast_keys[:50])
+    feast_same = all(serving.lookup(client, spec, k, now=now).to_dict()
+                     == reader.lookup(spec.name, k, now=now).to_dict() for k in feast_keys[:50])
     label = f"{scale} ({n:,} keys, {LOOKUPS:,} lookups)"
     return [
         figure(f"lookup p99, in-process, {label}", "ms", median(p99), median(r99),

@@ -79,7 +79,8 @@ _LAUNCHER = ("import os, sys, time\n"
              "if pid == 0:\n"
              "    os.execvp(sys.argv[2], sys.argv[2:])\n"
              "_, status, usage = os.wait4(pid, 0)\n"
-             "os.write(fd, f'{time.perf_counter() - t0} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}'.encode())\n")
+             "code = os.waitstatus_to_exitcode(status)\n"
+             "os.write(fd, f'{time.perf_counter() - t0} {code} {usage.ru_maxrss}'.encode())\n")
 
 
 def run_child(args: Sequence[str], **kwargs) -> tuple[float, int, int]:
