@@ -52,7 +52,7 @@ ui: $(VENV)/.installed
 ui-demo: $(VENV)/.installed
 	$(BIN)/batch-platform ui --replay
 
-## benchmarks: tables of ratios against a baseline measured in the same run
+## benchmarks: platform against a raw baseline measured in the same run; writes bench/RESULTS.md
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench
 
