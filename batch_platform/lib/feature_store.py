@@ -600,34 +600,41 @@ class FeatureStoreClient:
         to the online store; returns the rows written. On the wide SQLite store every frame goes into one
         transaction, so readers see the previous rows or all of the new ones; elsewhere (Redis) each frame is
         written through Feast (``write_to_online_store``; Redis keeps the newer event timestamp per key)."""
+        written = 0
+        with self._locked(exclusive=True):
+            if self.uses_wide_store:
+                return self._write_wide(view, frames, timestamp_column)
+            self._require_applied()
+            fv = self._feature_view(view)
+            for frame in frames:
+                if len(frame):
+                    self.store.write_to_online_store(view, frame.rename(
+                        columns={timestamp_column: fv.batch_source.timestamp_field}))
+                    written += len(frame)
+        return written
+
+    def _write_wide(self, view: str, frames: Iterable[pd.DataFrame], timestamp_column: str) -> int:
+        """:meth:`write_online` on the wide store: the view's layout is the one ``apply`` recorded in the store's
+        catalog (no registry read); one transaction for every frame."""
         import pyarrow as pa
 
         written = 0
-        with self._locked(exclusive=True):
-            self._require_applied()
-            fv = self._feature_view(view)
-            if not self.uses_wide_store:
-                for frame in frames:
-                    if len(frame):
-                        self.store.write_to_online_store(view, frame.rename(
-                            columns={timestamp_column: fv.batch_source.timestamp_field}))
-                        written += len(frame)
-                return written
-            from batch_platform.lib.feast_wide_store import layout_of
-
-            layout = layout_of(self.store.project, fv)
-            con = wide_store.connect(self.online_store_path)
+        con = wide_store.connect(self.online_store_path)
+        try:
             try:
-                with wide_store.transaction(con):
-                    for frame in frames:
-                        if not len(frame):
-                            continue
-                        table = pa.Table.from_pandas(frame, preserve_index=False)
-                        rows = wide_store.arrow_rows(layout, table, timestamp_column=timestamp_column)
-                        wide_store.write_rows(con, layout, rows)
-                        written += len(rows)
-            finally:
-                con.close()
+                layout = wide_store.layout_of(con, self.store.project, view)
+            except wide_store.UnknownOnlineView as exc:
+                raise UnknownFeatureObject(str(exc)) from None
+            with wide_store.transaction(con):
+                for frame in frames:
+                    if not len(frame):
+                        continue
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    rows = wide_store.arrow_rows(layout, table, timestamp_column=timestamp_column)
+                    wide_store.write_rows(con, layout, rows)
+                    written += len(rows)
+        finally:
+            con.close()
         return written
 
     def _online_features(
@@ -749,18 +756,21 @@ class FeatureStoreClient:
             while ws < end:
                 windows.append((ws, min(ws + step, end)))
                 ws = windows[-1][1]
-            counts = _window_key_counts(view, windows)
+            wide = self.uses_wide_store  # written in bulk: no count first, the write says how many keys
+            counts = [None] * len(windows) if wide else _window_key_counts(view, windows)
             for (ws, we), rows in zip(windows, counts):
                 if rows == 0:  # Feast would read nothing and write nothing
                     skipped += 1
                     continue
                 tb = time.perf_counter()
                 with self._locked(exclusive=True), contextlib.redirect_stdout(io.StringIO()):
-                    if self.uses_wide_store:
-                        _materialize_wide(self.online_store_path, store.project, view, ws, we)
-                        store.registry.apply_materialization(view, store.project, ws, we, commit=True)
+                    if wide:
+                        rows = _materialize_wide(self.online_store_path, store.project, view, ws, we)
                     else:
                         store.materialize(ws, we, feature_views=[name])
+                if rows == 0:
+                    skipped += 1
+                    continue
                 batches.append(BatchReport(name, ws, we, rows, round(time.perf_counter() - tb, 3)))
                 rows_by_view[name] += rows
                 faults.point("feast.window_written")
