@@ -126,7 +126,9 @@ def test_wide_rows_read_back_through_feast_as_feasts_own_sqlite_store(tmp_path):
         user, view = _objects(data)
         store.apply([user, view])
         if name == "wide_in_bulk":
-            written = _materialize_wide(tmp_path / "c" / "o.db", "t", store.get_feature_view("user_stats"), start, end)
+            online = wide_store.connect(tmp_path / "c" / "o.db")
+            written = _materialize_wide(online, "t", store.get_feature_view("user_stats"), start, end)
+            online.close()
             frame = pq.read_table(data).to_pandas()
             in_window = frame[(frame.feature_ts >= start) & (frame.feature_ts <= end)]
             assert written == in_window.user_id.nunique() > 100

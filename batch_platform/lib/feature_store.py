@@ -205,6 +205,7 @@ class FeatureStoreClient:
     def __init__(self, repo_dir: Path = settings.FEATURE_REPO_DIR) -> None:
         self.repo_dir = Path(repo_dir).resolve()
         self._store: feast.FeatureStore | None = None
+        self._wide: tuple[Path, Any] | None = None  # (online store path, its writing connection)
 
     def __repr__(self) -> str:
         return f"FeatureStoreClient({str(self.repo_dir)!r})"
@@ -619,23 +620,28 @@ class FeatureStoreClient:
         import pyarrow as pa
 
         written = 0
-        con = wide_store.connect(self.online_store_path)
+        con = self._wide_connection()
         try:
-            try:
-                layout = wide_store.layout_of(con, self.store.project, view)
-            except wide_store.UnknownOnlineView as exc:
-                raise UnknownFeatureObject(str(exc)) from None
-            with wide_store.transaction(con):
-                for frame in frames:
-                    if not len(frame):
-                        continue
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
-                    rows = wide_store.arrow_rows(layout, table, timestamp_column=timestamp_column)
-                    wide_store.write_rows(con, layout, rows)
-                    written += len(rows)
-        finally:
-            con.close()
+            layout = wide_store.layout_of(con, self.store.project, view)
+        except wide_store.UnknownOnlineView as exc:
+            raise UnknownFeatureObject(str(exc)) from None
+        with wide_store.transaction(con):
+            for frame in frames:
+                if not len(frame):
+                    continue
+                table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+                rows = wide_store.arrow_rows(layout, table, timestamp_column=timestamp_column)
+                wide_store.write_rows(con, layout, rows)
+                written += len(rows)
         return written
+
+    def _wide_connection(self):
+        """The client's writing connection to the wide store, opened once (closing the last connection of a WAL
+        database checkpoints it: a cost per write when reopened each time)."""
+        path = self.online_store_path
+        if self._wide is None or self._wide[0] != path:
+            self._wide = (path, wide_store.connect(path))
+        return self._wide[1]
 
     def _online_features(
         self, feature_refs_or_service: str | list[str], entity_rows: list[dict[str, Any]], as_of: datetime | None
@@ -735,6 +741,7 @@ class FeatureStoreClient:
         rows_by_view: dict[str, int] = {}
         skipped = 0
         views = {}
+        duck = None  # the wide store's bulk path: one DuckDB connection for every window
         with self._locked(exclusive=False):  # check every view before writing anything
             for name in starts:
                 views[name] = view = self._feature_view(name)
@@ -758,6 +765,11 @@ class FeatureStoreClient:
                 ws = windows[-1][1]
             wide = self.uses_wide_store  # written in bulk: no count first, the write says how many keys
             counts = [None] * len(windows) if wide else _window_key_counts(view, windows)
+            if wide and duck is None:
+                import duckdb
+
+                duck = duckdb.connect()
+                duck.execute("SET TimeZone = 'UTC'")
             for (ws, we), rows in zip(windows, counts):
                 if rows == 0:  # Feast would read nothing and write nothing
                     skipped += 1
@@ -765,7 +777,7 @@ class FeatureStoreClient:
                 tb = time.perf_counter()
                 with self._locked(exclusive=True), contextlib.redirect_stdout(io.StringIO()):
                     if wide:
-                        rows = _materialize_wide(self.online_store_path, store.project, view, ws, we)
+                        rows = _materialize_wide(self._wide_connection(), store.project, view, ws, we, duck)
                     else:
                         store.materialize(ws, we, feature_views=[name])
                 if rows == 0:
@@ -780,6 +792,8 @@ class FeatureStoreClient:
                 store.registry.apply_materialization(
                     self._feature_view(name), store.project, start, end, commit=True
                 )
+        if duck is not None:
+            duck.close()
         return MaterializeSummary(
             end=end,
             batch_days=batch_days,
@@ -1166,10 +1180,12 @@ def _window_key_counts(view, windows: list[tuple[datetime, datetime]]) -> list[i
     return counts
 
 
-def _materialize_wide(path: Path, project: str, view, start: datetime, end: datetime) -> int:
-    """Feast's materialization of one window into the wide SQLite store, in one transaction: the latest row per
-    entity key among the view's rows timestamped in ``[start, end]`` (ties: the latest created timestamp), as
-    Feast's offline store pulls them; returns the rows written."""
+def _materialize_wide(online, project: str, view, start: datetime, end: datetime, duck=None) -> int:
+    """Feast's materialization of one window into the wide SQLite store (``online``: a connection to it), in one
+    transaction: the latest row per entity key among the view's rows timestamped in ``[start, end]`` (ties: the
+    latest created timestamp), as Feast's offline store pulls them; returns the rows written. DuckDB selects the
+    rows already in their stored form (``wide_store.duckdb_*_expr``), so they go from ``fetchall`` straight to
+    ``executemany``. ``duck``: a DuckDB connection to reuse (UTC session)."""
     import duckdb
 
     from batch_platform.lib.feast_wide_store import layout_of
@@ -1182,31 +1198,27 @@ def _materialize_wide(path: Path, project: str, view, start: datetime, end: date
 
     layout = layout_of(project, view)
     keys = list(view.join_keys)
-    order = f"{col(source.timestamp_field)} DESC" + (
-        f", {col(source.created_timestamp_column)} DESC" if source.created_timestamp_column else "")
-    select = [f"{col(k)} AS \"{k}\"" for k in keys] + [f"{col(source.timestamp_field)} AS __event_ts"]
-    if source.created_timestamp_column:
-        select.append(f"{col(source.created_timestamp_column)} AS __created_ts")
-    select += [f"{col(f)} AS \"{f}\"" for f in layout.features]
-    con = duckdb.connect()
+    ts, created = col(source.timestamp_field), source.created_timestamp_column
+    order = f"{ts} DESC" + (f", {col(created)} DESC" if created else "")
+    select = [wide_store.duckdb_key_expr(keys, [col(k) for k in keys]), f"epoch_us({ts})",
+              f"epoch_us({col(created)})" if created else "NULL"]
+    select += [wide_store.duckdb_value_expr(kind, col(f)) for f, kind in layout.features.items()]
+    own = duck is None
+    con = duckdb.connect() if own else duck
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        table = con.sql(
+        if own:
+            con.execute("SET TimeZone = 'UTC'")
+        rows = con.execute(
             f"SELECT {', '.join(select)} FROM read_parquet({_sql_path(source.path)}) "
-            f"WHERE {col(source.timestamp_field)} >= ?::TIMESTAMPTZ AND {col(source.timestamp_field)} <= ?::TIMESTAMPTZ "
+            f"WHERE {ts} >= ?::TIMESTAMPTZ AND {ts} <= ?::TIMESTAMPTZ "
             f"QUALIFY row_number() OVER (PARTITION BY {', '.join(col(k) for k in keys) or '1'} ORDER BY {order}) = 1",
-            params=[_utc(start).isoformat(), _utc(end).isoformat()],
-        ).to_arrow_table()
+            [_utc(start).isoformat(), _utc(end).isoformat()],
+        ).fetchall()
     finally:
-        con.close()
-    rows = wide_store.arrow_rows(layout, table, timestamp_column="__event_ts",
-                                 created_column="__created_ts" if source.created_timestamp_column else None)
-    online = wide_store.connect(path)
-    try:
-        with wide_store.transaction(online):
-            wide_store.write_rows(online, layout, rows)
-    finally:
-        online.close()
+        if own:
+            con.close()
+    with wide_store.transaction(online):
+        wide_store.write_rows(online, layout, rows)
     return len(rows)
 
 

@@ -268,6 +268,31 @@ def arrow_column_values(kind: str, column) -> list[Any]:
     return column.to_pylist()
 
 
+def duckdb_key_expr(join_keys: Sequence[str], columns: Sequence[str]) -> str:
+    """DuckDB SQL of :func:`entity_key_text` over the file columns ``columns`` holding ``join_keys``."""
+    if len(join_keys) == 1:
+        return f"CAST({columns[0]} AS VARCHAR)"
+    pairs = sorted(zip(join_keys, columns))
+    parts = ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}=' || CAST({c} AS VARCHAR)" for k, c in pairs)
+    return f"concat_ws(chr({ord(KEY_SEPARATOR)}), {parts})"
+
+
+def duckdb_value_expr(kind: str, column: str) -> str:
+    """DuckDB SQL turning the file column ``column`` into the stored form of a ``kind`` value (as
+    :func:`column_values` does in Python: NaN -> NULL, booleans 0/1, timestamps floored to epoch seconds)."""
+    if kind in ("FLOAT", "DOUBLE"):
+        return f"(CASE WHEN isnan(CAST({column} AS DOUBLE)) THEN NULL ELSE CAST({column} AS DOUBLE) END)"
+    if kind in ("INT32", "INT64"):
+        return f"CAST(trunc({column}) AS BIGINT)"
+    if kind == "BOOL":
+        return f"CAST(CAST({column} AS BOOLEAN) AS INTEGER)"
+    if kind == "UNIX_TIMESTAMP":
+        return f"CAST(floor(epoch_us({column}) / 1000000.0) AS BIGINT)"
+    if kind == "STRING":
+        return f"CAST({column} AS VARCHAR)"
+    return column
+
+
 def arrow_rows(layout: ViewLayout, table, *, timestamp_column: str, created_column: str | None = None,
                key_columns: Sequence[str] | None = None) -> list[tuple]:
     """Rows for :func:`write_rows` from an Arrow table holding the join keys, the event timestamp column
