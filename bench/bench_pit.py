@@ -20,12 +20,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench.measure import timed
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -122,15 +123,6 @@ def raw_join(sql: str, entities: pd.DataFrame) -> pd.DataFrame:
         return con.sql(sql).df()
     finally:
         con.close()
-
-
-def timed(fn, repeats: int) -> tuple[list[float], object]:
-    seconds, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - t0)
-    return seconds, result
 
 
 def same_rows(ours: pd.DataFrame, raw: pd.DataFrame) -> bool:

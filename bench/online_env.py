@@ -4,11 +4,9 @@ in the stored rows' schema, keyed like flights (``2013-01-08_UA_0001_EWR``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 SPEC = "flight_delay"
@@ -39,19 +37,7 @@ def keys(n: int) -> list[str]:
 
 
 def prediction_rows(keys: list[str], scored_at: pd.Timestamp, *, seed: int = 0, version: int = 3) -> pd.DataFrame:
-    """Stored prediction rows (what ``scoring.iter_partition`` yields): a score, a decision (some NULL), the
-    model's identity, a fallback reason on some rows."""
-    rng = np.random.default_rng(seed)
-    n = len(keys)
-    return pd.DataFrame({
-        "flight_id": keys,
-        "scored_at": [scored_at] * n,
-        "score": rng.random(n),
-        "decision": [None if i % 7 == 0 else bool(i % 2) for i in range(n)],
-        "model_version": [version] * n,
-        "model_sha256": [f"{version:064x}"] * n,
-        "alias": ["champion"] * n,
-        "run_id": [f"run-{version}"] * n,
-        "partition_date": [dt.date(2013, 1, 8)] * n,
-        "fallback_reason": [("missing_features:plane_daily_features" if i % 5 == 0 else None) for i in range(n)],
-    })
+    """Stored prediction rows (the tests' synthetic rows, ``tests/prediction_rows.py``)."""
+    from tests.prediction_rows import prediction_rows as rows
+
+    return rows(keys, scored_at, version=version, seed=seed)

@@ -32,6 +32,7 @@ import pytest
 from batch_platform import settings
 from batch_platform.lib import serving, wide_store
 from batch_platform.lib.feature_store import FeatureStoreClient, _materialize_wide, import_feast
+from tests.prediction_rows import prediction_rows
 from tests.test_feature_store import point_env
 
 UTC = dt.UTC
@@ -175,20 +176,7 @@ def test_an_older_event_never_overwrites_a_newer_one(tmp_path):
 # Predictions: one transaction per day; the direct reader answers as Feast's API does
 # =================================================================================================================
 def _prediction_rows(keys: list[str], scored_at: pd.Timestamp, version: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    n = len(keys)
-    return pd.DataFrame({
-        "flight_id": keys,
-        "scored_at": [scored_at] * n,
-        "score": rng.random(n),
-        "decision": [None if i % 7 == 0 else bool(i % 2) for i in range(n)],
-        "model_version": [version] * n,
-        "model_sha256": [f"{version:064x}"] * n,
-        "alias": ["champion"] * n,
-        "run_id": [f"run-{version}"] * n,
-        "partition_date": [dt.date(2013, 1, 8)] * n,
-        "fallback_reason": [("missing_features:plane_daily_features" if i % 5 == 0 else None) for i in range(n)],
-    })
+    return prediction_rows(keys, scored_at, version=version, seed=seed)
 
 
 @pytest.fixture

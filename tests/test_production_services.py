@@ -28,6 +28,7 @@ import yaml
 
 from batch_platform import settings
 from tests.conftest import platform_env_vars, write_test_specs
+from tests.prediction_rows import prediction_rows
 from tests.services import free_port, postgres_server, redis_server
 from tests.test_feature_store import KEYS, WEEK_START, is_missing, point_env, same, write_real_tables
 
@@ -81,21 +82,9 @@ def test_unreachable_redis_is_a_named_error(tmp_path, monkeypatch):
 # =================================================================================================================
 # Redis answers as SQLite does
 # =================================================================================================================
-def _prediction_rows(keys: list[str], scored_at: pd.Timestamp, rng: np.random.Generator, version: int) -> pd.DataFrame:
+def _prediction_rows(keys: list[str], scored_at: pd.Timestamp, seed: int, version: int) -> pd.DataFrame:
     """Stored prediction rows (the columns serving.push_frame reads), with a decision missing and fallbacks."""
-    n = len(keys)
-    return pd.DataFrame({
-        "flight_id": keys,
-        "scored_at": [scored_at] * n,
-        "score": rng.random(n),
-        "decision": [None if i % 7 == 0 else bool(i % 2) for i in range(n)],
-        "model_version": [version] * n,
-        "model_sha256": [f"{version:064x}"] * n,
-        "alias": ["champion"] * n,
-        "run_id": [f"run-{version}"] * n,
-        "partition_date": [dt.date(2013, 1, 8)] * n,
-        "fallback_reason": [("missing_features:plane_daily_features" if i % 5 == 0 else None) for i in range(n)],
-    })
+    return prediction_rows(keys, scored_at, version=version, seed=seed)
 
 
 def _serve(base: Path, features: Path, monkeypatch, redis_connection: str | None) -> dict:
@@ -124,10 +113,10 @@ def _serve(base: Path, features: Path, monkeypatch, redis_connection: str | None
         keys = [f"2013-01-08_UA_{i:04d}_EWR" for i in range(60)]
         first = pd.Timestamp("2013-01-07 23:10:00.123456", tz="UTC")
         client.push(serving.push_source_name(spec), serving.push_frame(
-            spec, _prediction_rows(keys, first, np.random.default_rng(1), 1)))
+            spec, _prediction_rows(keys, first, 1, 1)))
         rescored = pd.Timestamp("2013-01-07 23:40:00.654321", tz="UTC")  # half the day re-scored by v2
         client.push(serving.push_source_name(spec), serving.push_frame(
-            spec, _prediction_rows(keys[::2], rescored, np.random.default_rng(2), 2)))
+            spec, _prediction_rows(keys[::2], rescored, 2, 2)))
         now = (rescored + pd.Timedelta(hours=1)).to_pydatetime()
         late = (first + pd.Timedelta(hours=36, seconds=30)).to_pydatetime()  # v1's rows expired, v2's not
         return {
