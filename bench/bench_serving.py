@@ -10,7 +10,8 @@ keys, x10: 10,000) written to its wide SQLite online store, scored an hour ago (
   rows. Feast's ``get_online_features`` on the same store (``serving.lookup``) is shown for reference;
 - **HTTP, one key**: ``batch-platform serve`` in a process of its own on a free loopback port, GET requests for
   random known keys sent open-loop at ``RATE`` per second for ``HTTP_SECONDS`` by an asyncio client over
-  HTTP/1.1 keep-alive connections; latency from the request written to the response read. Target: p99 <= 5 ms.
+  HTTP/1.1 keep-alive connections, ``RUNS`` times; latency from the request written to the response read.
+  Target: the median run's p99 <= 5 ms (the runs' p99s give the spread).
   The server's peak RSS; the answers checked equal to the in-process ones. The batch POST of 100 keys is shown
   for reference (sequential requests);
 - **``batch-platform predict KEY``**: wall time of the command in a fresh process, median of ``PREDICT_RUNS``,
@@ -214,7 +215,12 @@ def http(scale: str, n: int, env: dict, reader, spec, keys: list[str], rng: np.r
         sample = [keys[i] for i in rng.integers(0, len(keys), RATE * HTTP_SECONDS)]
         paths = [f"/predictions/{spec.name}/{k}" for k in sample]
         asyncio.run(_open_loop(port, paths[:100], RATE))  # warm: the store opened, the statement prepared
-        results, achieved = asyncio.run(_open_loop(port, paths, RATE))
+        p99s, rates = [], []
+        for _ in range(RUNS):  # the figure: the median run's p99 (one run's tail is one hiccup away)
+            results, achieved = asyncio.run(_open_loop(port, paths, RATE))
+            p99s.append(percentile([r[0] * 1e3 for r in results], 99))
+            rates.append(achieved)
+        achieved = min(rates)
         ms = [r[0] * 1e3 for r in results]
         same = all(status == 200 for _, status, _ in results)
         checked = list(dict.fromkeys(sample))[:200]
@@ -232,13 +238,14 @@ def http(scale: str, n: int, env: dict, reader, spec, keys: list[str], rng: np.r
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     rss_mib = None if rss is None else {"platform": round(rss / 1024, 1)}
-    note = f"p50 {percentile(ms, 50):.2f} ms; {len(ms):,} requests, {achieved:.0f} req/s achieved"
+    note = (f"median of {RUNS} runs' p99; last run's p50 {percentile(ms, 50):.2f} ms; {len(ms):,} requests a run, "
+            f"{achieved:.0f} req/s achieved at least")
     if achieved < 0.95 * RATE:
         note += " (the client fell behind: a loaded machine)"
     return [
         figure(f"HTTP GET one key p99 at {RATE} req/s, {scale} ({n:,} keys, {HTTP_SECONDS} s)", "ms",
-               percentile(ms, 99), None, target=f"<= {HTTP_P99_MS:g} ms", meets=lambda v: v <= HTTP_P99_MS,
-               identical=same, peak_rss_mib=rss_mib, note=note + "; peak RSS: the server"),
+               median(p99s), None, target=f"<= {HTTP_P99_MS:g} ms", meets=lambda v: v <= HTTP_P99_MS,
+               identical=same, platform_runs=p99s, peak_rss_mib=rss_mib, note=note + "; peak RSS: the server"),
         figure(f"HTTP POST {BATCH_KEYS} keys p99, {scale} ({BATCH_REQUESTS} sequential requests)", "ms",
                percentile(batch_ms, 99), None, target=None, meets=None, identical=batch_same, peak_rss_mib=rss_mib,
                note=f"reference; p50 {percentile(batch_ms, 50):.2f} ms; peak RSS: the server (both HTTP figures)"),
