@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test system-deps ui ui-demo bench clean-data
+.PHONY: demo test system-deps ui ui-demo bench clean-data compile
 
 # Packages are installed by uv (from PyPI, into the venv): the same resolution as pip's, in a fraction of the time
 # (the test extras from an empty cache: 26 s against pip's 3 min here).
@@ -15,16 +15,24 @@ $(BIN)/python:
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv
 
+# Bytecode is compiled when installing (--compile-bytecode) and for the project's own modules before each run
+# (`compile`): every command, Dagster run worker and code server imports dagster, dbt, pandas and the project
+# afresh, and where PYTHONDONTWRITEBYTECODE is set (as on this project's CI machines) nothing else writes the
+# .pyc files, so each process would compile every module from source again: 9 s of every command's 11 s start-up
+# here, against 4.5 s with them.
 $(VENV)/.installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e .
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e .
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@touch $@
 
+compile: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q -j 0 batch_platform bench tests >/dev/null
+
 ## install, then land and run the platform end to end on the embedded default (DuckDB + SQLite)
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed compile
 	$(BIN)/batch-platform demo
 
 ## Debian packages the tests drive for real, installed when missing: Chromium (the UI test's browser, used by
@@ -40,20 +48,20 @@ system-deps:
 	  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi; fi
 
 ## install with the dev extras (and the Debian packages above), then run the test suite (benchmarks excluded)
-test: $(VENV)/.installed-dev system-deps
+test: $(VENV)/.installed-dev system-deps compile
 	$(BIN)/pytest
 
 ## the daily cycle running by itself on live dates: UI and daemon on http://127.0.0.1:3000, reports on :3001
 ## (data in .data/live; the upstream feed publishes each morning at 06:00 New York)
-ui: $(VENV)/.installed
+ui: $(VENV)/.installed compile
 	$(BIN)/batch-platform ui
 
 ## the Dagster UI (and daemon) over what `make demo` recorded (2013 replay dates)
-ui-demo: $(VENV)/.installed
+ui-demo: $(VENV)/.installed compile
 	$(BIN)/batch-platform ui --replay
 
 ## benchmarks: platform against a raw baseline measured in the same run; writes bench/RESULTS.md
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-dev compile
 	$(BIN)/python -m bench
 
 ## forget the data and the recorded runs (keeps dagster_home/dagster.yaml)

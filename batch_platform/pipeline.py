@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from batch_platform import run_health, settings
 from batch_platform.lib import warehouse
@@ -71,7 +72,9 @@ def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
         if event.is_step_failure and event.step_failure_data is not None:
             user = event.step_failure_data.user_failure_data
             cause = user.description if user and user.description else describe_error(event.step_failure_data.error)
-            messages.append(f"{event.step_key}{where}: {cause}")
+            named = user.metadata.get("partition") if user and user.metadata else None
+            at = f" [partition {named.value}]" if named is not None and named.value else where
+            messages.append(f"{event.step_key}{at}: {cause}")
     return messages
 
 
@@ -183,6 +186,7 @@ def ingest_range(
     else:
         outcomes.append(run_job(defs, instance, "raw_reference_refresh", tags={"batch_platform/trigger": "cli"}))
 
+    days: list[tuple[str, list]] = []  # (day, the batches of its to load)
     for day, contracts in daily_batches(start, end, settings.data_clock(), schedule_through=schedule_through):
         key = day.isoformat()
         paths = {c.table: daily_batch_path(landing, c.table, day) for c in contracts}
@@ -190,7 +194,10 @@ def ingest_range(
         pending = [c for c in contracts if c.table not in unchanged]
         if not pending:
             outcomes.append(RunOutcome("raw_daily_ingest", key, None, True, "unchanged"))
-            continue
+        else:
+            days.append((key, pending))
+
+    def one_day(key: str, pending: list) -> None:
         partial = len(pending) < len(DAILY_CONTRACTS)
         selection = [dg.AssetKey([c.source, c.table]) for c in pending] if partial else None
         outcome = run_job(defs, instance, "raw_daily_ingest", key, tags={"batch_platform/trigger": "cli"},
@@ -198,7 +205,51 @@ def ingest_range(
         outcomes.append(outcome)
         only = f" ({', '.join(c.table for c in pending)})" if partial else ""
         echo(f"  {key}: " + ("loaded" if outcome.success else "FAILED — " + "; ".join(outcome.errors)) + only)
+
+    for keys in _whole_day_runs(days):
+        if len(keys) == 1:
+            one_day(keys[0], dict(days)[keys[0]])
+            continue
+        # consecutive days with every batch to load: one run over the range (the daemon's catch-up backfills
+        # run the same way), each table's days validated ahead in threads and loaded over one connection
+        outcome = run_job(defs, instance, "raw_daily_ingest", tags={
+            "batch_platform/trigger": "cli", ASSET_PARTITION_RANGE_START_TAG: keys[0],
+            ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        outcome.partition = f"{keys[0]}...{keys[-1]}"
+        outcomes.append(outcome)
+        if outcome.success:
+            for key in keys:
+                echo(f"  {key}: loaded")
+            continue
+        # a batch was rejected: its table's days before it are loaded, none after it. The rejected days are
+        # reported; the days left with batches to load get a run each, as without the range.
+        for key in keys:
+            errors = [e for e in outcome.errors if f"[partition {key}]" in e]
+            paths = {c.table: daily_batch_path(landing, c.table, dt.date.fromisoformat(key)) for c in DAILY_CONTRACTS}
+            left = [c for c in DAILY_CONTRACTS if c.table not in _unchanged_batches(db_path, key, paths)
+                    and paths[c.table].exists()]
+            if errors:
+                echo(f"  {key}: FAILED — " + "; ".join(errors))
+            if left and not errors:
+                one_day(key, left)
+            elif not errors:
+                echo(f"  {key}: loaded")
     return outcomes
+
+
+def _whole_day_runs(days: list[tuple[str, list]]) -> list[list[str]]:
+    """Group the days to load into runs: consecutive days with every daily batch to load share one run; a day
+    with only some of its batches to load (e.g. the next day's schedule alone) gets a run of its own."""
+    runs: list[list[str]] = []
+    for key, pending in days:
+        whole = len(pending) == len(DAILY_CONTRACTS)
+        prev = runs[-1] if runs else None
+        if (whole and prev is not None and len(dict(days)[prev[-1]]) == len(DAILY_CONTRACTS)
+                and dt.date.fromisoformat(key) - dt.date.fromisoformat(prev[-1]) == dt.timedelta(days=1)):
+            prev.append(key)
+        else:
+            runs.append([key])
+    return runs
 
 
 def warehouse_summary(db_path: Path) -> list[tuple[str, int, int, str | None, str | None]]:

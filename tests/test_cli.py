@@ -27,8 +27,9 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     first = run_cli("demo", "--start", "2013-01-01", "--end", "2013-01-24", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
-    # 24 flight days + the schedule of the 25th (published the day before) + the reference snapshots
-    assert "26 run(s), 0 unchanged" in out
+    # the reference snapshots, one run over the 24 flight days, the schedule of the 25th (published the day before)
+    assert "3 run(s), 0 unchanged" in out
+    assert all(f"2013-01-{d:02d}: loaded" in out for d in range(1, 25))
     assert "2013-01-25: loaded (flight_schedule)" in out
     assert f"Warehouse: {platform_env['warehouse']}" in out
     assert "raw.flights" in out and "2013-01-01 .. 2013-01-24" in out

@@ -333,8 +333,8 @@ def test_daily_batches_of_a_range_end_with_the_next_days_schedule():
 
 
 def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_batches(platform_env, instance):
-    """`batch-platform ingest` of flight days D1..D2 runs one job per day plus D3 with only the schedule
-    selected; a rerun skips everything; extending the range to D3 loads only D3's flights and weather (its
+    """`batch-platform ingest` of flight days D1..D2 runs one job over the range (every batch of both days) plus
+    D3 with only the schedule selected; a rerun skips everything; extending the range to D3 loads only D3's flights and weather (its
     schedule is loaded unchanged) and D4's schedule. (The ingest stage's own jobs and resources: the code
     location as a whole is test_definitions' business.)"""
     from batch_platform.defs.ingest.assets import raw_daily_ingest_job, raw_reference_refresh_job
@@ -347,7 +347,7 @@ def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_bat
     outcomes = ingest_range(defs, instance, D1, D2, echo=echoed.append)
     assert [(o.job, o.partition, o.success, o.skipped_reason) for o in outcomes] == [
         ("raw_reference_refresh", None, True, None),
-        *[("raw_daily_ingest", d.isoformat(), True, None) for d in (D1, D2, D3)],
+        ("raw_daily_ingest", f"{D1}...{D2}", True, None), ("raw_daily_ingest", str(D3), True, None),
     ]
 
     def loaded_by(outcome) -> set[str]:
@@ -355,7 +355,10 @@ def test_ingest_range_loads_the_next_days_schedule_alone_and_skips_unchanged_bat
         return {e.dagster_event.asset_key.path[-1] for e in events}
 
     every = {"flights", "weather", "flight_schedule"}
-    assert [loaded_by(o) for o in outcomes[1:]] == [every, every, {"flight_schedule"}]
+    assert [loaded_by(o) for o in outcomes[1:]] == [every, {"flight_schedule"}]
+    events = instance.all_logs(outcomes[1].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    assert sorted((e.dagster_event.asset_key.path[-1], e.dagster_event.partition) for e in events) == sorted(
+        (table, str(d)) for table in every for d in (D1, D2))  # each day of the range recorded as loaded
     assert echoed[-1] == f"  {D3}: loaded (flight_schedule)"
     with warehouse.connect(platform_env["warehouse"], read_only=True) as con:
         parts = {c.table: warehouse.loaded_partitions(con, c) for c in (FLIGHTS, FLIGHT_SCHEDULE)}

@@ -214,12 +214,14 @@ def ingest_many(
     clock: DataClock = REPLAY_CLOCK,
     now: dt.datetime | None = None,
     memory_limit: str = MEMORY_LIMIT,
+    on_loaded=None,
 ) -> list[IngestResult]:
     """Backfill: :func:`ingest_batch` for many batches, in order, faster. Validation runs ``workers`` batches
     ahead in threads (each in its own in-memory DuckDB, which releases the GIL); loads go in order over one
     warehouse connection, each partition replaced in its own transaction as :func:`ingest_batch` does. A rejected
     batch is quarantined and its error raised after every batch before it was loaded; none after it is. Each
-    validation, and the loads, are capped at ``memory_limit`` (so up to ``workers + 1`` times it in all)."""
+    validation, and the loads, are capped at ``memory_limit`` (so up to ``workers + 1`` times it in all).
+    ``on_loaded(result)`` is called as each batch is loaded (so a caller knows what was loaded before a rejection)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -258,6 +260,8 @@ def ingest_many(
                                             published_at=times.published_at, final_at=times.final_at,
                                             archived_path=batch.archived_path)
             results.append(IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked)))
+            if on_loaded is not None:
+                on_loaded(results[-1])
     return results
 
 

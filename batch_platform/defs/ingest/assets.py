@@ -18,7 +18,7 @@ from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.resources import LandingZoneResource, WarehouseResource
 from batch_platform.lib.landing import daily_batch_path, reference_batch_path
 from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS, TableContract
-from batch_platform.lib.ingest import ingest_batch
+from batch_platform.lib.ingest import ingest_batch, ingest_many
 from batch_platform.lib.validation import BatchRejected
 
 RAW_GROUP = "raw"
@@ -58,6 +58,21 @@ class Rejected(Exception):
         self.failure = failure
 
 
+def _rejected(contract: TableContract, day: dt.date | None, e: BatchRejected) -> Rejected:
+    return Rejected(dg.Failure(
+        description=f"{contract.qualified_name} {day or 'snapshot'}: {e}",
+        metadata={
+            "error": type(e).__name__,
+            "rule": e.rule,
+            "rows": e.rows if e.rows is not None else -1,
+            "examples": dg.MetadataValue.json([str(x) for x in e.examples]),
+            "quarantined_to": str(e.quarantined_to or ""),
+            "partition": day.isoformat() if day else "",
+        },
+        allow_retries=False,
+    ))
+
+
 def _load(
     context: dg.AssetExecutionContext,
     contract: TableContract,
@@ -81,17 +96,42 @@ def _load(
             clock=settings.data_clock(),
         )
     except BatchRejected as e:
-        raise Rejected(dg.Failure(
-            description=f"{contract.qualified_name} {day or 'snapshot'}: {e}",
-            metadata={
-                "error": type(e).__name__,
-                "rule": e.rule,
-                "rows": e.rows if e.rows is not None else -1,
-                "examples": dg.MetadataValue.json([str(x) for x in e.examples]),
-                "quarantined_to": str(e.quarantined_to or ""),
-            },
-            allow_retries=False,
-        )) from e
+        raise _rejected(contract, day, e) from e
+    return _loaded_metadata(context, contract, path, warehouse, result)
+
+
+def _load_days(
+    context: dg.AssetExecutionContext,
+    contract: TableContract,
+    days: list[dt.date],
+    warehouse: WarehouseResource,
+    landing_zone: LandingZoneResource,
+    loaded: dict[str, dict],
+) -> None:
+    """Validate and load many days' batches of one table in day order (:func:`ingest_many`: validation runs ahead
+    in threads, one warehouse connection), each day's metadata into ``loaded`` as it is loaded; ``Rejected`` at the
+    first rejected day (the days before it stay loaded, none after it is)."""
+    paths = {day: daily_batch_path(Path(landing_zone.landing_dir), contract.table, day) for day in days}
+    try:
+        ingest_many(
+            warehouse.db_path,
+            [(contract, paths[day], day) for day in days],
+            quarantine_dir=Path(landing_zone.quarantine_dir),
+            archive_dir=Path(landing_zone.archive_dir),
+            run_id=context.run.run_id,
+            require_manifest=landing_zone.require_manifest,
+            lock_timeout_s=warehouse.lock_timeout_s,
+            clock=settings.data_clock(),
+            on_loaded=lambda r: loaded.__setitem__(
+                r.load.partition_key, _loaded_metadata(context, contract, paths[dt.date.fromisoformat(
+                    r.load.partition_key)], warehouse, r)),
+        )
+    except BatchRejected as e:
+        day = next(d for d in days if d.isoformat() not in loaded)
+        raise _rejected(contract, day, e) from e
+
+
+def _loaded_metadata(context, contract: TableContract, path: Path, warehouse: WarehouseResource, result) -> dict:
     load, batch = result.load, result.batch
     context.log.info(
         f"{contract.qualified_name} partition {load.partition_key}: {load.rows} rows loaded "
@@ -141,16 +181,18 @@ def build_daily_raw_asset(contract: TableContract) -> dg.AssetsDefinition:
     )
     def _raw_daily(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
         loaded: dict[str, dict] = {}
-        for key in context.partition_keys:
-            day = dt.date.fromisoformat(key)
-            path = daily_batch_path(Path(landing.landing_dir), contract.table, day)
-            try:
-                loaded[key] = _load(context, contract, path, day, warehouse, landing)
-            except Rejected as e:
-                # the days loaded so far stay loaded, and recorded as such; the run fails on the rejected one
-                for done, metadata in loaded.items():
-                    yield dg.AssetMaterialization(asset_key=context.asset_key, partition=done, metadata=metadata)
-                raise e.failure from e
+        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+        try:
+            if len(days) == 1:
+                path = daily_batch_path(Path(landing.landing_dir), contract.table, days[0])
+                loaded[days[0].isoformat()] = _load(context, contract, path, days[0], warehouse, landing)
+            else:
+                _load_days(context, contract, days, warehouse, landing, loaded)
+        except Rejected as e:
+            # the days loaded so far stay loaded, and recorded as such; the run fails on the rejected one
+            for done, metadata in loaded.items():
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=done, metadata=metadata)
+            raise e.failure from e
         yield dg.MaterializeResult(metadata=_range_metadata(loaded))
 
     return _raw_daily
