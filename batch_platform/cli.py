@@ -432,7 +432,11 @@ def cmd_score(args: argparse.Namespace) -> int:
                 print(f"  {'':<34} drift vs v{meta.get('model_version')}'s training sample: "
                       f"{meta.get('drift_severity', 'n/a')} — {ev.description}")
                 if meta.get("html_report"):  # the check saves its inputs; the report is rendered when asked
-                    print(f"  {'':<34} Evidently report: {drift_report.render(meta['html_report'])}")
+                    html = meta["html_report"]
+                    where = f"{settings.report_url(html)} (rendered when opened, with make ui / ui-demo)"
+                    print(f"  {'':<34} Evidently report: {html if Path(html).exists() else where}")
+                    if not Path(html).exists():
+                        print(f"  {'':<34}   or now: batch-platform report {html}")
     return 0 if outcome.success else 1
 
 
@@ -543,6 +547,20 @@ def _demo_example(args: argparse.Namespace) -> int:
         return example_demo.run(args.example, args.days)
     return subprocess.call([sys.executable, "-m", "batch_platform.cli", "demo", "--example", args.example,
                             "--days", str(args.days)], env={**os.environ, **env})
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render drift reports from the inputs their checks saved (the report server does it when one is opened)."""
+    from batch_platform.lib import drift_report
+
+    rc = 0
+    for path in args.paths:
+        try:
+            print(drift_report.render(path))
+        except drift_report.DriftReportError as e:
+            print(f"{path}: {e}", file=sys.stderr)
+            rc = 1
+    return rc
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -868,6 +886,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="one spec (default: every spec)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("report", help="render drift reports (Evidently HTML) now, from the inputs their checks saved "
+                       "(the report server renders one when it is first opened)")
+    p.add_argument("paths", nargs="+", help="the reports' .html paths, as score prints them")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("serve", help="the serving endpoint: GET /predictions/<spec>/<key>, POST /predictions/<spec> "
                        "{\"keys\": [...]}, /healthz, /readyz (loopback by default)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

@@ -45,8 +45,13 @@ def test_demo_prints_summary_is_rerunnable_and_records_runs(platform_env, tmp_pa
     assert "no prediction" in lookups[-1]  # a flight that does not exist
     # and shows the day's drift verdict against the champion's frozen training sample, with Evidently's report
     assert "drift vs v1's training sample:" in out
-    report = next(line for line in out.splitlines() if "Evidently report:" in line).split("Evidently report:")[1]
-    assert Path(report.strip()).is_file() and report.strip().endswith(".html")
+    # served by the report server (rendered when opened), or rendered now by `report`
+    report = next(line for line in out.splitlines() if "or now: batch-platform report" in line).split("report ")[-1]
+    assert "Evidently report: http://127.0.0.1:3001/drift_reports/" in out and not Path(report).exists()
+    rendered = run_cli("report", report, env=env)
+    assert rendered.returncode == 0 and rendered.stdout.strip() == report and Path(report).is_file(), rendered.stderr
+    text = Path(report).read_text()
+    assert "<html" in text[:1000] and "drift" in text.lower()
     registry_lines = [line for line in out.splitlines() if line.strip().startswith("flight_") and "champion" in line]
     assert len(registry_lines) == 3  # three specs, each with a first champion
 
