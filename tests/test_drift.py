@@ -55,6 +55,53 @@ def test_reference_is_calibrated_per_day(reference):
     assert reference.missing_share == {c: 0.0 for c in reference.numeric + reference.categorical}
 
 
+def _calibrate_batch_by_batch(ref, frame, scores, batches, sample_batches) -> dict:
+    """The calibration as its definition reads: each batch's side against the reference side of the other
+    batches' sample rows, built afresh per batch (what lib.drift_reference._calibrate computes faster)."""
+    from batch_platform.lib import drift_statistics as ds
+    from batch_platform.lib.drift_reference import MIN_BATCH_ROWS
+
+    keys, rows, values = [], [], {c: [] for c, _ in ref.tests()}
+    for key, pos in pd.Series(np.arange(len(frame))).groupby(batches.to_numpy(), sort=True):
+        pos = pos.to_numpy()
+        if len(pos) < MIN_BATCH_ROWS:
+            continue
+        current = ds.current_side(ref, frame.iloc[pos], np.asarray(scores)[pos])
+        d = ds.distances(ref, ds.reference_side(ref, sample_batches != key), current)
+        keys.append(str(key))
+        rows.append(int(len(pos)))
+        for c, m in ref.tests():
+            values[c].append(round(d[(c, m)], 6) if np.isfinite(d[(c, m)]) else None)
+    return {"batch_column": str(batches.name), "batches": keys, "rows": rows, "distances": values}
+
+
+def test_calibration_equals_the_batch_by_batch_definition():
+    """Missing values, an unseen category, mixed types in a categorical, a batch too small to use, -0.0 and 0.0:
+    the calibration is the batch-by-batch one, value for value."""
+    from batch_platform.lib.drift_reference import _calibrate
+
+    rng = np.random.default_rng(7)
+    frame, scores = _training(rng)
+    frame.loc[rng.choice(len(frame), 2000, replace=False), "steady0"] = np.nan
+    frame.loc[rng.choice(len(frame), 500, replace=False), "carrier"] = None
+    frame["counts"] = frame["counts"].astype(object)
+    frame.loc[frame.index[:40], "counts"] = "n/a"  # not numeric: coerced to NaN on both paths
+    frame.loc[frame.index[::97], "twin"] = -0.0
+    frame.loc[frame.index[1::97], "twin"] = 0.0
+    frame["carrier"] = frame["carrier"].astype(object)
+    frame.loc[frame.index[5::301], "carrier"] = 7  # an int among the strings
+    small = frame.index[frame[EVENT_TIMESTAMP] == frame[EVENT_TIMESTAMP].max()][50:]
+    frame, scores = frame.drop(index=small).reset_index(drop=True), np.delete(scores, small)
+    features = [c for c in frame.columns if c != EVENT_TIMESTAMP]
+    ref = drift.build_reference(frame, features, ["carrier"], scores, seed=3)
+    batches = frame[EVENT_TIMESTAMP]
+    sample_batches = batches.to_numpy()[np.sort(np.random.default_rng(3).choice(len(frame), size=min(5000, len(frame)),
+                                                                            replace=False))]
+    expected = _calibrate_batch_by_batch(ref, frame, scores, batches, sample_batches)
+    assert len(expected["batches"]) == TRAINING_DAYS - 1  # the cut-down last day is too small
+    assert _calibrate(ref, frame, scores, batches, sample_batches) == expected == ref.calibration
+
+
 def test_power_and_false_alarms_over_seeds(reference):
     """A 0.25σ shift of one steady column (each in turn, 20 seeds each) makes the day ERROR in >= 95 % of the
     trials; of the volatile column, rarely; stable days are ERROR in <= 5 %."""

@@ -126,19 +126,64 @@ def _groups(sample: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
 
 def _calibrate(ref: DriftReference, frame: pd.DataFrame, scores: np.ndarray, batches: pd.Series,
                sample_batches: np.ndarray) -> dict:
-    """Distance of each training batch (all its rows) to the sample rows of the other batches, per test."""
-    from batch_platform.lib import drift_statistics  # it builds on this module's reference
+    """Distance of each training batch (all its rows) to the sample rows of the other batches, per test.
+
+    The same values as :func:`drift_statistics.current_side` of the batch against
+    :func:`drift_statistics.reference_side` of the other batches' sample rows, and the same distances: every
+    column is converted once for the whole frame and the sample is sorted once; a batch's side is then its rows'
+    slice, and the reference without the batch is the sorted sample with the batch's rows masked out (still
+    sorted) and the category counts less the batch's."""
+    from batch_platform.lib import drift_statistics as ds  # it builds on this module's reference
 
     tests = ref.tests()
+    scores = np.asarray(scores, dtype="float64")
+    whole, sample_rows = {}, {}  # per numeric column (and the score): the frame's values; per categorical: codes
+    for c in ref.numeric:
+        column = frame[c]
+        whole[c] = (column.to_numpy(dtype="float64", na_value=np.nan)
+                    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
+                    else pd.to_numeric(column, errors="coerce").astype("float64").to_numpy())
+    for c in ref.categorical:
+        whole[c] = ds._category_codes(frame[c].reset_index(drop=True), ds.category_space(ref, c))[0]
+    whole[SCORE] = scores
+    whole[SCORE_BIN] = ds._score_bins(scores, ref.score_edges)
+
+    reference = ds.reference_side(ref)  # every sample row: sorted numeric values, category counts
+    # batches as integer codes in key order (the frame's and the sample rows'); comparing codes, not the keys
+    batch_codes, uniques = pd.factorize(batches, sort=True)  # a missing key: -1, in no batch
+    sample_batches = pd.Index(uniques).get_indexer(pd.Index(sample_batches))
+    sample_sorted = {}  # numeric: (sorted finite values, the batch of each)
+    for c in ref.numeric + [SCORE]:
+        values = ref.sample[c].to_numpy(dtype="float64", na_value=np.nan)
+        finite = np.flatnonzero(np.isfinite(values))
+        order = finite[np.argsort(values[finite], kind="stable")]
+        sample_sorted[c] = (values[order], sample_batches[order])
+    sample_codes = {}
+    for c in ref.categorical:
+        space = ds.category_space(ref, c)
+        codes = pd.Index(space).get_indexer(ref.sample[c].astype(str))
+        codes[codes < 0] = space.index(OTHER)
+        sample_codes[c] = (codes, len(space))
+    sample_codes[SCORE_BIN] = (ds._score_bins(ref.sample[SCORE].to_numpy(dtype="float64"), ref.score_edges),
+                               len(ref.score_edges) + 1)
+
     keys, rows, values = [], [], {c: [] for c, _ in tests}
-    positions = pd.Series(np.arange(len(frame))).groupby(batches.to_numpy(), sort=True)
-    for key, pos in positions:
-        pos = pos.to_numpy()
+    order = np.argsort(batch_codes, kind="stable")
+    bounds = np.searchsorted(batch_codes[order], np.arange(len(uniques) + 1))
+    for key in range(len(uniques)):
+        pos = order[bounds[key]:bounds[key + 1]]
         if len(pos) < MIN_BATCH_ROWS:
             continue
-        current = drift_statistics.current_side(ref, frame.iloc[pos], np.asarray(scores)[pos])
-        d = drift_statistics.distances(ref, drift_statistics.reference_side(ref, sample_batches != key), current)
-        keys.append(str(key))
+        current, others = ds.Side(rows=len(pos)), ds.Side(rows=int((sample_batches != key).sum()))
+        for c, (vals, where) in sample_sorted.items():
+            batch = whole[c][pos]
+            current.sorted[c] = np.sort(batch[np.isfinite(batch)])
+            others.sorted[c] = vals[where != key]
+        for c, (codes, size) in sample_codes.items():
+            current.counts[c] = np.bincount(whole[c][pos], minlength=size)
+            others.counts[c] = reference.counts[c] - np.bincount(codes[sample_batches == key], minlength=size)
+        d = ds.distances(ref, others, current)
+        keys.append(str(uniques[key]))
         rows.append(int(len(pos)))
         for c, m in tests:
             v = d[(c, m)]
@@ -181,7 +226,7 @@ def build_reference(frame: pd.DataFrame, features: list[str], categorical: list[
     )
     if batch_column is not None and batch_column in frame.columns:
         batches = frame[batch_column].reset_index(drop=True)
-        ref.calibration = _calibrate(ref, frame, scores, batches, batches.to_numpy()[idx])
+        ref.calibration = _calibrate(ref, frame, scores, batches, batches.iloc[idx])
     return ref
 
 

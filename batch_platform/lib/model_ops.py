@@ -79,7 +79,7 @@ def gate_candidate(spec: ModelSpec, frame: pd.DataFrame, candidate: ModelVersion
     report["champion_version"] = champion.version if champion is not None else None
     report["spec"] = spec.name
     report["test_window"] = {
-        "first_day": str(min(window[spec.label.date_column])), "last_day": str(max(window[spec.label.date_column])),
+        "first_day": str(window[spec.label.date_column].min()), "last_day": str(window[spec.label.date_column].max()),
         "rows": int(len(window)),
     }
     return report

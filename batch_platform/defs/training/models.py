@@ -153,8 +153,8 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             train_rows, booster.feature_name(), trained.categorical,
             training.score(booster, train_rows, trained.categorical), rows=spec.monitoring.drift.reference_rows,
             exclude=spec.monitoring.drift.exclude,
-            source={"spec": spec.name, "split": "train", "first_day": str(min(train_rows[spec.label.date_column])),
-                    "last_day": str(max(train_rows[spec.label.date_column])), "model_sha256": sha},
+            source={"spec": spec.name, "split": "train", "first_day": str(train_rows[spec.label.date_column].min()),
+                    "last_day": str(train_rows[spec.label.date_column].max()), "model_sha256": sha},
         )
         ref_path, ref_sha = drift.save_reference(reference, Path(model_registry.artifacts_dir) / "drift_references"
                                                  / spec.name)
