@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from batch_platform.lib.feast_import import import_feast
+
 DECLARATION = "features.yaml"
 FEATURES_DIR_VAR = "BATCH_PLATFORM_FEATURES_DIR"
 EXPORT_DIR_VAR = "BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR"
@@ -54,6 +56,7 @@ def _dir(var: str) -> Path:
 
 
 def _types() -> dict[str, Any]:
+    import_feast()
     from feast.types import Bool, Float64, Int64, String, UnixTimestamp
 
     return {"Int64": Int64, "Float64": Float64, "String": String, "UnixTimestamp": UnixTimestamp, "Bool": Bool}
@@ -65,6 +68,7 @@ def declared_objects(repo_dir: Path | str) -> dict[str, Any]:
     path = Path(repo_dir) / DECLARATION
     if not path.exists():
         return {}
+    import_feast()
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.data_format import ParquetFormat
 
@@ -146,6 +150,7 @@ def prediction_objects() -> dict[str, Any]:
     entity key; TTL ``scoring.online_ttl_hours``), its push source and the key's entity. The push source's batch
     source is the parquet export of the spec's prediction table (``$BATCH_PLATFORM_PREDICTIONS_EXPORT_DIR``); the
     views are fed by push only, never materialized from it."""
+    import_feast()
     from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.data_format import ParquetFormat
 

@@ -65,6 +65,7 @@ import pandas as pd
 from batch_platform import settings
 from batch_platform.lib import faults, wide_store
 from batch_platform.lib.feast_declarations import KIND_TAG, PREDICTIONS_KIND
+from batch_platform.lib.feast_import import import_feast
 from batch_platform.lib.files import file_lock
 
 if TYPE_CHECKING:  # feast takes seconds to import: only when a client is used
@@ -76,30 +77,8 @@ FEAST_TIMESTAMP = "event_timestamp"  # the entity timestamp column name we hand 
 _ROW = "__batch_platform_entity_row"  # distinct (keys, timestamp) id we add and drop
 _TS_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 _IMPORT_LOCK = threading.Lock()
-_FEAST_IMPORT_LOCK = threading.Lock()
 _NUMERIC_TYPES = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"}
 LOCK_TIMEOUT_S = 30 * 60
-
-
-def import_feast() -> None:
-    """Import Feast (once per process) with typeguard's ``@typechecked`` as the identity.
-
-    Feast decorates its classes with typeguard's ``@typechecked``, which recompiles each decorated function's
-    source with argument and return checks when the module is imported: 4 of the 5.5 s ``import feast`` takes
-    here, paid by every process that opens the feature store (a run worker's feature build, training set or
-    scoring step). typeguard is a development aid that does nothing under ``python -O``; Feast is the only
-    installed package that uses it (``tests/test_feature_store.py`` checks both), and a well-typed call behaves the
-    same either way. Called before the first ``from feast ...`` of this module's entry points."""
-    with _FEAST_IMPORT_LOCK:
-        if "feast" in sys.modules:
-            return
-        import typeguard
-
-        def typechecked(target=None, **_options):
-            return target if target is not None else (lambda target: target)
-
-        typeguard.typechecked = typechecked
-        import feast  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,6 +271,7 @@ class FeatureStoreClient:
             raise FeatureStoreNotApplied(f"the Feast registry {self.registry_path} holds no feature views")
 
     def _feature_view(self, name: str) -> feast.FeatureView:
+        import_feast()
         from feast.errors import FeatureViewNotFoundException
 
         try:
@@ -301,6 +281,7 @@ class FeatureStoreClient:
             raise UnknownFeatureObject(f"unknown feature view {name!r}; the registry has {known}") from None
 
     def _feature_service(self, name: str) -> feast.FeatureService:
+        import_feast()
         from feast.errors import FeatureServiceNotFoundException
 
         try:
@@ -313,6 +294,7 @@ class FeatureStoreClient:
     def apply(self) -> ApplySummary:
         """``feast apply`` of the repo: register its objects, delete registry objects it no longer defines, create
         the online tables. Idempotent (a second call changes nothing)."""
+        import_feast()
         from feast.feature_view import DUMMY_ENTITY_NAME
         from feast.repo_operations import apply_total_with_repo_instance
 
@@ -390,6 +372,7 @@ class FeatureStoreClient:
         """sha256 of the repo's feature definitions (entities; views with entities, features and types, TTL, online
         flag and the path-independent parts of their source; services with their projections). Independent of
         machine, checkout location and data paths; changes when any of those definitions change."""
+        import_feast()
         from feast.feature_view import DUMMY_ENTITY_NAME
 
         _ensure_env()
@@ -582,6 +565,7 @@ class FeatureStoreClient:
         """Write ``df`` (join keys, the source's timestamp field, features) to the online store through a
         PushSource; returns the rows pushed. SQLite: last write wins per key; Redis: the newest event timestamp
         wins (a row not newer than the stored one is skipped)."""
+        import_feast()
         from feast.data_source import PushMode
         from feast.errors import DataSourceObjectNotFoundException, PushSourceNotFoundException
 
@@ -1004,6 +988,7 @@ def canonical_definitions(entities, views, services) -> dict[str, Any]:
     Left out on purpose: descriptions, tags, owners, registry timestamps and the source's directory (a FileSource
     keeps only its file name), so the value is the same on every machine and for every data location.
     """
+    import_feast()
     from feast.feature_view import DUMMY_ENTITY_NAME
 
     def field_list(fields) -> list[list[str]]:
