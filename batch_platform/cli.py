@@ -509,7 +509,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"== batch_platform demo: flight days {clock.describe(args.start)} .. {clock.describe(args.end)} "
           f"(data in {paths[settings.DATA_DIR_VAR]})")
     print("-- 1/5 land the upstream batches")
-    args.scale, args.seed, args.landing_dir = 1, 13, None
+    args.seed, args.landing_dir = 13, None
     rc = cmd_land(args)
     if rc:
         return rc
@@ -854,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a shipped example project instead of flights (batch_platform/examples/NAME: "
                    "chicago_ridership), in a data dir of its own (.data/examples/NAME unless BATCH_PLATFORM_DATA_DIR)")
     p.add_argument("--days", type=int, default=120, help="--example: days of history to land before the scored day")
+    p.add_argument("--scale", type=int, default=1, help="land N copies of every flight (benchmarks: python -m bench)")
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("status", help="what the warehouse holds").set_defaults(func=cmd_status)

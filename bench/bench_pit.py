@@ -94,9 +94,9 @@ def entity_frame(days: int, rng: np.random.Generator) -> pd.DataFrame:
     })
 
 
-def raw_sql(store, keys: dict[str, str]) -> str:
-    """The hand-written query for this service: one ASOF LEFT JOIN per view, TTL as a CASE."""
-    service = store.get_feature_service(SERVICE)
+def raw_sql(store, keys: dict[str, str], service: str = SERVICE) -> str:
+    """The hand-written query for ``service``: one ASOF LEFT JOIN per view, TTL as a CASE."""
+    service = store.get_feature_service(service)
     joins, selects = [], []
     for i, p in enumerate(service.feature_view_projections):
         view = store.get_feature_view(p.name)

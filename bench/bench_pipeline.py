@@ -1,0 +1,267 @@
+"""The whole pipeline, Jan-Feb 2013, as users run it, against a bare script doing the same work.
+
+Platform: the CLI commands of the daily cycle in a fresh data dir, each a process of its own (``ingest`` of the
+59 flight days, ``features``: dbt build with its tests + Feast apply + online store, ``train``: training sets,
+leakage check, candidates, gate, registry, drift reference, ``score`` of 2013-03-01 with its checks and the online
+push). Bare: ``bench.pipeline_bare`` (its docstring): plain ``read_csv``, the dbt models' compiled SQL, one ASOF
+join per view, ``lgb.train``, predict and one insert -- no contracts, dbt tests, Feast, gate, registry or drift.
+
+Both start from the same landed files (``land --scale N`` once per scale, outside the clock); the platform and the
+bare script alternate, ``REPEATS`` times each (``BENCH_PIPELINE_REPEATS``, default 3). Each side's wall time is
+its processes' fork-to-exit time (start-up included: users pay it); per-stage rows are shown as reports. The rows
+each side produced are compared (feature tables, training sets, scored rows). Target: platform <= 3x bare at x10.
+
+    python -m bench.bench_pipeline            (or: python -m bench --only pipeline)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.measure import figure, median, run_child
+
+SCALES = {"x1": 1, "x10": 10}
+REPEATS = int(os.environ.get("BENCH_PIPELINE_REPEATS", "3"))
+START, END, DAY = dt.date(2013, 1, 1), dt.date(2013, 2, 28), dt.date(2013, 3, 1)
+TARGET = 3.0
+STAGES = {  # stage -> CLI arguments (each a process of its own)
+    "ingest": ["ingest", "--start", START.isoformat(), "--end", END.isoformat()],
+    "features": ["features"],
+    "train": ["train"],
+    "score": ["score", "--day", DAY.isoformat()],
+}
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "batch-platform")
+
+
+def _env(data: Path, home: Path) -> dict[str, str]:
+    from batch_platform import settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_PLATFORM_")}
+    return {**env, settings.DATA_DIR_VAR: str(data), "DAGSTER_HOME": str(home)}
+
+
+def land(root: Path, scale: int) -> Path:
+    landing = root / f"landing-x{scale}"
+    subprocess.run([CLI, "land", "--start", START.isoformat(), "--end", END.isoformat(), "--scale", str(scale),
+                    "--landing-dir", str(landing)], env=_env(root / "land-data", root / "land-home"), check=True,
+                   stdout=subprocess.DEVNULL)
+    return landing
+
+
+def platform(root: Path, landing: Path) -> tuple[dict[str, float], dict[str, int], Path]:
+    """The CLI stages in a fresh data dir: (seconds per stage, peak RSS KiB per stage, the data dir)."""
+    data, home = root / "data", root / "home"
+    shutil.copytree(landing, data / "landing")
+    home.mkdir(parents=True)
+    seconds, rss = {}, {}
+    with open(root / "cli.log", "w") as log:
+        for stage, args in STAGES.items():
+            seconds[stage], status, rss[stage] = run_child([CLI, *args], env=_env(data, home), stdout=log,
+                                                           stderr=subprocess.STDOUT)
+            if status:
+                raise RuntimeError(f"platform {stage} exited {status}; see {root / 'cli.log'}")
+    return seconds, rss, data
+
+
+def _dbt_build_folder(data: Path) -> Path:
+    folders = [p for p in (data / "dbt_runs").iterdir() if p.is_dir() and (p / "run_results.json").exists()]
+    return max(folders, key=lambda p: p.stat().st_mtime)
+
+
+def plan(data: Path, landing: Path, out: Path) -> dict:
+    """What the bare script runs, read off the platform's build in ``data`` (paths moved to ``out``)."""
+    import duckdb
+
+    from batch_platform.lib import training, warehouse
+    from batch_platform.lib.contracts import DAILY_CONTRACTS, REFERENCE_CONTRACTS
+    from batch_platform.lib.specs import load_specs
+    from batch_platform.lib.training_set import EVENT_TIMESTAMP, LABEL, LABEL_FINAL_AT, SPLIT
+    from bench import bench_pit
+
+    def moved(text: str) -> str:
+        return text.replace(str(data.resolve()), str(out)).replace(str(data), str(out))
+
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        raw = {}
+        lineage = {"_partition_date", "_batch_file", "_batch_sha256"}
+        for c in DAILY_CONTRACTS + REFERENCE_CONTRACTS:
+            files = sorted(str(p) for p in (landing / c.table).glob("*.csv"))
+            header = Path(files[0]).read_text().split("\n", 1)[0].split(",")
+            types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                     "table_schema = 'raw' AND table_name = ?", [c.table]).fetchall())
+            raw[c.table] = {"files": files, "columns": {h: types[h] for h in header if h not in lineage},
+                            "null_tokens": list(c.null_tokens), "partitioned": c.partitioning is not None}
+        cutoff = warehouse.newest_publication(con)
+    finally:
+        con.close()
+
+    build = _dbt_build_folder(data)
+    manifest = json.loads((build / "manifest.json").read_text())
+    results = {r["unique_id"]: r for r in json.loads((build / "run_results.json").read_text())["results"]}
+    nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in ("model", "seed")}
+    order, seen = [], set()
+
+    def visit(uid: str) -> None:
+        if uid in seen or uid not in nodes:
+            return
+        seen.add(uid)
+        for parent in nodes[uid].get("depends_on", {}).get("nodes", []):
+            visit(parent)
+        order.append(uid)
+
+    for uid in sorted(nodes):
+        visit(uid)
+    models = []
+    for uid in order:
+        n = nodes[uid]
+        m = {"schema": n["schema"], "name": n["alias"] or n["name"],
+             "materialized": "seed" if n["resource_type"] == "seed" else n["config"]["materialized"]}
+        if m["materialized"] != "seed":
+            m["sql"] = moved(results[uid]["compiled_code"])
+        if m["materialized"] == "seed":
+            m["file"] = str(REPO / "dbt_project" / n["original_file_path"])
+            m["types"] = n["config"].get("column_types") or {}
+        if m["materialized"] == "external":
+            view = (build / "run" / n["package_name"] / n["original_file_path"]).read_text()
+            m["location"] = moved(view.split("read_parquet('", 1)[1].split("'", 1)[0])
+        models.append(m)
+
+    specs = {}
+    os.environ.update(_env(data, data.parent / "home"))
+    from batch_platform import settings
+    from batch_platform.lib.feature_store import FeatureStoreClient
+
+    settings.export_defaults()
+    store = FeatureStoreClient().store
+    for name, spec in load_specs().items():
+        splits = spec.split_days(cutoff)
+        first, last = splits["train"][0], splits["test"][1]
+        cols = list(dict.fromkeys([spec.entity.key, spec.label.date_column, *spec.entity.join_keys,
+                                   *spec.passthrough_features]))
+        views = [store.get_feature_view(p.name)
+                 for p in store.get_feature_service(spec.feature_service).feature_view_projections]
+        sql = bench_pit.raw_sql(store, {v.name: v.join_keys[0] for v in views}, spec.feature_service)
+        for v in views:  # the published link -> the generation folder the bare script writes
+            sql = sql.replace(v.batch_source.path, os.path.realpath(v.batch_source.path))
+        sql = moved(sql)
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        specs[name] = {
+            "label_sql": f"SELECT {', '.join(cols)}, CAST({spec.label.sql} AS {spec.label_sql_type}) AS {LABEL} "
+                         f"FROM marts__a.{spec.label.model} WHERE {spec.label.date_column} BETWEEN DATE '{first}' "
+                         f"AND DATE '{last}' AND ({spec.label.sql}) IS NOT NULL ORDER BY {spec.entity.key}",
+            "date_column": spec.label.date_column,
+            "cutoffs": {d.isoformat(): spec.prediction_cutoff(d).isoformat() for d in days},
+            "asof_sql": sql, "score_sql": sql, "score_cutoff": spec.prediction_cutoff(DAY).isoformat(),
+            "excluded": sorted({spec.entity.key, spec.label.date_column, EVENT_TIMESTAMP, LABEL, LABEL_FINAL_AT,
+                                SPLIT} | (set(spec.entity.join_keys) - set(spec.categorical_features))),
+            "categorical": list(spec.categorical_features),
+            "train": [str(d) for d in splits["train"]], "validation": [str(d) for d in splits["validation"]],
+            "params": {**training._base_params(spec, training.TrainConfig()), **training.BASELINE},
+        }
+    return {"out": str(out), "day": DAY.isoformat(), "platform_warehouse": str(data / "warehouse.duckdb"),
+            "raw": raw, "models": models, "specs": specs}
+
+
+def platform_rows(data: Path) -> dict:
+    """What the platform produced: feature tables' rows, training-set rows, scored rows of the day."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from batch_platform.lib import scoring
+    from batch_platform.lib.specs import load_specs
+
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        tables = {t: con.execute(f'SELECT count(*) FROM "marts__a"."{t}"').fetchall()[0][0] for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts__a'").fetchall()}
+        scored = {name: con.execute(f"SELECT count(*) FROM {scoring.table_name(spec)} WHERE "
+                                    f"{scoring.PARTITION} = ?", [DAY]).fetchall()[0][0]
+                  for name, spec in load_specs().items()}
+    finally:
+        con.close()
+    sets = {}
+    for name in load_specs():
+        snaps = sorted((data / "artifacts" / "training_sets" / name).glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+        sets[name] = pq.read_metadata(snaps[-1]).num_rows
+    return {"features": tables, "training_sets": sets, "scored": scored}
+
+
+def bare(plan_file: Path, out: Path) -> tuple[float, int, dict]:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with open(out.parent / f"{out.name}.json", "w") as stdout:
+        seconds, status, rss = run_child([sys.executable, "-m", "bench.pipeline_bare", str(plan_file)],
+                                         stdout=stdout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if status:
+        raise RuntimeError(f"the bare pipeline exited {status}")
+    return seconds, rss, json.loads((out.parent / f"{out.name}.json").read_text().strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[dict]:
+    figures = []
+    repeats = 1 if quick else REPEATS
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for scale, n in SCALES.items():
+            landing = land(root, n)
+            ours, theirs, stage_ours, stage_theirs, rss = [], [], [], [], {"platform": 0, "raw": 0}
+            plan_file, out, same, note = root / f"plan-{scale}.json", root / f"bare-{scale}", True, ""
+            for r in range(repeats):
+                p_root = root / f"platform-{scale}-{r}"
+                seconds, p_rss, data = platform(p_root, landing)
+                ours.append(sum(seconds.values()))
+                stage_ours.append(seconds)
+                rss["platform"] = max(rss["platform"], max(p_rss.values()) // 1024)
+                if r == 0:
+                    plan_file.write_text(json.dumps(plan(data, landing, out)))
+                    ours_rows = platform_rows(data)
+                wall, b_rss, result = bare(plan_file, out)
+                theirs.append(wall)
+                stage_theirs.append(result["seconds"])
+                rss["raw"] = max(rss["raw"], b_rss // 1024)
+                if r == 0:
+                    their_rows = result["rows"]
+                    same = (ours_rows["features"] == {t: their_rows["features"][t] for t in ours_rows["features"]}
+                            and ours_rows["training_sets"] == their_rows["training_sets"]
+                            and ours_rows["scored"] == their_rows["scored"])
+                    note = (f"rows: feature tables {sum(ours_rows['features'].values()):,} (bare "
+                            f"{sum(their_rows['features'].get(t, 0) for t in ours_rows['features']):,}); "
+                            f"training sets {ours_rows['training_sets']} (bare {their_rows['training_sets']}); "
+                            f"scored {ours_rows['scored']} (bare {their_rows['scored']}, no fallbacks)")
+                if r + 1 < repeats:
+                    shutil.rmtree(p_root, ignore_errors=True)
+            figures.append(figure(
+                f"whole pipeline Jan-Feb, {scale}", "s", median(ours), median(theirs),
+                target=f"<= {TARGET:g}x raw" if scale == "x10" else None,
+                meets=(lambda ratio: ratio <= TARGET) if scale == "x10" else None, identical=same,
+                platform_runs=ours, raw_runs=theirs, peak_rss_mib=rss,
+                note="CLI ingest + features + train + score (each its own process) vs bench.pipeline_bare; "
+                     + note))
+            for stage in STAGES:
+                figures.append(figure(
+                    f"  stage {stage}, {scale}", "s", median([s[stage] for s in stage_ours]),
+                    median([s[stage] for s in stage_theirs]), target=None, meets=None,
+                    platform_runs=[s[stage] for s in stage_ours], raw_runs=[s[stage] for s in stage_theirs],
+                    note="platform: the CLI command's process; bare: the stage inside its one process (start-up in "
+                         "the total only)"))
+            shutil.rmtree(landing, ignore_errors=True)
+    return figures
+
+
+def main(quick: bool = False) -> list[dict]:
+    return run(quick)
+
+
+if __name__ == "__main__":
+    from bench.report import print_table
+
+    print_table("whole pipeline", main("--quick" in sys.argv))
