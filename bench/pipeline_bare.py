@@ -86,10 +86,14 @@ def training_sets(con, plan: dict) -> dict:
     sets = {}
     for name, s in plan["specs"].items():
         frame = con.sql(s["label_sql"]).df()
-        days = pd.to_datetime(frame[s["date_column"]]).dt.strftime("%Y-%m-%d")
-        frame["event_timestamp"] = pd.to_datetime(days.map(s["cutoffs"]), utc=True).astype("datetime64[us, UTC]")
+        codes, uniques = pd.factorize(frame[s["date_column"]])
+        cutoffs = pd.to_datetime([s["cutoffs"][pd.Timestamp(d).strftime("%Y-%m-%d")] for d in uniques], utc=True)
+        frame["event_timestamp"] = cutoffs.astype("datetime64[us, UTC]")[codes]
+        days = pd.Series(pd.to_datetime(uniques).strftime("%Y-%m-%d")[codes], index=frame.index)
         con.register("entities", frame)
-        sets[name] = (con.sql(s["asof_sql"]).df(), days)
+        joined = con.sql(s["asof_sql"]).arrow()  # (Arrow, then pandas: faster than .df() for the string columns)
+        joined = joined.read_all() if hasattr(joined, "read_all") else joined
+        sets[name] = (joined.to_pandas(), days)
         con.unregister("entities")
     return sets
 
@@ -102,7 +106,7 @@ def train(sets: dict, plan: dict, out: Path) -> dict[str, str]:
     for name, s in plan["specs"].items():
         frame, days = sets[name]
         excluded = set(s["excluded"])
-        features = sorted(c for c in frame.columns if c not in excluded and not c.endswith("__valid_from"))
+        features = sorted(c for c in frame.columns if c not in excluded and not c.endswith("_valid_from"))
         categorical = [c for c in features if c in s["categorical"] or not pd.api.types.is_numeric_dtype(frame[c])]
         X = pd.DataFrame({c: pd.Categorical(frame[c].astype("string").astype(object).where(frame[c].notna(), None))
                           if c in categorical
