@@ -513,7 +513,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = cmd_land(args)
     if rc:
         return rc
-    print("-- 2/5 ingest into the warehouse (validated, one Dagster run per day)")
+    print("-- 2/5 ingest into the warehouse (validated; one Dagster run over the range of days, each day its partition)")
     args.force = False
     rc = cmd_ingest(args) or rc
     _print_status()
