@@ -73,6 +73,14 @@ def _rejected(contract: TableContract, day: dt.date | None, e: BatchRejected) ->
     ))
 
 
+def _ingest_options(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    landing_zone: LandingZoneResource) -> dict:
+    """The keyword arguments ``ingest_batch`` and ``ingest_many`` take from the run and the resources."""
+    return {"quarantine_dir": Path(landing_zone.quarantine_dir), "archive_dir": Path(landing_zone.archive_dir),
+            "run_id": context.run.run_id, "require_manifest": landing_zone.require_manifest,
+            "lock_timeout_s": warehouse.lock_timeout_s, "clock": settings.data_clock()}
+
+
 def _load(
     context: dg.AssetExecutionContext,
     contract: TableContract,
@@ -83,18 +91,8 @@ def _load(
 ) -> dict:
     """Validate and load one batch; return its materialization metadata (``Rejected`` when the batch is)."""
     try:
-        result = ingest_batch(
-            warehouse.db_path,
-            contract,
-            path,
-            day,
-            quarantine_dir=Path(landing_zone.quarantine_dir),
-            archive_dir=Path(landing_zone.archive_dir),
-            run_id=context.run.run_id,
-            require_manifest=landing_zone.require_manifest,
-            lock_timeout_s=warehouse.lock_timeout_s,
-            clock=settings.data_clock(),
-        )
+        result = ingest_batch(warehouse.db_path, contract, path, day,
+                              **_ingest_options(context, warehouse, landing_zone))
     except BatchRejected as e:
         raise _rejected(contract, day, e) from e
     return _loaded_metadata(context, contract, path, warehouse, result)
@@ -116,12 +114,7 @@ def _load_days(
         ingest_many(
             warehouse.db_path,
             [(contract, paths[day], day) for day in days],
-            quarantine_dir=Path(landing_zone.quarantine_dir),
-            archive_dir=Path(landing_zone.archive_dir),
-            run_id=context.run.run_id,
-            require_manifest=landing_zone.require_manifest,
-            lock_timeout_s=warehouse.lock_timeout_s,
-            clock=settings.data_clock(),
+            **_ingest_options(context, warehouse, landing_zone),
             on_loaded=lambda r: loaded.__setitem__(
                 r.load.partition_key, _loaded_metadata(context, contract, paths[dt.date.fromisoformat(
                     r.load.partition_key)], warehouse, r)),
