@@ -553,12 +553,18 @@ def _ensure_served_features_table(con: duckdb.DuckDBPyConnection, spec: ModelSpe
             con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(name)} {typ}")
 
 
+SWAP_MEMORY_LIMIT = "128MB"
+
+
 def _swap_in(connect: Connect, spec: ModelSpec, day: dt.date, staged: dict[str, Path], staged_features: Path,
              models: list[PinnedModel], expected: int, emit: OnEvent) -> int:
     """Replace the day's rows of each model's table, and of the served-features table, with the staged rows in
     one transaction; returns the number of rows the champion table held for the day before."""
     replaced = 0
     with connect(read_only=False) as con:
+        # DuckDB keeps what the transaction wrote in its buffer pool until the commit (all of the day's served
+        # features and predictions): capped, it spills instead, so memory does not grow with the day's rows
+        con.execute(f"SET memory_limit = '{SWAP_MEMORY_LIMIT}'")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         for m in models:
             con.execute(_ddl(spec, table_name(spec, shadow=m.alias != CHAMPION)))
