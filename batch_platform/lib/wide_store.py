@@ -329,10 +329,18 @@ def _epoch_seconds(v: Any) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class StoredRow:
-    event_ts: dt.datetime
-    values: dict[str, Any]  # feature -> value as stored (UNIX_TIMESTAMP: datetime, BOOL: bool)
+    """One stored row: its event time and the values of the features read (UNIX_TIMESTAMP: datetime, BOOL: bool)."""
+
+    __slots__ = ("_event_us", "values")
+
+    def __init__(self, event_us: int, values: dict[str, Any]):
+        self._event_us = event_us
+        self.values = values
+
+    @property
+    def event_ts(self) -> dt.datetime:  # (converted when asked: a prediction lookup never asks)
+        return from_epoch_us(self._event_us)
 
 
 def decode(kind: str, value: Any) -> Any:
@@ -356,13 +364,19 @@ class Reader:
         if unknown:
             raise UnknownOnlineView(f"{layout.view} has no features {unknown} (has {layout.columns})")
         self.kinds = [layout.features[f] for f in self.features]
+        # the columns whose stored form is not their value (timestamps, booleans), by position in a row
+        self._decoded = [(i, f, k) for i, (f, k) in enumerate(zip(self.features, self.kinds), start=1)
+                         if k in ("UNIX_TIMESTAMP", "BOOL")]
         cols = ", ".join(["event_ts", *(_q(f) for f in self.features)])
         self._one = f"SELECT {cols} FROM {_q(layout.table)} WHERE entity_key = ?"
         self._many = f"SELECT entity_key, {cols} FROM {_q(layout.table)} WHERE entity_key IN "
 
     def _row(self, raw: Sequence[Any]) -> StoredRow:
-        return StoredRow(from_epoch_us(raw[0]),
-                         {f: decode(k, v) for f, k, v in zip(self.features, self.kinds, raw[1:])})
+        values = dict(zip(self.features, raw[1:]))
+        for i, f, k in self._decoded:
+            if raw[i] is not None:
+                values[f] = decode(k, raw[i])
+        return StoredRow(raw[0], values)
 
     def get(self, key: str) -> StoredRow | None:
         raw = self.con.execute(self._one, (key,)).fetchone()
