@@ -237,7 +237,7 @@ def run(quick: bool = False) -> list[dict]:
                             f"{sum(their_rows['features'].get(t, 0) for t in ours_rows['features']):,}); "
                             f"training sets {ours_rows['training_sets']} (bare {their_rows['training_sets']}); "
                             f"scored {ours_rows['scored']} (bare {their_rows['scored']}, no fallbacks)")
-                if r + 1 < repeats:
+                if r > 0:  # (the first run's data dir stays: the plan reads its load log)
                     shutil.rmtree(p_root, ignore_errors=True)
             figures.append(figure(
                 f"whole pipeline Jan-Feb, {scale}", "s", median(ours), median(theirs),
