@@ -172,10 +172,13 @@ def ingest_range(
     schedule_through: dt.date | None = None,
     echo=print,
 ) -> list[RunOutcome]:
-    """Load the reference snapshots, then each flight day in ``[start, end]`` (one run of ``raw_daily_ingest``
-    per day), then the flight schedule of ``end + 1`` (through ``schedule_through`` when given), which lands the
-    day before its flights: that day's run selects only the schedule asset. Batches whose landed file is already loaded unchanged are skipped unless
-    ``force``: a run selects only the day's other batches, and a day with nothing to load gets no run."""
+    """Load the reference snapshots, then the flight days in ``[start, end]``, then the flight schedule of
+    ``end + 1`` (through ``schedule_through`` when given), which lands the day before its flights: that day's run
+    selects only the schedule asset. Consecutive days with every batch to load share one run of
+    ``raw_daily_ingest`` over their partition range (:func:`_whole_day_runs`); a day with only some batches to load
+    gets a run of its own. Batches whose landed file is already loaded unchanged are skipped unless ``force``, and
+    a day with nothing to load gets no run. When a range run rejects a batch, the rejected day is reported and
+    the days left with batches to load get a run each."""
     db_path = settings.warehouse_path()
     landing = settings.landing_dir()
     outcomes: list[RunOutcome] = []
@@ -186,7 +189,7 @@ def ingest_range(
     else:
         outcomes.append(run_job(defs, instance, "raw_reference_refresh", tags={"batch_platform/trigger": "cli"}))
 
-    days: list[tuple[str, list]] = []  # (day, the batches of its to load)
+    days: list[tuple[str, list]] = []  # (day, the contracts of the batches it has to load)
     for day, contracts in daily_batches(start, end, settings.data_clock(), schedule_through=schedule_through):
         key = day.isoformat()
         paths = {c.table: daily_batch_path(landing, c.table, day) for c in contracts}
@@ -241,10 +244,10 @@ def _whole_day_runs(days: list[tuple[str, list]]) -> list[list[str]]:
     """Group the days to load into runs: consecutive days with every daily batch to load share one run; a day
     with only some of its batches to load (e.g. the next day's schedule alone) gets a run of its own."""
     runs: list[list[str]] = []
-    for key, pending in days:
-        whole = len(pending) == len(DAILY_CONTRACTS)
+    whole = {key for key, pending in days if len(pending) == len(DAILY_CONTRACTS)}
+    for key, _ in days:
         prev = runs[-1] if runs else None
-        if (whole and prev is not None and len(dict(days)[prev[-1]]) == len(DAILY_CONTRACTS)
+        if (key in whole and prev is not None and prev[-1] in whole
                 and dt.date.fromisoformat(key) - dt.date.fromisoformat(prev[-1]) == dt.timedelta(days=1)):
             prev.append(key)
         else:
