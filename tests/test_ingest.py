@@ -102,6 +102,29 @@ def test_materialization_records_rows_checksum_source_and_schema_version(loaded,
     assert md["schema_version"].value == FLIGHTS.schema_version
 
 
+def test_the_checksum_computed_as_the_batch_is_validated_is_the_loaded_partitions(loaded, tmp_path):
+    """Validation computes the checksum the rows will have (off the loading thread), for every table; the load
+    records it only while it is the table's: a table with another column layout (an older warehouse) gets the one
+    computed from it."""
+    from batch_platform.lib.landing import reference_batch_path
+
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        for contract in ALL_CONTRACTS:
+            day = D3 if contract.partitioning is not None else None
+            path = (daily_batch_path(loaded["landing"], contract.table, D3) if day
+                    else reference_batch_path(loaded["landing"], contract.table))
+            with v.validate_batch(path, contract, day) as batch:
+                load = warehouse.load_batch(con, contract, batch.rows_path, partition=day, source_file=path,
+                                            file_sha256=batch.file_sha256, checksum=batch.checksum)
+                assert load.checksum == batch.checksum == warehouse.content_checksum(con, contract, day), contract
+        path = daily_batch_path(loaded["landing"], "flights", D3)
+        with v.validate_batch(path, FLIGHTS, D3) as batch:
+            con.execute("ALTER TABLE raw.flights ADD COLUMN added_later INTEGER")
+            load = warehouse.load_batch(con, FLIGHTS, batch.rows_path, partition=D3, source_file=path,
+                                        file_sha256=batch.file_sha256, checksum=batch.checksum)
+            assert load.checksum == warehouse.content_checksum(con, FLIGHTS, D3) != batch.checksum
+
+
 def test_rerunning_a_day_leaves_the_warehouse_content_identical(loaded, instance):
     before = snapshot(loaded["warehouse"])
     materialize_day(D2, instance)

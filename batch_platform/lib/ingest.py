@@ -130,7 +130,7 @@ def ingest_batch(
         load = warehouse.load_batch(
             con, contract, batch.rows_path, partition=partition, source_file=path, file_sha256=batch.file_sha256,
             run_id=run_id, published_at=times.published_at, final_at=times.final_at,
-            archived_path=batch.archived_path,
+            archived_path=batch.archived_path, checksum=batch.checksum,
         )
     return IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked))
 
@@ -145,28 +145,30 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
         return skipped
     loaded = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
-    con.execute("CREATE OR REPLACE TEMP VIEW _batch_to_check AS SELECT * FROM read_parquet('"
-                + str(batch.rows_path).replace("'", "''") + "')")
-    try:
-        for ref in refs:
-            if ref.table not in loaded:
-                skipped.append(ref.table)
-                continue
-            col = '"' + ref.column.replace('"', '""') + '"'
-            unknown = (f"{col} IS NOT NULL AND {col} NOT IN "
-                       f"(SELECT \"{ref.key}\" FROM raw.\"{ref.table}\" WHERE \"{ref.key}\" IS NOT NULL)")
-            if ref.known_missing:  # (x NOT IN () is not SQL, and NOT IN (NULL) is never true)
-                known = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.known_missing)
-                unknown += f" AND {col} NOT IN ({known})"
-            rows, codes = con.execute(
-                f"SELECT count(*), list(DISTINCT {col} ORDER BY {col}) FROM _batch_to_check WHERE {unknown}"
-            ).fetchall()[0]
-            if rows:
-                raise UnknownReferenceError(
-                    batch.path, f"column {ref.column!r} holds code(s) {codes[:5]} missing from raw.{ref.table}."
-                    f"{ref.key}", rows=rows, examples=codes[:5])
-    finally:
-        con.execute("DROP VIEW IF EXISTS _batch_to_check")
+    checked, unknown = [], []
+    for ref in refs:
+        if ref.table not in loaded:
+            skipped.append(ref.table)
+            continue
+        col = '"' + ref.column.replace('"', '""') + '"'
+        predicate = (f"{col} IS NOT NULL AND {col} NOT IN "
+                     f"(SELECT \"{ref.key}\" FROM raw.\"{ref.table}\" WHERE \"{ref.key}\" IS NOT NULL)")
+        if ref.known_missing:  # (x NOT IN () is not SQL, and NOT IN (NULL) is never true)
+            known = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.known_missing)
+            predicate += f" AND {col} NOT IN ({known})"
+        checked.append(ref)
+        unknown.append(f"count_if({predicate}), list(DISTINCT {col} ORDER BY {col}) FILTER (WHERE {predicate})")
+    if not checked:
+        return skipped
+    # every reference counted in one scan of the batch; the first one with unknown codes raises
+    found = con.execute(f"SELECT {', '.join(unknown)} FROM read_parquet('"
+                        + str(batch.rows_path).replace("'", "''") + "')").fetchall()[0]
+    for i, ref in enumerate(checked):
+        rows, codes = found[2 * i], found[2 * i + 1]
+        if rows:
+            raise UnknownReferenceError(
+                batch.path, f"column {ref.column!r} holds code(s) {codes[:5]} missing from raw.{ref.table}."
+                f"{ref.key}", rows=rows, examples=codes[:5])
     return skipped
 
 
@@ -258,7 +260,7 @@ def ingest_many(
                 load = warehouse.load_batch(con, contract, batch.rows_path, partition=partition, source_file=path,
                                             file_sha256=batch.file_sha256, run_id=run_id,
                                             published_at=times.published_at, final_at=times.final_at,
-                                            archived_path=batch.archived_path)
+                                            archived_path=batch.archived_path, checksum=batch.checksum)
             results.append(IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked)))
             if on_loaded is not None:
                 on_loaded(results[-1])

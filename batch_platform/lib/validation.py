@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch_platform.lib import warehouse
 from batch_platform.lib.contracts import NULL_LIKE, TableContract
 
 MAX_EXAMPLES = 5
@@ -183,6 +184,9 @@ class ValidatedBatch:
     """When the upstream published the batch, as its manifest states (``None``: the manifest does not say)."""
     archived_path: Path | None = None
     """The validated bytes, kept as ``<archive_dir>/<sha256>.csv`` (when validation was asked to keep them)."""
+    checksum: str | None = None
+    """The content checksum the rows will have once loaded (``warehouse.incoming_checksum``), computed here, off
+    the loading thread."""
     work: _WorkFolder | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -227,9 +231,11 @@ class _Checker:
         self.con, self.contract, self.path, self.table = con, contract, path, table
         self.key_expr = ", ".join(_q(k) for k in contract.key)
 
-    def violations(self, predicate: str, exc: type[BatchRejected], detail: str) -> None:
-        """Raise ``exc`` if any row satisfies ``predicate``, with the count and example keys."""
-        count = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE {predicate}").fetchall()[0][0]
+    def violations(self, predicate: str, exc: type[BatchRejected], detail: str, count: int | None = None) -> None:
+        """Raise ``exc`` if any row satisfies ``predicate``, with the count and example keys (``count``: the rows
+        satisfying it, when a scan counted them already)."""
+        if count is None:
+            count = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE {predicate}").fetchall()[0][0]
         if count:
             examples = self.con.execute(
                 f"SELECT {self.key_expr} FROM {self.table} WHERE {predicate} ORDER BY {self.key_expr} LIMIT {MAX_EXAMPLES}"
@@ -250,7 +256,7 @@ def _uncastable(column: str, sql_type: str) -> str:
     return cast_fails
 
 
-def _counts(con: duckdb.DuckDBPyConnection, table: str, predicates: dict[str, str]) -> dict[str, int]:
+def _counts(con: duckdb.DuckDBPyConnection, table: str, predicates: dict) -> dict:
     """Rows satisfying each predicate, all counted in one scan of ``table``."""
     if not predicates:
         return {}
@@ -398,8 +404,8 @@ def validate_batch(
             if manifest is not None:
                 check_manifest(path, manifest, contract, partition, sha)
             published_at = manifest_published_at(path, manifest)
-            rows_path, n, nulled = _validate_rows(copy, path, contract, partition, manifest, work.path,
-                                                   memory_limit)
+            rows_path, n, nulled, checksum = _validate_rows(copy, path, contract, partition, manifest, work.path,
+                                                             memory_limit, sha)
         except BaseException:
             copy.unlink(missing_ok=True)
             raise
@@ -411,21 +417,27 @@ def validate_batch(
         work.remove()
         raise
     return ValidatedBatch(contract=contract, path=path, file_sha256=sha, rows_path=rows_path, row_count=n,
-                          nulled_out_of_range=nulled, published_at=published_at, archived_path=archived, work=work)
+                          nulled_out_of_range=nulled, published_at=published_at, archived_path=archived,
+                          checksum=checksum, work=work)
 
 
 def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: dt.date | None,
-                   manifest: dict | None, work: Path, memory_limit: str) -> tuple[Path, int, dict[str, int]]:
+                   manifest: dict | None, work: Path, memory_limit: str,
+                   file_sha256: str) -> tuple[Path, int, dict[str, int], str]:
     """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``); the typed rows go to
-    ``work``/rows.parquet (returned with their count and the values nulled per column), DuckDB's spill files to
-    ``work`` too."""
+    ``work``/rows.parquet (returned with their count, the values nulled per column and the content checksum they
+    will have once loaded), DuckDB's spill files to ``work`` too."""
     con = duckdb.connect()
     try:
         header = (_parquet_header(con, copy, path) if contract.file_format == "parquet"
                   else _read_header(copy, path))
-        return _check_rows(con, header, copy, path, contract, partition, manifest, work, memory_limit)
+        rows_path, n, nulled = _check_rows(con, header, copy, path, contract, partition, manifest, work,
+                                           memory_limit)
     finally:
         con.close()
+    # from the rows file (written in key order), off the loading thread
+    checksum = warehouse.incoming_checksum(rows_path, contract, partition, path.name, file_sha256)
+    return rows_path, n, nulled, checksum
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, path: Path, contract: TableContract,
@@ -475,29 +487,26 @@ def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, p
     if manifest is not None and manifest.get("rows") is not None and int(manifest["rows"]) != n:
         raise ChecksumMismatchError(path, f"{n} rows parsed but the manifest says {manifest['rows']}", rows=n)
 
+    # The text checks, all counted in one scan: undeclared null-like tokens, then values that do not cast to the
+    # declared type. The detail queries run only for a column that has some (the first one raises).
     undeclared = [t for t in NULL_LIKE if t not in tokens]
-    if undeclared:
-        in_list = ", ".join(_str(t) for t in undeclared)
-        suspicious = {col.name: f"trim({_q(col.name)}) IN ({in_list})" for col in contract.columns}
-        text = _Checker(con, contract, path, "text_rows")
-        found = _counts(con, "text_rows", suspicious)
-        for col in contract.columns:
-            if found[col.name]:
-                values = [r[0] for r in con.execute(
-                    f"SELECT DISTINCT {_q(col.name)} FROM text_rows WHERE {suspicious[col.name]} ORDER BY 1 "
-                    f"LIMIT {MAX_EXAMPLES}").fetchall()]
-                text.violations(suspicious[col.name], UndeclaredNullTokenError,
-                                f"column {col.name!r} holds {values}, not declared null tokens of this table "
-                                f"({list(tokens)}): a value or a missing one?")
-
-    # Types: every non-null text value must cast to the declared type. One scan counts every column's
-    # failures; the detail queries run only for a column that has some (the first one raises).
-    text = _Checker(con, contract, path, "text_rows")
+    in_list = ", ".join(_str(t) for t in undeclared)
+    suspicious = {col.name: f"trim({_q(col.name)}) IN ({in_list})" for col in contract.columns} if undeclared else {}
     uncastable_by_col = {col.name: f"{_q(col.name)} IS NOT NULL AND ({_uncastable(col.name, col.type)})"
                          for col in contract.columns}
-    failing = _counts(con, "text_rows", uncastable_by_col)
+    found = _counts(con, "text_rows", {**{("null-like", c): p for c, p in suspicious.items()},
+                                       **{("uncastable", c): p for c, p in uncastable_by_col.items()}})
+    text = _Checker(con, contract, path, "text_rows")
+    for name, predicate in suspicious.items():
+        if found["null-like", name]:
+            values = [r[0] for r in con.execute(
+                f"SELECT DISTINCT {_q(name)} FROM text_rows WHERE {predicate} ORDER BY 1 "
+                f"LIMIT {MAX_EXAMPLES}").fetchall()]
+            text.violations(predicate, UndeclaredNullTokenError,
+                            f"column {name!r} holds {values}, not declared null tokens of this table "
+                            f"({list(tokens)}): a value or a missing one?", count=found["null-like", name])
     for col in contract.columns:
-        if not failing[col.name]:
+        if not found["uncastable", col.name]:
             continue
         uncastable = uncastable_by_col[col.name]
         values = [r[0] for r in con.execute(
@@ -505,20 +514,36 @@ def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, p
         ).fetchall()]
         if values:
             text.violations(uncastable, ColumnTypeError,
-                            f"column {col.name!r} must be {col.type}; uncastable values {values}")
+                            f"column {col.name!r} must be {col.type}; uncastable values {values}",
+                            count=found["uncastable", col.name])
 
     select = ", ".join(f"CAST({_q(c.name)} AS {c.type}) AS {_q(c.name)}" for c in contract.columns)
     con.execute(f"CREATE TEMP TABLE typed AS SELECT {select} FROM text_rows")
     typed = _Checker(con, contract, path, "typed")
 
+    # The typed checks, counted in one scan (raised in this order: nulls, duplicate keys, partition, ranges, row
+    # rules); out-of-range values of a column that nulls them are nulled before the row rules are judged.
     not_null = [*contract.key, *(c.name for c in contract.columns if not c.nullable and c.name not in contract.key)]
-    nulls = _counts(con, "typed", {c: f"{_q(c)} IS NULL" for c in not_null})
-    for k in contract.key:
-        if nulls[k]:
-            typed.violations(f"{_q(k)} IS NULL", NullKeyError, f"key column {k!r} is null")
+    outside = (contract.partitioning.outside_sql(partition.isoformat(), _q)
+               if contract.partitioning is not None else None)
+    ranges = {}
     for col in contract.columns:
-        if not col.nullable and col.name not in contract.key and nulls[col.name]:
-            typed.violations(f"{_q(col.name)} IS NULL", NullValueError, f"column {col.name!r} must not be null")
+        conds = ([f"{_q(col.name)} < {col.min}"] if col.min is not None else []) + (
+            [f"{_q(col.name)} > {col.max}"] if col.max is not None else [])
+        if conds:
+            ranges[col.name] = "(" + " OR ".join(conds) + ")"
+    rules = {r.name: f"NOT coalesce(({r.sql}), true)" for r in contract.row_rules}
+    counted = _counts(con, "typed", {**{("null", c): f"{_q(c)} IS NULL" for c in not_null},
+                                     **({("outside",): outside} if outside is not None else {}),
+                                     **{("range", c): p for c, p in ranges.items()},
+                                     **{("rule", r): p for r, p in rules.items()}})
+    for k in contract.key:
+        if counted["null", k]:
+            typed.violations(f"{_q(k)} IS NULL", NullKeyError, f"key column {k!r} is null", count=counted["null", k])
+    for col in contract.columns:
+        if not col.nullable and col.name not in contract.key and counted["null", col.name]:
+            typed.violations(f"{_q(col.name)} IS NULL", NullValueError, f"column {col.name!r} must not be null",
+                             count=counted["null", col.name])
 
     dup = con.execute(
         f"SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM typed GROUP BY {typed.key_expr} HAVING n > 1)"
@@ -531,38 +556,30 @@ def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, p
         raise DuplicateKeyError(path, f"{dup[0]} key(s) {list(contract.key)} appear more than once",
                                 rows=int(dup[1]), examples=examples)
 
-    if contract.partitioning is not None:
-        p = contract.partitioning
-        typed.violations(
-            p.outside_sql(partition.isoformat(), _q),
-            OutsidePartitionError,
-            f"rows dated outside partition day {partition.isoformat()} ({p.timezone})",
-        )
+    if outside is not None:
+        typed.violations(outside, OutsidePartitionError,
+                         f"rows dated outside partition day {partition.isoformat()} ({contract.partitioning.timezone})",
+                         count=counted["outside",])
 
     nulled: dict[str, int] = {}
     for col in contract.columns:
-        if col.min is None and col.max is None:
+        if col.name not in ranges:
             continue
-        conds = []
-        if col.min is not None:
-            conds.append(f"{_q(col.name)} < {col.min}")
-        if col.max is not None:
-            conds.append(f"{_q(col.name)} > {col.max}")
-        pred = "(" + " OR ".join(conds) + ")"
+        pred, cnt = ranges[col.name], counted["range", col.name]
         if col.on_out_of_range == "null":
-            cnt = con.execute(f"SELECT count(*) FROM typed WHERE {pred}").fetchall()[0][0]
             if cnt:
                 con.execute(f"UPDATE typed SET {_q(col.name)} = NULL WHERE {pred}")
                 nulled[col.name] = int(cnt)
         else:
             typed.violations(pred, ImpossibleValueError,
-                             f"column {col.name!r} outside physical range [{col.min}, {col.max}]")
+                             f"column {col.name!r} outside physical range [{col.min}, {col.max}]", count=cnt)
 
-    broken = _counts(con, "typed", {r.name: f"NOT coalesce(({r.sql}), true)" for r in contract.row_rules})
+    broken = (_counts(con, "typed", rules) if nulled  # the rules judge the nulled values
+              else {r: counted["rule", r] for r in rules})
     for rule in contract.row_rules:
         if broken[rule.name]:
             typed.violations(f"NOT coalesce(({rule.sql}), true)", RowRuleViolation,
-                             f"rule {rule.name!r} broken: {rule.description}")
+                             f"rule {rule.name!r} broken: {rule.description}", count=broken[rule.name])
 
     order = ", ".join(_q(k) for k in contract.key)
     rows_path = work / "rows.parquet"

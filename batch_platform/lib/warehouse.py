@@ -83,6 +83,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def table_columns(contract: TableContract) -> list[str]:
+    """The columns of the contract's warehouse table, in order: the contract's, the partition day, the lineage."""
+    return ([c.name for c in contract.columns] + ([PARTITION_COLUMN] if contract.partitioning is not None else [])
+            + list(LINEAGE_COLUMNS))
+
+
 def table_ddl(contract: TableContract) -> str:
     cols = [f"{_q(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in contract.columns]
     if contract.partitioning is not None:
@@ -133,12 +139,16 @@ def load_batch(
     published_at: dt.datetime | None = None,
     final_at: dt.datetime | None = None,
     archived_path: Path | None = None,
+    checksum: str | None = None,
 ) -> LoadResult:
     """Replace one partition (or the whole reference table) with the rows of ``rows_path`` (Parquet, typed by the
     contract; read as a stream) in a single transaction, and record the load in the load log (the version each
     partition holds now) and in the append-only load history (every version ever loaded, with ``archived_path``,
     where its bytes are kept), with when the batch was published and from when its values are final (the time
-    model). ``loaded_at`` is this process's clock (the one the run records, registry and SLIs use), not DuckDB's."""
+    model). ``loaded_at`` is this process's clock (the one the run records, registry and SLIs use), not DuckDB's.
+    ``checksum``: the rows' :func:`incoming_checksum`, computed beforehand (e.g. as the batch was validated); it is
+    the partition's :func:`content_checksum` once loaded, so it is recorded as such when the table has the
+    contract's columns in order (else the checksum is computed from the table)."""
     _ensure(con, contract)
     loaded_at = dt.datetime.now(dt.UTC)
     target = contract.qualified_name
@@ -159,7 +169,10 @@ def load_batch(
                 f"SELECT {', '.join(_q(c) for c in cols)}, {', '.join(extra_vals)} FROM _incoming_batch",
                 [source_file.name, file_sha256],
             )
-            checksum = content_checksum(con, contract, partition)
+            if checksum is None or [r[0] for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                    "ORDER BY ordinal_position", [contract.source, contract.table]).fetchall()] != table_columns(contract):
+                checksum = content_checksum(con, contract, partition)
             rows = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
             con.execute(
                 f"INSERT OR REPLACE INTO {LOADS_TABLE} (table_name, partition_key, rows, checksum, source_file, "
@@ -191,14 +204,46 @@ def content_checksum(con: duckdb.DuckDBPyConnection, contract: TableContract, pa
     """sha256 of the rows (all columns, lineage included) in key order, serialized as CSV: equal content,
     equal checksum, independent of physical row order or file layout."""
     where = f"WHERE {PARTITION_COLUMN} = DATE '{partition.isoformat()}'" if partition is not None else ""
+    return _rows_checksum(con, f"SELECT * FROM {contract.qualified_name} {where} ORDER BY {_checksum_order(contract)}")
+
+
+def incoming_checksum(rows_path: Path, contract: TableContract, partition: dt.date | None, source_file_name: str,
+                      file_sha256: str) -> str:
+    """The :func:`content_checksum` that the validated rows in ``rows_path`` (Parquet: the contract's columns and
+    types, rows in key order, keys unique) will have once :func:`load_batch` has loaded them as ``partition`` from
+    ``source_file_name`` with ``file_sha256``: the same rows in the same order, with the partition and lineage
+    columns added, serialized the same way; streamed row group by row group."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(rows_path)
+    names = [c.name for c in contract.columns]
+    added = ([(PARTITION_COLUMN, pa.scalar(partition, pa.date32()))] if contract.partitioning is not None else []) + [
+        (name, pa.scalar(value, pa.string())) for name, value in zip(LINEAGE_COLUMNS, (source_file_name, file_sha256))]
+    schema = pa.schema([rows.schema_arrow.field(n) for n in names] + [pa.field(n, v.type) for n, v in added])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in rows.iter_batches(batch_size=CHECKSUM_BATCH_ROWS, columns=names):
+            yield pa.record_batch([batch.column(n) for n in names] + [pa.repeat(v, batch.num_rows) for _, v in added],
+                                  schema=schema)
+
+    return _csv_sha256(schema, batches())
+
+
+def _checksum_order(contract: TableContract) -> str:
     order = ", ".join(_q(k) for k in contract.key)
-    if contract.partitioning is not None:
-        order = f"{PARTITION_COLUMN}, {order}"
-    reader = con.sql(f"SELECT * FROM {contract.qualified_name} {where} ORDER BY {order}").to_arrow_reader(
-        CHECKSUM_BATCH_ROWS)
+    return f"{PARTITION_COLUMN}, {order}" if contract.partitioning is not None else order
+
+
+def _rows_checksum(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """sha256 of ``query``'s rows serialized as CSV (header included), streamed (constant memory)."""
+    reader = con.sql(query).to_arrow_reader(CHECKSUM_BATCH_ROWS)
+    return _csv_sha256(reader.schema, reader)
+
+
+def _csv_sha256(schema: pa.Schema, batches) -> str:
     sink = _HashingSink()
-    with pacsv.CSVWriter(pa.PythonFile(sink, mode="w"), reader.schema) as writer:
-        for batch in reader:
+    with pacsv.CSVWriter(pa.PythonFile(sink, mode="w"), schema) as writer:
+        for batch in batches:
             writer.write_batch(batch)
     return sink.hash.hexdigest()
 
