@@ -106,6 +106,31 @@ def test_candidate_uses_time_windows_and_scores_the_same_categories(frame, spec)
     assert np.all(np.isfinite(training.score(booster, unseen)))
 
 
+def test_the_search_reuses_one_binned_dataset_and_gets_each_trials_own_model(frame, spec):
+    """One Dataset serves every trial: each trial's model equals ``lgb.train`` on a Dataset of its own."""
+    import lightgbm as lgb
+
+    config = training.TrainConfig(n_trials=3, max_rounds=60)
+    trained = training.train(frame, spec, config)
+    assert len(trained.trials) == 3
+    rows = training._sorted(frame, spec)
+    features, categorical = training.feature_columns(spec, rows)
+    fit, val = rows[rows[SPLIT] == "train"], rows[rows[SPLIT] == "validation"]
+    X_fit = training.prepare_matrix(fit, features, categorical)
+    X_val = training.prepare_matrix(val, features, categorical, {c: list(X_fit[c].cat.categories) for c in categorical})
+    for trial in trained.trials:
+        params = {**training._base_params(spec, config), **trial["params"]}
+        dtrain = lgb.Dataset(X_fit, label=fit[LABEL].to_numpy(), categorical_feature=categorical)
+        booster = lgb.train(params, dtrain, num_boost_round=config.max_rounds,
+                            valid_sets=[lgb.Dataset(X_val, label=val[LABEL].to_numpy(), reference=dtrain)],
+                            valid_names=["validation"],
+                            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        assert booster.best_iteration == trial["best_iteration"]
+        assert booster.best_score["validation"][params["metric"]] == trial["validation_metric"]
+    best = max(trained.trials, key=lambda t: t["validation_metric"])
+    assert trained.validation_metric == best["validation_metric"]
+
+
 def test_label_shuffled_challengers_are_never_promoted(frame, spec, tmp_path):
     registry = ModelRegistry(tmp_path / "registry.db")
     champion = register(registry, spec, training.train(frame, spec, FAST), tmp_path, "champion")

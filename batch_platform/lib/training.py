@@ -107,6 +107,8 @@ def _base_params(spec: ModelSpec, config: TrainConfig) -> dict:
         "data_random_seed": config.seed,
         "verbosity": -1,
         "max_cat_to_onehot": 8,
+        # the bins do not depend on min_data_in_leaf: one Dataset serves every trial of the search
+        "feature_pre_filter": False,
     }
 
 
@@ -140,11 +142,12 @@ def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfi
 
     best: TrainedModel | None = None
     trials = []
+    # binned once: the trials differ only in training parameters (feature_pre_filter is off)
+    dtrain = lgb.Dataset(X_train, label=train_rows[LABEL].to_numpy(), categorical_feature=categorical,
+                         params=_base_params(spec, config))
+    dval = lgb.Dataset(X_val, label=val_rows[LABEL].to_numpy(), reference=dtrain)
     for point in candidate_params(config):
         params = {**_base_params(spec, config), **point}
-        dtrain = lgb.Dataset(X_train, label=train_rows[LABEL].to_numpy(), categorical_feature=categorical,
-                             free_raw_data=False)
-        dval = lgb.Dataset(X_val, label=val_rows[LABEL].to_numpy(), reference=dtrain)
         booster = lgb.train(
             params, dtrain, num_boost_round=config.max_rounds, valid_sets=[dval], valid_names=["validation"],
             callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
