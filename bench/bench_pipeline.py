@@ -165,7 +165,9 @@ def plan(data: Path, landing: Path, out: Path) -> dict:
                                 SPLIT} | (set(spec.entity.join_keys) - set(spec.categorical_features))),
             "categorical": list(spec.categorical_features),
             "train": [str(d) for d in splits["train"]], "validation": [str(d) for d in splits["validation"]],
-            "params": {**training._base_params(spec, training.TrainConfig()), **training.BASELINE},
+            # the platform's search (TrainConfig's trials): the same LightGBM work on both sides
+            "trials": [{**training._base_params(spec, training.TrainConfig()), **point}
+                       for point in training.candidate_params(training.TrainConfig())],
         }
     return {"out": str(out), "day": DAY.isoformat(), "platform_warehouse": str(data / "warehouse.duckdb"),
             "raw": raw, "models": models, "specs": specs}

@@ -9,8 +9,8 @@ the same landed files, run in a process of its own:
    order straight in DuckDB (views, tables, and the feature files the external models write), no dbt tests;
 3. **training sets**: each spec's label rows with one hand-written DuckDB ``ASOF LEFT JOIN`` per feature view
    (``bench_pit.raw_sql``, the views' TTLs typed in);
-4. **training**: one ``lgb.train`` per spec with the platform's first parameter set, early stopping on the
-   validation window;
+4. **training**: per spec, one ``lgb.Dataset`` and one ``lgb.train`` per parameter set of the platform's search
+   (the same trials), early stopping on the validation window, the best kept;
 5. **scoring**: the next day, ``bench_scoring_asset.bare_score`` (ASOF join, predict, one insert).
 
 The plan (written by ``bench_pipeline``) names the files and carries what is read off the platform's own build
@@ -113,12 +113,18 @@ def train(sets: dict, plan: dict, out: Path) -> dict[str, str]:
                           else pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in features})
         train_rows = (days >= s["train"][0]) & (days <= s["train"][1])
         val_rows = (days >= s["validation"][0]) & (days <= s["validation"][1])
-        dtrain = lgb.Dataset(X[train_rows], label=frame["label"][train_rows], categorical_feature=categorical)
+        dtrain = lgb.Dataset(X[train_rows], label=frame["label"][train_rows], categorical_feature=categorical,
+                             params=s["trials"][0])
         dval = lgb.Dataset(X[val_rows], label=frame["label"][val_rows], reference=dtrain)
-        booster = lgb.train(s["params"], dtrain, num_boost_round=300, valid_sets=[dval],
-                            callbacks=[lgb.early_stopping(20, verbose=False)])
+        best = None
+        for params in s["trials"]:
+            booster = lgb.train(params, dtrain, num_boost_round=300, valid_sets=[dval], valid_names=["validation"],
+                                callbacks=[lgb.early_stopping(20, verbose=False)])
+            score = booster.best_score["validation"][params["metric"]]
+            if best is None or (score > best[0] if params["metric"] in ("auc", "average_precision") else score < best[0]):
+                best = (score, booster)
         models[name] = str(out / f"{name}.txt")
-        booster.save_model(models[name], num_iteration=booster.best_iteration)
+        best[1].save_model(models[name], num_iteration=best[1].best_iteration)
     return models
 
 
