@@ -166,6 +166,43 @@ def test_flight_schedule_is_the_labels_frame_and_covers_the_next_day(platform):
     assert checks[("marts/flight_schedule", "unique_flight_schedule_flight_id")] is True
 
 
+def test_the_schedule_consistency_test_returns_each_row_found_on_one_side_only(platform, tmp_path):
+    """The dbt test as the build compiled it, run on a copy of the warehouse where the schedule lost a flight,
+    the labels hold one twice and one flight differs in a value: it returns exactly the bag difference both ways
+    (EXCEPT ALL, computed here independently), each row naming its side."""
+    from batch_platform import settings
+
+    runs = sorted((p for p in settings.dbt_runs_dir().iterdir() if (p / "run_results.json").exists()),
+                  key=lambda p: p.stat().st_mtime)
+    results = json.loads((runs[-1] / "run_results.json").read_text())["results"]
+    sql = next(r["compiled_code"] for r in results
+               if r["unique_id"].startswith("test.batch_platform.flight_schedule_matches_flight_labels"))
+    copy = tmp_path / "copy" / Path(settings.warehouse_path()).name
+    copy.parent.mkdir()
+    shutil.copy(settings.warehouse_path(), copy)
+    schedule, labels = (re.search(rf'from ("[^"]+"\."[^"]+"\."{t}")', sql).group(1)
+                        for t in ("flight_schedule", "flight_labels"))
+    cols = ", ".join(FRAME)
+    con = duckdb.connect(str(copy))
+    try:
+        ids = [r[0] for r in con.execute(f"SELECT flight_id FROM {labels} WHERE flight_date = DATE '2013-01-03' "
+                                         "ORDER BY flight_id LIMIT 3").fetchall()]
+        con.execute(f"DELETE FROM {schedule} WHERE flight_id = ?", [ids[0]])
+        con.execute(f"INSERT INTO {labels} SELECT * FROM {labels} WHERE flight_id = ?", [ids[1]])
+        con.execute(f"UPDATE {schedule} SET distance = distance + 1 WHERE flight_id = ?", [ids[2]])
+        found = sorted(con.execute(sql).fetchall(), key=repr)
+        expected = sorted(
+            [("only in the tested model", *r) for r in con.execute(
+                f"SELECT {cols} FROM {schedule} WHERE flight_date <= DATE '{LAST}' "
+                f"EXCEPT ALL SELECT {cols} FROM {labels}").fetchall()]
+            + [("only in the compared model", *r) for r in con.execute(
+                f"SELECT {cols} FROM {labels} EXCEPT ALL SELECT {cols} FROM {schedule}").fetchall()], key=repr)
+    finally:
+        con.close()
+    assert len(found) == 4 and found == expected
+    assert sorted(r[1] for r in found) == sorted([ids[0], ids[1], ids[2], ids[2]])
+
+
 def test_online_store_matches_the_offline_join_at_materialization_time(platform):
     from batch_platform.lib.feature_store import FeatureStoreClient
 

@@ -145,7 +145,7 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
         return skipped
     loaded = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
-    checked, unknown = [], []
+    checked, flagged = [], []
     for ref in refs:
         if ref.table not in loaded:
             skipped.append(ref.table)
@@ -156,13 +156,17 @@ def check_references(con, batch: ValidatedBatch) -> list[str]:
         if ref.known_missing:  # (x NOT IN () is not SQL, and NOT IN (NULL) is never true)
             known = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.known_missing)
             predicate += f" AND {col} NOT IN ({known})"
+        flagged.append(f"{col} AS __code{len(checked)}, ({predicate}) AS __unknown{len(checked)}")
         checked.append(ref)
-        unknown.append(f"count_if({predicate}), list(DISTINCT {col} ORDER BY {col}) FILTER (WHERE {predicate})")
     if not checked:
         return skipped
-    # every reference counted in one scan of the batch; the first one with unknown codes raises
-    found = con.execute(f"SELECT {', '.join(unknown)} FROM read_parquet('"
-                        + str(batch.rows_path).replace("'", "''") + "')").fetchall()[0]
+    # every reference judged in one scan of the batch (each predicate once per row); the first one with unknown
+    # codes raises
+    found = con.execute(
+        "SELECT " + ", ".join(f"count_if(__unknown{i}), list(DISTINCT __code{i} ORDER BY __code{i}) "
+                              f"FILTER (WHERE __unknown{i})" for i in range(len(checked)))
+        + f" FROM (SELECT {', '.join(flagged)} FROM read_parquet('"
+        + str(batch.rows_path).replace("'", "''") + "'))").fetchall()[0]
     for i, ref in enumerate(checked):
         rows, codes = found[2 * i], found[2 * i + 1]
         if rows:

@@ -158,6 +158,8 @@ missing key by a placeholder (``'UNKNOWN'``, so the key can still be joined) mus
 def _missing(s: pd.Series) -> np.ndarray:
     missing = s.isna().to_numpy(dtype=bool)
     if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype)):
-        token = s.map(lambda v: isinstance(v, str) and v.strip().lower() in MISSING_TOKENS).to_numpy(dtype=bool)
-        missing |= token
+        # judged once per distinct value (a column holds few), then looked up
+        tokens = [v for v in pd.unique(s[~missing]) if isinstance(v, str) and v.strip().lower() in MISSING_TOKENS]
+        if tokens:
+            missing |= s.isin(tokens).to_numpy(dtype=bool)
     return missing

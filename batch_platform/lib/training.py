@@ -91,6 +91,9 @@ def prepare_matrix(frame: pd.DataFrame, features: list[str], categorical: list[s
 
 
 def _sorted(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The rows in entity-key order (stable); a training set comes in that order already (checked, not re-sorted)."""
+    if frame[spec.entity.key].is_monotonic_increasing:
+        return frame if frame.index.equals(pd.RangeIndex(len(frame))) else frame.reset_index(drop=True)
     return frame.sort_values(spec.entity.key, kind="stable").reset_index(drop=True)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,17 +68,18 @@ def label_frame(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff
         f"FROM {table} WHERE {_q(spec.label.date_column)} BETWEEN DATE '{first}' AND DATE '{last}' "
         f"AND ({spec.label.sql}) IS NOT NULL ORDER BY {_q(spec.entity.key)}"
     ).df()
-    days = pd.to_datetime(df[spec.label.date_column]).dt.date
-    unique_days = sorted(set(days))
-    cutoff = {d: spec.prediction_cutoff(d) for d in unique_days}
-    final = {d: spec.label_final_at(d) for d in unique_days}
-    df[EVENT_TIMESTAMP] = pd.to_datetime(days.map(cutoff), utc=True).astype("datetime64[us, UTC]")
-    df[LABEL_FINAL_AT] = pd.to_datetime(days.map(final), utc=True).astype("datetime64[us, UTC]")
-    split = pd.Series("train", index=df.index)
+    # per distinct day (a few dozen), then spread to the rows
+    codes, uniques = pd.factorize(df[spec.label.date_column])
+    unique_days = [pd.Timestamp(d).date() for d in uniques]
+    cutoff = pd.to_datetime([spec.prediction_cutoff(d) for d in unique_days], utc=True)
+    final = pd.to_datetime([spec.label_final_at(d) for d in unique_days], utc=True)
+    df[EVENT_TIMESTAMP] = pd.Series(cutoff.take(codes), index=df.index).astype("datetime64[us, UTC]")
+    df[LABEL_FINAL_AT] = pd.Series(final.take(codes), index=df.index).astype("datetime64[us, UTC]")
+    split = np.array(["train"] * len(unique_days), dtype=object)
     for name in ("validation", "test"):
         lo, hi = splits[name]
-        split[(days >= lo) & (days <= hi)] = name
-    df[SPLIT] = split
+        split[[lo <= d <= hi for d in unique_days]] = name
+    df[SPLIT] = pd.Series(split.take(codes) if len(df) else [], index=df.index, dtype=object)
     df[LABEL] = df[LABEL].astype("float64" if spec.is_regression else "int8")
     return df
 
@@ -112,12 +114,12 @@ def frame_fingerprint(df: pd.DataFrame, sort_by: str) -> str:
 
 
 def summarize(df: pd.DataFrame, spec: ModelSpec) -> TrainingSetSummary:
-    days = pd.to_datetime(df[spec.label.date_column]).dt.date
+    days = pd.to_datetime(df[spec.label.date_column])
     return TrainingSetSummary(
         rows=len(df),
         label_mean=float(df[LABEL].mean()) if len(df) else float("nan"),
-        first_day=min(days),
-        last_day=max(days),
+        first_day=days.min().date(),
+        last_day=days.max().date(),
         rows_per_split={k: int(v) for k, v in df[SPLIT].value_counts().sort_index().items()},
         fingerprint=frame_fingerprint(df, spec.entity.key),
     )

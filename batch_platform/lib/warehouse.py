@@ -169,9 +169,8 @@ def load_batch(
                 f"SELECT {', '.join(_q(c) for c in cols)}, {', '.join(extra_vals)} FROM _incoming_batch",
                 [source_file.name, file_sha256],
             )
-            if checksum is None or [r[0] for r in con.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-                    "ORDER BY ordinal_position", [contract.source, contract.table]).fetchall()] != table_columns(contract):
+            if checksum is None or [d[0] for d in con.execute(f"SELECT * FROM {target} LIMIT 0").description] \
+                    != table_columns(contract):
                 checksum = content_checksum(con, contract, partition)
             rows = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
             con.execute(
