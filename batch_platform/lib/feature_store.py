@@ -1068,6 +1068,8 @@ def _utc(ts: datetime) -> datetime:
 
 def _to_utc_us(values: pd.Series) -> pd.Series:
     """Any timestamp-like series -> datetime64[us, UTC] (naive values are taken as UTC)."""
+    if str(values.dtype) == "datetime64[us, UTC]":
+        return values
     return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
 
 

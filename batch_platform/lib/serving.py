@@ -44,7 +44,7 @@ def push_source_name(spec: ModelSpec) -> str:
     return f"{spec.name}_predictions_push"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ takes 2 µs of a lookup's ~12
 class Prediction:
     spec: str
     key: str
