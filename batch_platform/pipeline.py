@@ -78,41 +78,33 @@ def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     return messages
 
 
-def _unchanged_batches(db_path: Path, partition: str, paths: dict[str, Path]) -> set[str]:
-    """The tables among ``paths`` (table -> landed file) whose ``partition`` the warehouse holds loaded from
-    exactly that file (same sha256, same contract)."""
+def _loaded_versions(db_path: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """``(table, partition key) -> (file sha256, schema version)`` of every partition the warehouse holds with its
+    publication time recorded, read in one query."""
     if not db_path.exists():
-        return set()
-    from batch_platform.lib.contracts import CONTRACTS
-
-    unchanged = set()
+        return {}
     with warehouse.connect(db_path, read_only=True) as con:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_batch_loads'"
-        ).fetchall()[0][0]
-        if not exists:
-            return set()
         columns = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
             "AND table_name = '_batch_loads'").fetchall()}
         if "published_at" not in columns:
-            return set()  # loaded before the time model: every batch needs its publication time recorded
-        for table, path in paths.items():
-            if not path.exists():
-                continue
-            row = con.execute(
-                f"SELECT file_sha256, schema_version FROM {warehouse.LOADS_TABLE} WHERE table_name = ? "
-                "AND partition_key = ? AND published_at IS NOT NULL",
-                [f"raw.{table}", partition],
-            ).fetchall()
-            if row and row[0] == (file_sha256(path), CONTRACTS[table].schema_version):
-                unchanged.add(table)
+            return {}  # not loaded yet, or loaded before the time model: every batch needs its publication time
+        rows = con.execute(f"SELECT table_name, partition_key, file_sha256, schema_version FROM "
+                           f"{warehouse.LOADS_TABLE} WHERE published_at IS NOT NULL").fetchall()
+    return {(table, key): (sha, version) for table, key, sha, version in rows}
+
+
+def _unchanged_batches(loaded: dict, partition: str, paths: dict[str, Path]) -> set[str]:
+    """The tables among ``paths`` (table -> landed file) whose ``partition`` the warehouse holds loaded from
+    exactly that file (same sha256, same contract); ``loaded``: :func:`_loaded_versions`."""
+    from batch_platform.lib.contracts import CONTRACTS
+
+    unchanged = set()
+    for table, path in paths.items():
+        held = loaded.get((f"raw.{table}", partition))
+        if held is not None and path.exists() and held == (file_sha256(path), CONTRACTS[table].schema_version):
+            unchanged.add(table)
     return unchanged
-
-
-def _already_loaded(db_path: Path, partition: str, paths: dict[str, Path]) -> bool:
-    """True when the warehouse holds exactly these landed files (same sha256, same contract) for ``partition``."""
-    return _unchanged_batches(db_path, partition, paths) == set(paths)
 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None = None,
@@ -184,16 +176,17 @@ def ingest_range(
     outcomes: list[RunOutcome] = []
 
     ref_paths = {c.table: reference_batch_path(landing, c.table) for c in REFERENCE_CONTRACTS}
-    if not force and _already_loaded(db_path, "__all__", ref_paths):
+    if not force and _unchanged_batches(_loaded_versions(db_path), "__all__", ref_paths) == set(ref_paths):
         outcomes.append(RunOutcome("raw_reference_refresh", None, None, True, "unchanged"))
     else:
         outcomes.append(run_job(defs, instance, "raw_reference_refresh", tags={"batch_platform/trigger": "cli"}))
 
     days: list[tuple[str, list]] = []  # (day, the contracts of the batches it has to load)
+    loaded = {} if force else _loaded_versions(db_path)
     for day, contracts in daily_batches(start, end, settings.data_clock(), schedule_through=schedule_through):
         key = day.isoformat()
         paths = {c.table: daily_batch_path(landing, c.table, day) for c in contracts}
-        unchanged = set() if force else _unchanged_batches(db_path, key, paths)
+        unchanged = _unchanged_batches(loaded, key, paths)
         pending = [c for c in contracts if c.table not in unchanged]
         if not pending:
             outcomes.append(RunOutcome("raw_daily_ingest", key, None, True, "unchanged"))
@@ -226,10 +219,11 @@ def ingest_range(
             continue
         # a batch was rejected: its table's days before it are loaded, none after it. The rejected days are
         # reported; the days left with batches to load get a run each, as without the range.
+        after = _loaded_versions(db_path)
         for key in keys:
             errors = [e for e in outcome.errors if f"[partition {key}]" in e]
             paths = {c.table: daily_batch_path(landing, c.table, dt.date.fromisoformat(key)) for c in DAILY_CONTRACTS}
-            left = [c for c in DAILY_CONTRACTS if c.table not in _unchanged_batches(db_path, key, paths)
+            left = [c for c in DAILY_CONTRACTS if c.table not in _unchanged_batches(after, key, paths)
                     and paths[c.table].exists()]
             if errors:
                 echo(f"  {key}: FAILED — " + "; ".join(errors))

@@ -1,9 +1,9 @@
 """The whole pipeline, Jan-Feb 2013, as users run it, against a bare script doing the same work.
 
-Platform: the CLI commands of the daily cycle in a fresh data dir, each a process of its own (``ingest`` of the
-59 flight days, ``features``: dbt build with its tests + Feast apply + online store, ``train``: training sets,
-leakage check, candidates, gate, registry, drift reference, ``score`` of 2013-03-01 with its checks and the online
-push). Bare: ``bench.pipeline_bare`` (its docstring): plain ``read_csv``, the dbt models' compiled SQL, one ASOF
+Platform: the CLI commands of the daily cycle in a fresh data dir and instance (the project's ``dagster.yaml``, as
+``make`` runs them), each a process of its own (``ingest`` of the 59 flight days, ``features``: dbt build with its
+tests + Feast apply + online store, ``train``: training sets, leakage check, candidates, gate, registry, drift
+reference, ``score`` of 2013-03-01 with its checks and the online push). Bare: ``bench.pipeline_bare`` (its docstring): plain ``read_csv``, the dbt models' compiled SQL, one ASOF
 join per view, ``lgb.train``, predict and one insert -- no contracts, dbt tests, Feast, gate, registry or drift.
 
 Both start from the same landed files (``land --scale N`` once per scale, outside the clock); the platform and the
@@ -61,6 +61,7 @@ def platform(root: Path, landing: Path) -> tuple[dict[str, float], dict[str, int
     data, home = root / "data", root / "home"
     shutil.copytree(landing, data / "landing")
     home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the project's instance, as `make` sets
     seconds, rss = {}, {}
     with open(root / "cli.log", "w") as log:
         for stage, args in STAGES.items():

@@ -248,6 +248,7 @@ def ingest_many(
 
         for _ in range(2 * workers):
             submit_next()
+        ensured: set[str] = set()
         while pending:
             (contract, path, partition), future = pending.popleft()
             try:
@@ -261,10 +262,13 @@ def ingest_many(
             submit_next()
             with batch:
                 unchecked = _references_or_quarantine(con, batch, quarantine_dir, run_id)
+                if contract.qualified_name not in ensured:
+                    warehouse.ensure_tables(con, contract)
+                    ensured.add(contract.qualified_name)
                 load = warehouse.load_batch(con, contract, batch.rows_path, partition=partition, source_file=path,
                                             file_sha256=batch.file_sha256, run_id=run_id,
                                             published_at=times.published_at, final_at=times.final_at,
-                                            archived_path=batch.archived_path, checksum=batch.checksum)
+                                            archived_path=batch.archived_path, checksum=batch.checksum, ensured=True)
             results.append(IngestResult(batch=batch, load=load, references_unchecked=tuple(unchecked)))
             if on_loaded is not None:
                 on_loaded(results[-1])

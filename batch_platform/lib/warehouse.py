@@ -97,7 +97,8 @@ def table_ddl(contract: TableContract) -> str:
     return f"CREATE TABLE IF NOT EXISTS {contract.qualified_name} ({', '.join(cols)})"
 
 
-def _ensure(con: duckdb.DuckDBPyConnection, contract: TableContract) -> None:
+def ensure_tables(con: duckdb.DuckDBPyConnection, contract: TableContract) -> None:
+    """The contract's raw table, the load log and the load history, created where missing."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.source}")
     con.execute(table_ddl(contract))
     con.execute(
@@ -140,6 +141,7 @@ def load_batch(
     final_at: dt.datetime | None = None,
     archived_path: Path | None = None,
     checksum: str | None = None,
+    ensured: bool = False,
 ) -> LoadResult:
     """Replace one partition (or the whole reference table) with the rows of ``rows_path`` (Parquet, typed by the
     contract; read as a stream) in a single transaction, and record the load in the load log (the version each
@@ -148,8 +150,10 @@ def load_batch(
     model). ``loaded_at`` is this process's clock (the one the run records, registry and SLIs use), not DuckDB's.
     ``checksum``: the rows' :func:`incoming_checksum`, computed beforehand (e.g. as the batch was validated); it is
     the partition's :func:`content_checksum` once loaded, so it is recorded as such when the table has the
-    contract's columns in order (else the checksum is computed from the table)."""
-    _ensure(con, contract)
+    contract's columns in order (else the checksum is computed from the table). ``ensured``: the caller has
+    already run :func:`ensure_tables` for ``contract`` on ``con`` (a backfill loading many partitions)."""
+    if not ensured:
+        ensure_tables(con, contract)
     loaded_at = dt.datetime.now(dt.UTC)
     target = contract.qualified_name
     cols = contract.column_names
@@ -162,17 +166,16 @@ def load_batch(
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            replaced = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
-            con.execute(f"DELETE FROM {target} WHERE {where}")
-            con.execute(
+            # DELETE and INSERT return how many rows they removed and added: the partition's rows before and after
+            replaced = con.execute(f"DELETE FROM {target} WHERE {where}").fetchall()[0][0]
+            rows = con.execute(
                 f"INSERT INTO {target} ({', '.join(_q(c) for c in cols + extra_cols)}) "
                 f"SELECT {', '.join(_q(c) for c in cols)}, {', '.join(extra_vals)} FROM _incoming_batch",
                 [source_file.name, file_sha256],
-            )
+            ).fetchall()[0][0]
             if checksum is None or [d[0] for d in con.execute(f"SELECT * FROM {target} LIMIT 0").description] \
                     != table_columns(contract):
                 checksum = content_checksum(con, contract, partition)
-            rows = con.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()[0][0]
             con.execute(
                 f"INSERT OR REPLACE INTO {LOADS_TABLE} (table_name, partition_key, rows, checksum, source_file, "
                 "file_sha256, schema_version, run_id, loaded_at, published_at, final_at) "

@@ -9,6 +9,7 @@ transaction.
 
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ from batch_platform.lib.ingest import ingest_batch, ingest_many
 from batch_platform.lib.validation import BatchRejected
 
 RAW_GROUP = "raw"
+PROGRESS_EVERY_S = 5.0  # a catch-up run logs its progress this often
 
 
 def _definition_metadata(contract: TableContract) -> dict:
@@ -95,7 +97,8 @@ def _load(
                               **_ingest_options(context, warehouse, landing_zone))
     except BatchRejected as e:
         raise _rejected(contract, day, e) from e
-    return _loaded_metadata(context, contract, path, warehouse, result)
+    _log_loaded(context, contract, [result.load])
+    return _loaded_metadata(contract, path, warehouse, result)
 
 
 def _load_days(
@@ -108,28 +111,48 @@ def _load_days(
 ) -> None:
     """Validate and load many days' batches of one table in day order (:func:`ingest_many`: validation runs ahead
     in threads, one warehouse connection), each day's metadata into ``loaded`` as it is loaded; ``Rejected`` at the
-    first rejected day (the days before it stay loaded, none after it is)."""
+    first rejected day (the days before it stay loaded, none after it is). Progress is logged every
+    ``PROGRESS_EVERY_S`` seconds, one line for the days loaded since the last (each day's own figures are in the
+    materialization's ``days``): a line per day was a run-log event, stored with its commit, per partition."""
     paths = {day: daily_batch_path(Path(landing_zone.landing_dir), contract.table, day) for day in days}
+    since: list = []
+    last = time.monotonic()
+
+    def on_loaded(result) -> None:
+        nonlocal last
+        key = result.load.partition_key
+        loaded[key] = _loaded_metadata(contract, paths[dt.date.fromisoformat(key)], warehouse, result)
+        since.append(result.load)
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            _log_loaded(context, contract, since)
+            since.clear()
+            last = time.monotonic()
+
     try:
-        ingest_many(
-            warehouse.db_path,
-            [(contract, paths[day], day) for day in days],
-            **_ingest_options(context, warehouse, landing_zone),
-            on_loaded=lambda r: loaded.__setitem__(
-                r.load.partition_key, _loaded_metadata(context, contract, paths[dt.date.fromisoformat(
-                    r.load.partition_key)], warehouse, r)),
-        )
+        ingest_many(warehouse.db_path, [(contract, paths[day], day) for day in days],
+                    **_ingest_options(context, warehouse, landing_zone), on_loaded=on_loaded)
     except BatchRejected as e:
         day = next(d for d in days if d.isoformat() not in loaded)
         raise _rejected(contract, day, e) from e
+    finally:
+        _log_loaded(context, contract, since)
 
 
-def _loaded_metadata(context, contract: TableContract, path: Path, warehouse: WarehouseResource, result) -> dict:
+def _log_loaded(context, contract: TableContract, loads: list) -> None:
+    """One log line for the partitions in ``loads`` (nothing when empty)."""
+    if len(loads) == 1:
+        load = loads[0]
+        context.log.info(f"{contract.qualified_name} partition {load.partition_key}: {load.rows} rows loaded "
+                         f"(replaced {load.rows_replaced}), checksum {load.checksum[:12]}")
+    elif loads:
+        context.log.info(
+            f"{contract.qualified_name} partitions {loads[0].partition_key} .. {loads[-1].partition_key}: "
+            f"{len(loads)} days, {sum(x.rows for x in loads):,} rows loaded "
+            f"(replaced {sum(x.rows_replaced for x in loads):,})")
+
+
+def _loaded_metadata(contract: TableContract, path: Path, warehouse: WarehouseResource, result) -> dict:
     load, batch = result.load, result.batch
-    context.log.info(
-        f"{contract.qualified_name} partition {load.partition_key}: {load.rows} rows loaded "
-        f"(replaced {load.rows_replaced}), checksum {load.checksum[:12]}"
-    )
     return {
         "dagster/row_count": load.rows,
         "rows_replaced": load.rows_replaced,
