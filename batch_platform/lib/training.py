@@ -126,29 +126,85 @@ def candidate_params(config: TrainConfig) -> list[dict]:
     return [BASELINE] + [points[i] for i in order[: max(0, config.n_trials - 1)]]
 
 
+def _check_windows(spec: ModelSpec, train_labels, val_labels) -> None:
+    if len(np.unique(train_labels)) < 2 or len(np.unique(val_labels)) < 2:
+        raise ValueError(f"{spec.name}: the train and validation windows need "
+                         + ("labels that vary" if spec.is_regression else "both label classes"))
+
+
 def train(frame: pd.DataFrame, spec: ModelSpec, config: TrainConfig = TrainConfig()) -> TrainedModel:
     """Search ``config.n_trials`` parameter sets (early stopping on the validation window each), keep the best
-    by the spec's metric on the validation window."""
+    by the spec's metric on the validation window. The training set in memory; :func:`train_snapshot` trains the
+    same model from the snapshot file without loading it."""
     frame = _sorted(frame, spec)
     features, categorical = feature_columns(spec, frame)
     train_rows = frame[frame[SPLIT] == "train"]
     val_rows = frame[frame[SPLIT] == "validation"]
-    if train_rows[LABEL].nunique() < 2 or val_rows[LABEL].nunique() < 2:
-        raise ValueError(f"{spec.name}: the train and validation windows need "
-                         + ("labels that vary" if spec.is_regression else "both label classes"))
+    _check_windows(spec, train_rows[LABEL].dropna().to_numpy(), val_rows[LABEL].dropna().to_numpy())
     X_train = prepare_matrix(train_rows, features, categorical)
     cats = {c: list(X_train[c].cat.categories) for c in categorical}
     X_val = prepare_matrix(val_rows, features, categorical, cats)
-    higher_better = spec.gate.metric in ("roc_auc", "average_precision")
 
     import lightgbm as lgb
 
-    best: TrainedModel | None = None
-    trials = []
     # binned once: the trials differ only in training parameters (feature_pre_filter is off)
     dtrain = lgb.Dataset(X_train, label=train_rows[LABEL].to_numpy(), categorical_feature=categorical,
                          params=_base_params(spec, config))
     dval = lgb.Dataset(X_val, label=val_rows[LABEL].to_numpy(), reference=dtrain)
+    return _search(dtrain, dval, spec, config, features, categorical)
+
+
+def train_snapshot(path: Path, spec: ModelSpec, config: TrainConfig = TrainConfig()) -> TrainedModel:
+    """:func:`train` on the training-set snapshot at ``path`` (Parquet; rows in entity-key order as written, else
+    sorted into a temporary copy first), out of core: LightGBM bins the rows as they are read, one row group at a time
+    (:mod:`batch_platform.lib.snapshot_matrix`), so memory grows with the binned dataset (features x bins), not
+    with the frame. The same bins and the same model as :func:`train` on the same rows."""
+    import tempfile
+
+    from batch_platform.lib.snapshot_matrix import UnsortedSnapshotError, read_layout
+
+    try:
+        return _train_layout(read_layout(path, spec), spec, config)
+    except UnsortedSnapshotError:
+        # in entity-key order first, as train() sorts (DuckDB sorts out of core; the key is unique)
+        import duckdb
+
+        from batch_platform.lib.training_set import SNAPSHOT_ROW_GROUP_ROWS
+
+        with tempfile.TemporaryDirectory(prefix="sorted-snapshot-") as tmp:
+            ordered = Path(tmp) / "snapshot.parquet"
+            con = duckdb.connect()
+            try:
+                con.execute(f"SET temp_directory = '{tmp}'")
+                con.execute(f"COPY (SELECT * FROM read_parquet(?) ORDER BY \"{spec.entity.key}\") TO '{ordered}' "
+                            f"(FORMAT parquet, ROW_GROUP_SIZE {SNAPSHOT_ROW_GROUP_ROWS})", [str(path)])
+            finally:
+                con.close()
+            return _train_layout(read_layout(ordered, spec), spec, config)
+
+
+def _train_layout(layout, spec: ModelSpec, config: TrainConfig) -> TrainedModel:
+    import lightgbm as lgb
+
+    from batch_platform.lib.snapshot_matrix import WindowRows
+
+    y_train, y_val = (layout.labels[layout.positions(w)] for w in ("train", "validation"))
+    _check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
+    dtrain = lgb.Dataset([WindowRows(layout, "train")], label=y_train, feature_name=layout.features,
+                         categorical_feature=layout.categorical, params=_base_params(spec, config))
+    # the categories travel with the model as they do from a DataFrame (LightGBM's pandas_categorical)
+    dtrain.pandas_categorical = [layout.categories[c] for c in layout.categorical]
+    dval = lgb.Dataset([WindowRows(layout, "validation")], label=y_val, reference=dtrain)
+    return _search(dtrain, dval, spec, config, layout.features, layout.categorical)
+
+
+def _search(dtrain, dval, spec: ModelSpec, config: TrainConfig, features: list[str],
+            categorical: list[str]) -> TrainedModel:
+    import lightgbm as lgb
+
+    higher_better = spec.gate.metric in ("roc_auc", "average_precision")
+    best: TrainedModel | None = None
+    trials = []
     for point in candidate_params(config):
         params = {**_base_params(spec, config), **point}
         booster = lgb.train(

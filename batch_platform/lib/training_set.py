@@ -137,12 +137,17 @@ def to_microsecond_arrow(df: pd.DataFrame) -> pa.Table:
     return table.cast(pa.schema(fields), safe=False)
 
 
+SNAPSHOT_ROW_GROUP_ROWS = 65_536
+"""Rows per row group of a snapshot: what training out of core holds in memory at a time."""
+
+
 def write_snapshot(df: pd.DataFrame, directory: Path, fingerprint: str) -> Path:
-    """Write the training set as ``<directory>/<fingerprint[:16]>.parquet`` (content-addressed, atomic)."""
+    """Write the training set as ``<directory>/<fingerprint[:16]>.parquet`` (content-addressed, atomic), in row
+    groups of ``SNAPSHOT_ROW_GROUP_ROWS``."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{fingerprint[:16]}.parquet"
     if not path.exists():
         tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(to_microsecond_arrow(df), tmp)
+        pq.write_table(to_microsecond_arrow(df), tmp, row_group_size=SNAPSHOT_ROW_GROUP_ROWS)
         tmp.replace(path)
     return path

@@ -1,5 +1,7 @@
 """Candidate models, one per spec: LightGBM trained on the training-set snapshot built in the same run, saved as
-LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check."""
+LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check.
+Training reads the snapshot out of core (``training.train_snapshot``); the evaluation, the drift reference and the
+gate read the snapshot's frame."""
 
 import base64
 import json
@@ -113,13 +115,14 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             raise dg.Failure(f"{key.to_user_string()} trains on the training set built in the same run: select "
                              f"{training_set_key(spec).to_user_string()} too (jobs train_gate_promote and "
                              "train_and_gate do)")
-        frame = pd.read_parquet(ts_md["snapshot"])
         # wall time and peak RSS of the training step itself, sampled while it runs (the process may have run
-        # other steps before: its lifetime peak would not say what training took)
+        # other steps before: its lifetime peak would not say what training took); trained out of core from the
+        # snapshot file (memory grows with the binned dataset, not the frame)
         with resource_usage.PeakRss() as usage:
-            trained = training.train(frame, spec, training.TrainConfig(
+            trained = training.train_snapshot(Path(ts_md["snapshot"]), spec, training.TrainConfig(
                 n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
                 num_threads=config.num_threads))
+        frame = pd.read_parquet(ts_md["snapshot"])
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
         path, sha = artifacts.save_model_text(trained.model_text, model_dir)
         faults.point("train.model_saved")

@@ -1,0 +1,206 @@
+"""A training-set snapshot (Parquet) read as LightGBM's model matrix one row group at a time: the out-of-core path
+of training and of scoring the snapshot's windows.
+
+:func:`training.train` takes the whole training set as one DataFrame, and LightGBM's pandas path copies it again
+as one float matrix: memory grows with rows. Here the rows stay in the file. A first pass
+(:func:`read_layout`) reads what has to be known of every row -- its window, its label, the entity key (to check the
+row order) -- and the training window's categories; :class:`WindowRows` then serves one window's rows to LightGBM as a
+``lightgbm.Sequence``: LightGBM samples rows to find the bins, then pushes the rows in batches into its binned
+``Dataset``, and only one row group's matrix is in memory at a time. What grows with rows is the labels and the
+binned ``Dataset`` (a byte or two per feature and row), not the frame.
+
+The matrix is :func:`training.prepare_matrix`'s, converted as LightGBM converts a DataFrame (categoricals as their
+category codes, a missing one as NaN): the same values, so the same bins and the same model as the in-memory path.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_platform.lib.specs import ModelSpec
+from batch_platform.lib.training_set import LABEL, SPLIT
+
+LAYOUT_BATCH_ROWS = 65_536  # rows per batch of the first pass
+
+
+def model_matrix(frame: pd.DataFrame, features: list[str], categorical: list[str],
+                 categories: dict[str, list]) -> np.ndarray:
+    """:func:`training.prepare_matrix` of ``frame`` as the float64 matrix LightGBM makes of it (categoricals as
+    their codes in ``categories``, NaN where missing or unknown)."""
+    from batch_platform.lib.training import prepare_matrix
+
+    X = prepare_matrix(frame, features, categorical, categories)
+    out = np.empty((len(X), len(features)), dtype=np.float64)
+    for i, c in enumerate(features):
+        if c in categorical:
+            codes = X[c].cat.codes.to_numpy()
+            out[:, i] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, i] = X[c].to_numpy(dtype=np.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class SnapshotLayout:
+    """What the first pass over a snapshot learns: each row's window and label (file order), the feature columns,
+    and the categories of each categorical feature (sorted, as seen in the training window)."""
+
+    path: Path
+    windows: np.ndarray  # per row, the window's name (an index into window_names)
+    window_names: tuple[str, ...]
+    labels: np.ndarray
+    features: list[str]
+    categorical: list[str]
+    categories: dict[str, list]
+    nullable_ints: frozenset[str] = frozenset()
+
+    def positions(self, window: str) -> np.ndarray:
+        """The file rows of ``window``, ascending."""
+        if window not in self.window_names:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(self.windows == self.window_names.index(window))
+
+
+def _with_nulls(file: pq.ParquetFile) -> set[str]:
+    """The columns holding a null in some row (from the row groups' statistics; a column without them is read)."""
+    meta, out = file.metadata, set()
+    for i, name in enumerate(file.schema_arrow.names):
+        stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_null_count for s in stats):
+            if any(s.null_count for s in stats):
+                out.add(name)
+        elif file.read(columns=[name]).column(0).null_count:
+            out.add(name)
+    return out
+
+
+def _whole_file_frame(file: pq.ParquetFile, table: pa.Table, nullable_ints: set[str]) -> pd.DataFrame:
+    """``table`` (rows of ``file``) as pandas types it as part of the whole file: an integer column with a null
+    anywhere in the file is float64 (as pandas has it then), not only in the row groups that hold one."""
+    for name in nullable_ints & set(table.column_names):
+        table = table.set_column(table.column_names.index(name), name, table.column(name).cast(pa.float64()))
+    return table.to_pandas()
+
+
+class UnsortedSnapshotError(ValueError):
+    """The snapshot's rows are not in entity-key order (training sets are written in that order)."""
+
+
+def read_layout(path: Path, spec: ModelSpec, *, batch_rows: int = LAYOUT_BATCH_ROWS) -> SnapshotLayout:
+    """The first pass over the snapshot at ``path``: only the window, label, entity key and categorical columns are
+    read, a batch at a time. Raises :class:`UnsortedSnapshotError` when the rows are not in entity-key order (the
+    in-memory path sorts them; here the file order is the training order)."""
+    from batch_platform.lib.training import feature_columns
+
+    file = pq.ParquetFile(path)
+    with_nulls = _with_nulls(file)
+    # the columns' pandas types as in the whole file: one row, null in every column that has a null somewhere
+    probe = file.read_row_group(0).slice(0, 1) if file.metadata.num_rows else file.schema_arrow.empty_table()
+    for name in with_nulls:
+        i = probe.column_names.index(name)
+        probe = probe.set_column(i, name, pa.nulls(probe.num_rows, probe.schema.field(i).type))
+    features, categorical = feature_columns(spec, probe.to_pandas())
+    nullable_ints = {f.name for f in file.schema_arrow if pa.types.is_integer(f.type) and f.name in with_nulls}
+    key = spec.entity.key
+    names: dict[str, int] = {}
+    windows, labels = [], []
+    seen: dict[str, set] = {c: set() for c in categorical}
+    last = None
+    for batch in file.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([SPLIT, LABEL, key,
+                                                                                     *categorical]))):
+        frame = _whole_file_frame(file, pa.Table.from_batches([batch]), nullable_ints)
+        keys = frame[key]
+        if not keys.is_monotonic_increasing or (last is not None and len(keys) and keys.iloc[0] < last):
+            raise UnsortedSnapshotError(f"{path}: rows are not in {key} order")
+        if len(keys):
+            last = keys.iloc[-1]
+        split = frame[SPLIT].astype(object)
+        for name in split.unique():
+            names.setdefault(name, len(names))
+        windows.append(split.map(names).to_numpy(dtype=np.int8))
+        labels.append(frame[LABEL].to_numpy())
+        train = frame[split == "train"]
+        for c in categorical:
+            values = train[c].astype("string").astype(object).where(train[c].notna(), None)
+            seen[c].update(v for v in values.unique() if v is not None)
+    return SnapshotLayout(
+        path=Path(path),
+        windows=np.concatenate(windows) if windows else np.empty(0, dtype=np.int8),
+        window_names=tuple(names),
+        labels=np.concatenate(labels) if labels else np.empty(0),
+        features=features, categorical=categorical,
+        categories={c: sorted(seen[c]) for c in categorical},
+        nullable_ints=frozenset(nullable_ints),
+    )
+
+
+class WindowRows(lgb.Sequence):
+    """One window's rows of a snapshot as the model matrix (:func:`model_matrix`), read a row group at a time (the
+    last one read is kept: LightGBM's sampling and its batches go through the rows in order)."""
+
+    def __init__(self, layout: SnapshotLayout, window: str, *, features: list[str] | None = None,
+                 categorical: list[str] | None = None, categories: dict[str, list] | None = None,
+                 batch_size: int = 4096):
+        self.features = layout.features if features is None else features
+        self.categorical = layout.categorical if categorical is None else categorical
+        self.categories = layout.categories if categories is None else categories
+        self.batch_size = batch_size
+        self._file = pq.ParquetFile(layout.path)
+        meta = self._file.metadata
+        self._group_starts = np.concatenate([[0], np.cumsum([meta.row_group(i).num_rows
+                                                             for i in range(meta.num_row_groups)])])
+        self._positions = layout.positions(window)
+        self._nullable_ints = set(layout.nullable_ints)
+        # where each row group's rows begin among the window's rows
+        self._starts = np.searchsorted(self._positions, self._group_starts)
+        self._cached: tuple[int, np.ndarray | None] = (-1, None)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def _group(self, g: int) -> np.ndarray:
+        if self._cached[0] != g:
+            self._cached = (-1, None)  # the previous group's matrix is freed before the next one is read
+            local = self._positions[self._starts[g]:self._starts[g + 1]] - self._group_starts[g]
+            table = self._file.read_row_group(g, columns=self.features).take(local)
+            frame = _whole_file_frame(self._file, table, self._nullable_ints)
+            self._cached = (g, model_matrix(frame, self.features, self.categorical, self.categories))
+        return self._cached[1]
+
+    def _group_of(self, i: int) -> int:
+        return int(np.searchsorted(self._starts, i, side="right")) - 1
+
+    def __getitem__(self, idx):
+        if isinstance(idx, numbers.Integral):
+            if not 0 <= idx < len(self):
+                raise IndexError(idx)
+            g = self._group_of(idx)
+            return self._group(g)[idx - self._starts[g]]
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(len(self))
+            if step != 1:
+                raise ValueError("WindowRows takes slices with step 1")
+            parts = []
+            while start < stop:
+                g = self._group_of(start)
+                end = min(stop, int(self._starts[g + 1]))
+                parts.append(self._group(g)[start - self._starts[g]:end - self._starts[g]])
+                start = end
+            return parts[0] if len(parts) == 1 else np.vstack(parts) if parts else \
+                np.empty((0, len(self.features)))
+        if isinstance(idx, list):
+            return np.array([self[i] for i in idx])
+        raise TypeError(f"WindowRows index must be an integer, a slice or a list, got {type(idx).__name__}")
+
+    def batches(self):
+        """The window's rows as model-matrix batches, in order (for scoring)."""
+        for start in range(0, len(self), self.batch_size):
+            yield self[start:start + self.batch_size]
