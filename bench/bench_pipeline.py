@@ -3,8 +3,9 @@
 Platform: the CLI commands of the daily cycle in a fresh data dir and instance (the project's ``dagster.yaml``, as
 ``make`` runs them), each a process of its own (``ingest`` of the 59 flight days, ``features``: dbt build with its
 tests + Feast apply + online store, ``train``: training sets, leakage check, candidates, gate, registry, drift
-reference, ``score`` of 2013-03-01 with its checks and the online push). Bare: ``bench.pipeline_bare`` (its docstring): plain ``read_csv``, the dbt models' compiled SQL, one ASOF
-join per view, ``lgb.train``, predict and one insert -- no contracts, dbt tests, Feast, gate, registry or drift.
+reference, ``score`` of 2013-03-01 with its checks and the online push). Bare: ``bench.pipeline_bare`` (its
+docstring): plain ``read_csv``, the dbt models' compiled SQL, one ASOF join per view, ``lgb.train``, predict and one
+insert -- no contracts, dbt tests, Feast, gate, registry or drift.
 
 Both start from the same landed files (``land --scale N`` once per scale, outside the clock); the platform and the
 bare script alternate, ``REPEATS`` times each (``BENCH_PIPELINE_REPEATS``, default 3). Each side's wall time is
