@@ -115,3 +115,24 @@ def test_training_out_of_core_completes_under_a_memory_cap_the_in_memory_path_do
     assert streamed.returncode == 0, f"out of core under the cap ({how}): {streamed.stderr[-2000:]}"
     assert abs(result["test_roc_auc"] - reference["test_roc_auc"]) <= 0.002
     assert result["model_text"] == reference["model_text"]
+
+
+def test_a_window_or_the_tail_read_alone_is_typed_as_in_the_whole_frame(platform, tmp_path):
+    """``read_windows`` and ``read_tail`` (the gate's test window, the smoke test's recent rows): the rows of
+    ``pd.read_parquet`` of the whole file, with its types -- an integer column with nulls only in other windows is
+    float64 there too (as a category its values read "1.0", not "1")."""
+    from batch_platform.lib.snapshot_matrix import read_tail, read_windows
+
+    frame = pd.read_parquet(_snapshot(platform, "flight_delay"))
+    frame["ext_int"] = pd.array(np.where(frame[SPLIT] == "train", None, 1), dtype="Int64")  # pandas-typed
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.append_column("late_int", pa.array(np.where(frame[SPLIT] == "train", None, 1), pa.int64()))
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path, row_group_size=1500)
+    whole = pd.read_parquet(path)
+    assert (whole["late_int"].dtype, whole["ext_int"].dtype) == ("float64", "Int64")
+    for windows in (("test",), ("validation", "test"), ("train",)):
+        pd.testing.assert_frame_equal(read_windows(path, windows),
+                                      whole[whole[SPLIT].isin(windows)].reset_index(drop=True))
+    for rows in (1, 1500, 2000, len(whole) + 5):
+        pd.testing.assert_frame_equal(read_tail(path, rows), whole.tail(rows).reset_index(drop=True))

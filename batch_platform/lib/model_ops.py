@@ -29,7 +29,10 @@ def score_version(version: ModelVersion, frame: pd.DataFrame) -> np.ndarray:
     return training.score(booster, frame, version.fingerprint.get("categorical"))
 
 
-def smoke_test(version: ModelVersion, frame: pd.DataFrame, *, rows: int = 2000) -> None:
+SMOKE_TEST_ROWS = 2000
+
+
+def smoke_test(version: ModelVersion, frame: pd.DataFrame, *, rows: int = SMOKE_TEST_ROWS) -> None:
     """Score up to ``rows`` recent rows; every score must be a probability and they must not all be equal."""
     sample = frame.tail(rows)
     try:

@@ -19,7 +19,6 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -82,7 +81,16 @@ def _with_nulls(file: pq.ParquetFile) -> set[str]:
     return out
 
 
-def _whole_file_frame(file: pq.ParquetFile, table: pa.Table, nullable_ints: set[str]) -> pd.DataFrame:
+def _nullable_ints(file: pq.ParquetFile, nulls: set[str] | None = None) -> set[str]:
+    """The integer columns with a null somewhere (``nulls``: :func:`_with_nulls`): pandas has them as float64,
+    unless the file's pandas metadata types the column (e.g. as ``Int64``, which holds nulls)."""
+    nulls = _with_nulls(file) if nulls is None else nulls
+    typed = {c["name"]: c["numpy_type"] for c in (file.schema_arrow.pandas_metadata or {}).get("columns", [])}
+    return {f.name for f in file.schema_arrow if pa.types.is_integer(f.type) and f.name in nulls
+            and (f.name not in typed or typed[f.name].islower())}
+
+
+def _whole_file_frame(table: pa.Table, nullable_ints: set[str]) -> pd.DataFrame:
     """``table`` (rows of ``file``) as pandas types it as part of the whole file: an integer column with a null
     anywhere in the file is float64 (as pandas has it then), not only in the row groups that hold one."""
     for name in nullable_ints & set(table.column_names):
@@ -108,7 +116,7 @@ def read_layout(path: Path, spec: ModelSpec, *, batch_rows: int = LAYOUT_BATCH_R
         i = probe.column_names.index(name)
         probe = probe.set_column(i, name, pa.nulls(probe.num_rows, probe.schema.field(i).type))
     features, categorical = feature_columns(spec, probe.to_pandas())
-    nullable_ints = {f.name for f in file.schema_arrow if pa.types.is_integer(f.type) and f.name in with_nulls}
+    nullable_ints = _nullable_ints(file, with_nulls)
     key = spec.entity.key
     names: dict[str, int] = {}
     windows, labels = [], []
@@ -116,7 +124,7 @@ def read_layout(path: Path, spec: ModelSpec, *, batch_rows: int = LAYOUT_BATCH_R
     last = None
     for batch in file.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([SPLIT, LABEL, key,
                                                                                      *categorical]))):
-        frame = _whole_file_frame(file, pa.Table.from_batches([batch]), nullable_ints)
+        frame = _whole_file_frame(pa.Table.from_batches([batch]), nullable_ints)
         keys = frame[key]
         if not keys.is_monotonic_increasing or (last is not None and len(keys) and keys.iloc[0] < last):
             raise UnsortedSnapshotError(f"{path}: rows are not in {key} order")
@@ -142,9 +150,11 @@ def read_layout(path: Path, spec: ModelSpec, *, batch_rows: int = LAYOUT_BATCH_R
     )
 
 
-class WindowRows(lgb.Sequence):
+class WindowRows:
     """One window's rows of a snapshot as the model matrix (:func:`model_matrix`), read a row group at a time (the
-    last one read is kept: LightGBM's sampling and its batches go through the rows in order)."""
+    last one read is kept: LightGBM's sampling and its batches go through the rows in order). A
+    ``lightgbm.Sequence`` (registered as one where LightGBM is imported, :func:`as_lightgbm_sequence`: this module
+    does not import LightGBM, which the definitions load would then pay for)."""
 
     def __init__(self, layout: SnapshotLayout, window: str, *, features: list[str] | None = None,
                  categorical: list[str] | None = None, categories: dict[str, list] | None = None,
@@ -171,7 +181,7 @@ class WindowRows(lgb.Sequence):
             self._cached = (-1, None)  # the previous group's matrix is freed before the next one is read
             local = self._positions[self._starts[g]:self._starts[g + 1]] - self._group_starts[g]
             table = self._file.read_row_group(g, columns=self.features).take(local)
-            frame = _whole_file_frame(self._file, table, self._nullable_ints)
+            frame = _whole_file_frame(table, self._nullable_ints)
             self._cached = (g, model_matrix(frame, self.features, self.categorical, self.categories))
         return self._cached[1]
 
@@ -204,3 +214,32 @@ class WindowRows(lgb.Sequence):
         """The window's rows as model-matrix batches, in order (for scoring)."""
         for start in range(0, len(self), self.batch_size):
             yield self[start:start + self.batch_size]
+
+
+def read_windows(path: Path, windows: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``windows`` (e.g. ``("test",)``) in file order, typed as ``pd.read_parquet`` types the whole
+    file: what ``frame[frame[SPLIT].isin(windows)]`` would hold, without reading the other windows into memory."""
+    file = pq.ParquetFile(path)
+    table = pq.read_table(path, filters=[(SPLIT, "in", list(windows))])
+    return _whole_file_frame(table, _nullable_ints(file))
+
+
+def read_tail(path: Path, rows: int) -> pd.DataFrame:
+    """The last ``rows`` rows (``frame.tail(rows)``), reading only the row groups that hold them."""
+    file = pq.ParquetFile(path)
+    meta, groups, n = file.metadata, [], 0
+    for g in reversed(range(meta.num_row_groups)):
+        if n >= rows:
+            break
+        groups.insert(0, g)
+        n += meta.row_group(g).num_rows
+    table = file.read_row_groups(groups) if groups else file.schema_arrow.empty_table()
+    return _whole_file_frame(table.slice(max(0, table.num_rows - rows)), _nullable_ints(file))
+
+
+def as_lightgbm_sequence(rows: WindowRows) -> WindowRows:
+    """``rows``, which LightGBM now takes as a ``lightgbm.Sequence`` (an abstract base class: registered)."""
+    import lightgbm as lgb
+
+    lgb.Sequence.register(WindowRows)
+    return rows

@@ -186,15 +186,16 @@ def train_snapshot(path: Path, spec: ModelSpec, config: TrainConfig = TrainConfi
 def _train_layout(layout, spec: ModelSpec, config: TrainConfig) -> TrainedModel:
     import lightgbm as lgb
 
-    from batch_platform.lib.snapshot_matrix import WindowRows
+    from batch_platform.lib.snapshot_matrix import WindowRows, as_lightgbm_sequence
 
     y_train, y_val = (layout.labels[layout.positions(w)] for w in ("train", "validation"))
     _check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
-    dtrain = lgb.Dataset([WindowRows(layout, "train")], label=y_train, feature_name=layout.features,
+    rows = {w: as_lightgbm_sequence(WindowRows(layout, w)) for w in ("train", "validation")}
+    dtrain = lgb.Dataset([rows["train"]], label=y_train, feature_name=layout.features,
                          categorical_feature=layout.categorical, params=_base_params(spec, config))
     # the categories travel with the model as they do from a DataFrame (LightGBM's pandas_categorical)
     dtrain.pandas_categorical = [layout.categories[c] for c in layout.categorical]
-    dval = lgb.Dataset([WindowRows(layout, "validation")], label=y_val, reference=dtrain)
+    dval = lgb.Dataset([rows["validation"]], label=y_val, reference=dtrain)
     return _search(dtrain, dval, spec, config, layout.features, layout.categorical)
 
 

@@ -2,15 +2,15 @@
 manual promote/rollback jobs."""
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from batch_platform import settings
 from batch_platform.defs.resources import ModelRegistryResource, WarehouseResource
 from batch_platform.defs.training.models import GATE_CHECK, candidate_key, run_metadata
-from batch_platform.lib import lifecycle, model_ops, monitoring
+from batch_platform.lib import lifecycle, model_ops, monitoring, snapshot_matrix
 from batch_platform.lib.registry import CANARY
 from batch_platform.lib.specs import ModelSpec, load_specs
 
@@ -120,7 +120,7 @@ def _verifier(registry, spec_name: str):
         model_ops.load_model(mv)  # sha256 verified: ArtifactIntegrityError on any changed byte
         current = registry.get_alias(spec_name, model_ops.CHAMPION)  # its snapshot holds the most recent data
         snapshot = (current or mv).fingerprint["training_set_snapshot"]
-        model_ops.smoke_test(mv, pd.read_parquet(snapshot))
+        model_ops.smoke_test(mv, snapshot_matrix.read_tail(Path(snapshot), model_ops.SMOKE_TEST_ROWS))
 
     return verify
 

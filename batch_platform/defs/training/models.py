@@ -1,7 +1,7 @@
 """Candidate models, one per spec: LightGBM trained on the training-set snapshot built in the same run, saved as
 LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check.
 Training reads the snapshot out of core (``training.train_snapshot``); the evaluation, the drift reference and the
-gate read the snapshot's frame."""
+gate read the windows they score (``snapshot_matrix.read_windows``), one at a time."""
 
 import base64
 import json
@@ -18,7 +18,7 @@ from batch_platform.defs.monitoring.conditions import with_its_asset
 from batch_platform.defs.resources import ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
 from batch_platform.lib import (artifacts, drift, evaluation, faults, model_ops, performance_estimate, resource_usage,
-                                training)
+                                snapshot_matrix, training)
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.training_set import LABEL, SPLIT
 
@@ -122,13 +122,14 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             trained = training.train_snapshot(Path(ts_md["snapshot"]), spec, training.TrainConfig(
                 n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
                 num_threads=config.num_threads))
-        frame = pd.read_parquet(ts_md["snapshot"])
+        # the windows scored below, read a window at a time (never the whole set)
+        evaluated = snapshot_matrix.read_windows(Path(ts_md["snapshot"]), ("validation", "test"))
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
         path, sha = artifacts.save_model_text(trained.model_text, model_dir)
         faults.point("train.model_saved")
         booster = training.load_booster(trained.model_text)
-        test = frame[frame[SPLIT] == "test"]
-        val = frame[frame[SPLIT] == "validation"]
+        test = evaluated[evaluated[SPLIT] == "test"]
+        val = evaluated[evaluated[SPLIT] == "validation"]
         p_test = training.score(booster, test, trained.categorical)
         p_val = training.score(booster, val, trained.categorical)
         regression = spec.is_regression
@@ -151,7 +152,8 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             spec_fingerprint=spec.fingerprint,
         ) | {"training_set_snapshot": ts_md["snapshot"], "training_cutoff": ts_md["training_cutoff"]}
         # The drift reference is frozen now and stored with the version (path + sha256 in its fingerprint).
-        train_rows = frame[frame[SPLIT] == "train"]
+        del evaluated, val  # (the test window stays: its plots are drawn below)
+        train_rows = snapshot_matrix.read_windows(Path(ts_md["snapshot"]), ("train",))
         reference = drift.build_reference(
             train_rows, booster.feature_name(), trained.categorical,
             training.score(booster, train_rows, trained.categorical), rows=spec.monitoring.drift.reference_rows,
@@ -205,8 +207,9 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         md = current_metadata(context.instance, context.run.run_id, key)
         registry = model_registry.registry()
         candidate = registry.get_version(spec.name, md["version"])
-        frame = pd.read_parquet(candidate.fingerprint["training_set_snapshot"])
-        report = model_ops.gate_candidate(spec, frame, candidate, registry)
+        # the gate scores the test window only (model_ops.test_window)
+        window = snapshot_matrix.read_windows(Path(candidate.fingerprint["training_set_snapshot"]), ("test",))
+        report = model_ops.gate_candidate(spec, window, candidate, registry)
         registry.attach_gate_report(spec.name, candidate.version, report)
         report_path = Path(model_registry.artifacts_dir) / "models" / spec.name / \
             f"v{candidate.version}" / "gate_report.json"
