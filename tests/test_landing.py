@@ -527,10 +527,41 @@ def test_scaled_tail_numbers_are_new_and_in_the_planes_snapshot(scaled, oracle):
     ) == 0
 
 
+def test_each_scaled_copy_flies_its_own_routes(scaled, oracle):
+    """Copy k's destinations are its own airports (S<k>_<faa>, in the airports snapshot with the original's
+    attributes); a destination the source's airports lack stays as it is; origins (and their weather) stay."""
+    flights = read_landed(oracle, "flights", [daily_batch_path(scaled, "flights", d) for d in SCALE_DAYS])
+    airports = read_landed(oracle, "airports", [reference_batch_path(scaled, "airports")])
+
+    def one(sql: str):
+        return oracle.execute(sql).fetchall()[0][0]
+
+    copy = "flight // 10000"
+    # routes: the source's, once per copy (those to a destination the airports lack: shared by every copy)
+    routes = f"SELECT count(DISTINCT origin || '-' || dest) FROM {flights} WHERE flight < 10000 AND dest"
+    known, unknown = (one(f"{routes} {op} (SELECT faa FROM raw_airports)") for op in ("IN", "NOT IN"))
+    assert known > 100 and unknown > 0
+    assert one(f"SELECT count(DISTINCT origin || '-' || dest) FROM {flights}") == 3 * known + unknown
+    # the flights of the copies that keep their destination: those to an airport the source lacks
+    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\'") == \
+        2 * one(f"SELECT count(*) FROM {flights} WHERE {copy} = 0 AND dest NOT IN (SELECT faa FROM raw_airports)")
+    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest LIKE 'S%\\_%' ESCAPE '\\' "
+               f"AND dest <> 'S' || {copy} || '_' || regexp_extract(dest, '_(.*)$', 1)") == 0
+    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\' "
+               "AND dest IN (SELECT faa FROM raw_airports)") == 0
+    assert one(f"SELECT count(*) FROM {flights} WHERE origin NOT IN ('JFK', 'LGA', 'EWR')") == 0
+    # every destination of every copy that the source's airports know is in the snapshot, with its attributes
+    assert one(f"SELECT count(*) FROM {flights} WHERE dest LIKE 'S%\\_%' ESCAPE '\\' "
+               f"AND dest NOT IN (SELECT faa FROM {airports})") == 0
+    assert one(f"SELECT count(*) FROM {airports}") == 3 * one("SELECT count(*) FROM raw_airports")
+    assert one(f"SELECT count(*) FROM {airports} s JOIN raw_airports a ON a.faa = regexp_extract(s.faa, '_(.*)$', 1) "
+               "WHERE s.faa LIKE 'S%\\_%' ESCAPE '\\' "
+               "AND (s.name, s.lat, s.lon, s.tz) IS DISTINCT FROM (a.name, a.lat, a.lon, a.tz)") == 0
+
+
 def test_scale_leaves_other_tables_alone(scaled, landed, tmp_path):
     root, _ = landed
-    for table in ("airports", "airlines"):
-        assert reference_batch_path(scaled, table).read_bytes() == reference_batch_path(root, table).read_bytes()
+    assert reference_batch_path(scaled, "airlines").read_bytes() == reference_batch_path(root, "airlines").read_bytes()
     plain = tmp_path / "plain"
     replay(plain, SCALE_DAYS[0], SCALE_DAYS[0], tables=["weather"])
     assert daily_batch_path(plain, "weather", SCALE_DAYS[0]).read_bytes() == \

@@ -24,7 +24,8 @@ days with the same ``scale``/``seed`` gives byte-identical files, and a file who
 not change is left untouched. A day with no source rows (weather has none for 2013-12-31) still gets a
 header-only file with ``rows: 0``, as an export of an empty day would.
 
-``scale=N`` multiplies flights (and so the schedule) for benchmarks; see :func:`replay`.
+``scale=N`` multiplies flights (and so the schedule), each copy with its own planes and routes, for benchmarks;
+see :func:`replay`.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def schedule_days(start: dt.date, end: dt.date, clock: DataClock = REPLAY_CLOCK,
 def synthetic_tailnum(tailnum: str, k: int) -> str:
     """Tail number of copy ``k >= 1`` of a plane in a scaled replay (real tail numbers never contain ``-``)."""
     return f"S{k}-{tailnum}"
+
+
+def synthetic_airport(faa: str, k: int) -> str:
+    """FAA code of copy ``k >= 1`` of a destination airport in a scaled replay (real codes never contain ``_``,
+    and a route ``origin-dest`` keeps one ``-``)."""
+    return f"S{k}_{faa}"
 
 
 # --------------------------------------------------------------------------------------------------- summary
@@ -266,8 +273,10 @@ def _draws(
     return minute, dep_noise, dep_noise + arr_extra
 
 
-def _scaled_copy(df: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> pd.DataFrame:
-    """Copy ``k >= 1`` of the flights in ``df`` given its draws (see :func:`replay` for the rules)."""
+def _scaled_copy(df: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray, np.ndarray], k: int,
+                 airports: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Copy ``k >= 1`` of the flights in ``df`` given its draws (see :func:`replay` for the rules); ``airports``:
+    the destinations the airports snapshot has (copied as :func:`synthetic_airport`)."""
     n = len(df)
     new_minute, dep_noise, arr_noise = draws
     hour, _ = _int_col(df, "hour")
@@ -302,17 +311,22 @@ def _scaled_copy(df: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray, np.ndarr
     out["tailnum"] = f"S{k}-" + df["tailnum"]  # null stays null; same as synthetic_tailnum()
     if "planned_tailnum" in df:
         out["planned_tailnum"] = f"S{k}-" + df["planned_tailnum"]
+    # each copy flies its own routes: a destination the airports snapshot has becomes that copy's airport (same as
+    # synthetic_airport()); one it lacks stays as it is, unmatched in every copy as in the source
+    out["dest"] = df["dest"].where(~df["dest"].isin(airports), f"S{k}_" + df["dest"])
     return out
 
 
 def _scale_flights(
-    df: pd.DataFrame, days: list[dt.date], bounds: list[tuple[int, int]], scale: int, seed: int
+    df: pd.DataFrame, days: list[dt.date], bounds: list[tuple[int, int]], scale: int, seed: int,
+    airports: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """``df`` (the flights of ``days``, sorted in output order; ``bounds`` its per-day row ranges) followed by
     copies ``1..scale-1`` (unsorted: the formatter sorts)."""
     if scale == 1 or df.empty:
         return df
-    parts = [df] + [_scaled_copy(df, _draws(days, bounds, len(df), k, seed), k) for k in range(1, scale)]
+    parts = [df] + [_scaled_copy(df, _draws(days, bounds, len(df), k, seed), k, airports)
+                    for k in range(1, scale)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -455,7 +469,10 @@ def replay(
     ``(seed, k, day ordinal)``: a day's file (flights or schedule) does not depend on the replayed range. The
     planes snapshot gets, for every ``k``, a copy of every plane under its synthetic tail number; tail numbers
     that the source's planes table lacks (about 15 % of flights) stay unmatched in every copy, as in the source.
-    Weather, airports and airlines are not scaled.
+    Each copy also flies its own routes: ``dest`` becomes ``S{k}_<dest>`` (the origin stays, with its weather),
+    and the airports snapshot gets a copy of every airport under that code; the few destinations the airports
+    table lacks stay as they are. So every entity with trailing features -- plane, route -- has its own history
+    in each copy, and feature tables and training sets grow with N. Weather and airlines are not scaled.
     """
     if isinstance(scale, bool) or not isinstance(scale, int | np.integer) or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
@@ -528,10 +545,13 @@ def replay(
                 order = ", ".join(SORT_ORDER[source_table])
                 df = _fetch(con, f"SELECT * FROM {in_range} ORDER BY {order}", [row_days[0], row_days[-1]])
                 bounds = _day_bounds(_day_codes(df), row_days)
+                airports = frozenset(r[0] for r in con.execute(
+                    f"SELECT faa FROM {load_source_table(con, 'airports')}").fetchall())
                 for chunk_days, lo0, hi1 in _chunks(row_days, bounds, CHUNK_ROWS // scale):
                     part = df.iloc[lo0:hi1]
                     part_bounds = _day_bounds(_day_codes(part), chunk_days)
-                    con.register("__landing_chunk", _scale_flights(part, chunk_days, part_bounds, scale, seed))
+                    con.register("__landing_chunk", _scale_flights(part, chunk_days, part_bounds, scale, seed,
+                                                                   airports))
                     try:
                         land_flight_days("__landing_chunk", chunk_days)
                     finally:
@@ -543,12 +563,13 @@ def replay(
             else:
                 relation = src
                 cols = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table])
-                if table == "planes" and scale > 1:
-                    rest = ", ".join(f'"{c}"' for c in SOURCE_SCHEMAS[table] if c != "tailnum")
-                    relation = (
-                        f"(SELECT {cols} FROM {src} UNION ALL SELECT 'S' || k || '-' || tailnum AS tailnum, "
-                        f"{rest} FROM {src}, range(1, {scale}) AS copies(k))"
-                    )
+                copied = {"planes": ("tailnum", "'S' || k || '-' || tailnum"),  # synthetic_tailnum()
+                          "airports": ("faa", "'S' || k || '_' || faa")}  # synthetic_airport()
+                if table in copied and scale > 1:
+                    key, expr = copied[table]
+                    copy_cols = ", ".join(f"{expr} AS {key}" if c == key else f'"{c}"' for c in SOURCE_SCHEMAS[table])
+                    relation = (f"(SELECT {cols} FROM {src} UNION ALL SELECT {copy_cols} "
+                                f"FROM {src}, range(1, {scale}) AS copies(k))")
                 _, lines = _formatted(con, relation, table)
                 data = _csv_text(_csv_header(table), lines)
                 land(table, reference_batch_path(landing_dir, table), None, data, len(lines))
@@ -583,5 +604,6 @@ __all__ = [
     "reference_batch_path",
     "replay",
     "schedule_days",
+    "synthetic_airport",
     "synthetic_tailnum",
 ]
