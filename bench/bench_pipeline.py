@@ -99,7 +99,7 @@ def _dbt_build_folder(data: Path) -> Path:
     return max(folders, key=lambda p: p.stat().st_mtime)
 
 
-def plan(data: Path, landing: Path, out: Path, specs: Path) -> dict:
+def plan(data: Path, landing: Path, out: Path, spec_dir: Path) -> dict:
     """What the bare script runs, read off the platform's build in ``data`` (paths moved to ``out``)."""
     import duckdb
 
@@ -159,7 +159,7 @@ def plan(data: Path, landing: Path, out: Path, specs: Path) -> dict:
         models.append(m)
 
     specs = {}
-    os.environ.update(_env(data, data.parent / "home", specs))
+    os.environ.update(_env(data, data.parent / "home", spec_dir))
     from batch_platform import settings
     from batch_platform.lib.feature_store import FeatureStoreClient
 

@@ -150,6 +150,17 @@ def read_layout(path: Path, spec: ModelSpec, *, batch_rows: int = LAYOUT_BATCH_R
     )
 
 
+def group_matrix(file: pq.ParquetFile | Path | str, group: int, rows: np.ndarray, features: list[str],
+                 categorical: list[str], categories: dict[str, list], nullable_ints: set[str] | frozenset[str]
+                 ) -> np.ndarray:
+    """The model matrix (:func:`model_matrix`) of ``rows`` (row numbers within the group) of row group ``group``
+    of the snapshot ``file`` (a path where it runs elsewhere, e.g. on a Dask worker)."""
+    if not isinstance(file, pq.ParquetFile):
+        file = pq.ParquetFile(file)
+    table = file.read_row_group(group, columns=features).take(rows)
+    return model_matrix(_whole_file_frame(table, set(nullable_ints)), features, categorical, categories)
+
+
 class WindowRows:
     """One window's rows of a snapshot as the model matrix (:func:`model_matrix`), read a row group at a time (the
     last one read is kept: LightGBM's sampling and its batches go through the rows in order). A
@@ -176,13 +187,19 @@ class WindowRows:
     def __len__(self) -> int:
         return len(self._positions)
 
+    @property
+    def row_groups(self) -> list[tuple[int, np.ndarray]]:
+        """``(row group, the window's rows in it as row numbers within the group)`` of every row group holding
+        rows of the window, in order: :func:`group_matrix`'s arguments."""
+        return [(g, self._positions[self._starts[g]:self._starts[g + 1]] - self._group_starts[g])
+                for g in range(len(self._group_starts) - 1) if self._starts[g + 1] > self._starts[g]]
+
     def _group(self, g: int) -> np.ndarray:
         if self._cached[0] != g:
             self._cached = (-1, None)  # the previous group's matrix is freed before the next one is read
             local = self._positions[self._starts[g]:self._starts[g + 1]] - self._group_starts[g]
-            table = self._file.read_row_group(g, columns=self.features).take(local)
-            frame = _whole_file_frame(table, self._nullable_ints)
-            self._cached = (g, model_matrix(frame, self.features, self.categorical, self.categories))
+            self._cached = (g, group_matrix(self._file, g, local, self.features, self.categorical, self.categories,
+                                            self._nullable_ints))
         return self._cached[1]
 
     def _group_of(self, i: int) -> int:
