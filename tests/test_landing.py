@@ -98,6 +98,11 @@ def raw_rows(con, table: str, day: dt.date) -> int:
     ).fetchall()[0][0]
 
 
+def one(con: duckdb.DuckDBPyConnection, sql: str):
+    """The single value ``sql`` returns."""
+    return con.execute(sql).fetchall()[0][0]
+
+
 def day_filter(days: list[dt.date]) -> str:
     return "(" + " OR ".join(f"(year = {d.year} AND month = {d.month} AND day = {d.day})" for d in days) + ")"
 
@@ -498,30 +503,28 @@ def test_scaled_tail_numbers_are_new_and_in_the_planes_snapshot(scaled, oracle):
     flights = read_landed(oracle, "flights", [daily_batch_path(scaled, "flights", d) for d in SCALE_DAYS])
     planes = read_landed(oracle, "planes", [reference_batch_path(scaled, "planes")])
 
-    def one(sql: str):
-        return oracle.execute(sql).fetchall()[0][0]
-
     real = "(SELECT tailnum FROM raw_flights WHERE tailnum IS NOT NULL UNION SELECT tailnum FROM raw_planes)"
     synthetic = f"(SELECT DISTINCT tailnum FROM {flights} WHERE flight >= 10000 AND tailnum IS NOT NULL)"
-    assert one(f"SELECT count(*) FROM {synthetic}") > 0
-    assert one(f"SELECT count(*) FROM {synthetic} WHERE tailnum IN {real}") == 0
+    assert one(oracle, f"SELECT count(*) FROM {synthetic}") > 0
+    assert one(oracle, f"SELECT count(*) FROM {synthetic} WHERE tailnum IN {real}") == 0
     # each copy has its own tail numbers
-    assert one(f"SELECT count(*) FROM (SELECT tailnum FROM {flights} WHERE tailnum IS NOT NULL "
+    assert one(oracle, f"SELECT count(*) FROM (SELECT tailnum FROM {flights} WHERE tailnum IS NOT NULL "
                "GROUP BY tailnum HAVING count(DISTINCT flight // 10000) > 1)") == 0
     # null tailnums stay null in every copy
-    assert one(f"SELECT count(*) FROM {flights} WHERE tailnum IS NULL") == \
-        3 * one(f"SELECT count(*) FROM raw_flights WHERE tailnum IS NULL AND {day_filter(SCALE_DAYS)}")
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE tailnum IS NULL") == \
+        3 * one(oracle, f"SELECT count(*) FROM raw_flights WHERE tailnum IS NULL AND {day_filter(SCALE_DAYS)}")
     # every synthetic tail of a registered plane is in the snapshot, with the original plane's attributes;
     # tails the source's planes table lacks stay unregistered in every copy, as in the source
     orig = "regexp_extract(s.tailnum, '^S[0-9]+-(.*)$', 1)"
     registered = f"(SELECT s.tailnum FROM {synthetic} s WHERE {orig} IN (SELECT tailnum FROM raw_planes))"
-    assert one(f"SELECT count(*) FROM {registered}") > 0
-    assert one(f"SELECT count(*) FROM {registered} WHERE tailnum NOT IN (SELECT tailnum FROM {planes})") == 0
-    assert one(f"SELECT count(*) FROM {synthetic} s WHERE {orig} NOT IN (SELECT tailnum FROM raw_planes) "
+    assert one(oracle, f"SELECT count(*) FROM {registered}") > 0
+    assert one(oracle, f"SELECT count(*) FROM {registered} WHERE tailnum NOT IN (SELECT tailnum FROM {planes})") == 0
+    assert one(oracle, f"SELECT count(*) FROM {synthetic} s WHERE {orig} NOT IN (SELECT tailnum FROM raw_planes) "
                f"AND s.tailnum IN (SELECT tailnum FROM {planes})") == 0
-    assert one(f"SELECT count(*) FROM {planes}") == 3 * one("SELECT count(*) FROM raw_planes")
-    assert one(f"SELECT count(DISTINCT tailnum) FROM {planes}") == 3 * one("SELECT count(*) FROM raw_planes")
-    assert one(
+    assert one(oracle, f"SELECT count(*) FROM {planes}") == 3 * one(oracle, "SELECT count(*) FROM raw_planes")
+    assert one(oracle, f"SELECT count(DISTINCT tailnum) FROM {planes}") == \
+        3 * one(oracle, "SELECT count(*) FROM raw_planes")
+    assert one(oracle, 
         f"SELECT count(*) FROM {planes} s JOIN raw_planes p ON p.tailnum = {orig} "
         "WHERE (s.year, s.model, s.seats) IS DISTINCT FROM (p.year, p.model, p.seats)"
     ) == 0
@@ -533,28 +536,27 @@ def test_each_scaled_copy_flies_its_own_routes(scaled, oracle):
     flights = read_landed(oracle, "flights", [daily_batch_path(scaled, "flights", d) for d in SCALE_DAYS])
     airports = read_landed(oracle, "airports", [reference_batch_path(scaled, "airports")])
 
-    def one(sql: str):
-        return oracle.execute(sql).fetchall()[0][0]
-
     copy = "flight // 10000"
     # routes: the source's, once per copy (those to a destination the airports lack: shared by every copy)
     routes = f"SELECT count(DISTINCT origin || '-' || dest) FROM {flights} WHERE flight < 10000 AND dest"
-    known, unknown = (one(f"{routes} {op} (SELECT faa FROM raw_airports)") for op in ("IN", "NOT IN"))
+    known, unknown = (one(oracle, f"{routes} {op} (SELECT faa FROM raw_airports)") for op in ("IN", "NOT IN"))
     assert known > 100 and unknown > 0
-    assert one(f"SELECT count(DISTINCT origin || '-' || dest) FROM {flights}") == 3 * known + unknown
+    assert one(oracle, f"SELECT count(DISTINCT origin || '-' || dest) FROM {flights}") == 3 * known + unknown
     # the flights of the copies that keep their destination: those to an airport the source lacks
-    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\'") == \
-        2 * one(f"SELECT count(*) FROM {flights} WHERE {copy} = 0 AND dest NOT IN (SELECT faa FROM raw_airports)")
-    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest LIKE 'S%\\_%' ESCAPE '\\' "
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\'") == \
+        2 * one(oracle, f"SELECT count(*) FROM {flights} WHERE {copy} = 0 "
+                "AND dest NOT IN (SELECT faa FROM raw_airports)")
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest LIKE 'S%\\_%' ESCAPE '\\' "
                f"AND dest <> 'S' || {copy} || '_' || regexp_extract(dest, '_(.*)$', 1)") == 0
-    assert one(f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\' "
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE {copy} > 0 AND dest NOT LIKE 'S%\\_%' ESCAPE '\\' "
                "AND dest IN (SELECT faa FROM raw_airports)") == 0
-    assert one(f"SELECT count(*) FROM {flights} WHERE origin NOT IN ('JFK', 'LGA', 'EWR')") == 0
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE origin NOT IN ('JFK', 'LGA', 'EWR')") == 0
     # every destination of every copy that the source's airports know is in the snapshot, with its attributes
-    assert one(f"SELECT count(*) FROM {flights} WHERE dest LIKE 'S%\\_%' ESCAPE '\\' "
+    assert one(oracle, f"SELECT count(*) FROM {flights} WHERE dest LIKE 'S%\\_%' ESCAPE '\\' "
                f"AND dest NOT IN (SELECT faa FROM {airports})") == 0
-    assert one(f"SELECT count(*) FROM {airports}") == 3 * one("SELECT count(*) FROM raw_airports")
-    assert one(f"SELECT count(*) FROM {airports} s JOIN raw_airports a ON a.faa = regexp_extract(s.faa, '_(.*)$', 1) "
+    assert one(oracle, f"SELECT count(*) FROM {airports}") == 3 * one(oracle, "SELECT count(*) FROM raw_airports")
+    assert one(oracle, f"SELECT count(*) FROM {airports} s "
+               "JOIN raw_airports a ON a.faa = regexp_extract(s.faa, '_(.*)$', 1) "
                "WHERE s.faa LIKE 'S%\\_%' ESCAPE '\\' "
                "AND (s.name, s.lat, s.lon, s.tz) IS DISTINCT FROM (a.name, a.lat, a.lon, a.tz)") == 0
 
