@@ -183,6 +183,8 @@ class WindowRows:
         # where each row group's rows begin among the window's rows
         self._starts = np.searchsorted(self._positions, self._group_starts)
         self._cached: tuple[int, np.ndarray | None] = (-1, None)
+        self._span = (0, 0)  # the window rows [first, end) the cached group holds: LightGBM's sampling asks for rows
+        # one at a time (200k of them by default), so a row of the cached group is served without a search
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -196,16 +198,21 @@ class WindowRows:
 
     def _group(self, g: int) -> np.ndarray:
         if self._cached[0] != g:
-            self._cached = (-1, None)  # the previous group's matrix is freed before the next one is read
+            self._cached, self._span = (-1, None), (0, 0)  # the previous group's matrix is freed before the next
+            # one is read
             local = self._positions[self._starts[g]:self._starts[g + 1]] - self._group_starts[g]
             self._cached = (g, group_matrix(self._file, g, local, self.features, self.categorical, self.categories,
                                             self._nullable_ints))
+            self._span = (int(self._starts[g]), int(self._starts[g + 1]))
         return self._cached[1]
 
     def _group_of(self, i: int) -> int:
         return int(np.searchsorted(self._starts, i, side="right")) - 1
 
     def __getitem__(self, idx):
+        first, end = self._span
+        if isinstance(idx, (int, np.integer)) and first <= idx < end:  # (LightGBM's indices are numpy's)
+            return self._cached[1][idx - first]
         if isinstance(idx, numbers.Integral):
             if not 0 <= idx < len(self):
                 raise IndexError(idx)
