@@ -83,3 +83,18 @@ def test_the_replayed_early_stopping_keeps_lightgbms_iteration(snapshot):
         dask_training.validation_curve(full, layout, spec), config.early_stopping_rounds, higher_better=True)
     assert iteration == stopped.best_iteration
     assert value == pytest.approx(stopped.validation_metric, abs=1e-6)
+
+
+def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapshot):
+    """Chunk i on the i-th worker and LightGBM's rank i: without that ordering, which worker was rank 0 changed
+    from run to run (the scheduler's order) and so did the bins and the model."""
+    from distributed import Client, LocalCluster
+
+    spec = load_specs()["flight_delay"]
+    models = []
+    for _ in range(2):  # a new cluster each time: new worker addresses, new ports
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            models.append(dask_training.train_on_dask(snapshot, spec, client, FAST))
+    assert _without_parameters(models[0].model_text) == _without_parameters(models[1].model_text)
+    assert "[num_machines: 2]" in models[0].model_text  # trained data-parallel on both workers
