@@ -42,6 +42,7 @@ ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 # When set, Feast's online store is Redis at this connection string ("host:port[,db=N,password=...]", Feast's
 # format) instead of the SQLite file above. No default: unset (or empty) means SQLite.
 REDIS_VAR = "BATCH_PLATFORM_REDIS"
+DASK_ADDRESS_VAR = "BATCH_PLATFORM_DASK_ADDRESS"  # a Dask scheduler: training and batch scoring run on its cluster
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
 REPORTS_URL_VAR = "BATCH_PLATFORM_REPORTS_URL"  # where lib/report_server.py serves the artifacts dir over HTTP
@@ -87,6 +88,7 @@ def _defaults() -> dict[str, str]:
         REGISTRY_VAR: str(base / "registry.db"),
         DBT_MACROS_VAR: str(DBT_MACROS_DIR),
         HOLIDAYS_CSV_VAR: str(HOLIDAYS_CSV),
+        DASK_ADDRESS_VAR: "",  # none: training and scoring run in the step's own process
     }
 
 

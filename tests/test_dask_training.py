@@ -16,6 +16,7 @@ import pytest
 from batch_platform.lib import dask_training, training
 from batch_platform.lib.snapshot_matrix import WindowRows, read_layout
 from batch_platform.lib.specs import load_specs
+from tests.test_scoring import scoring_env  # noqa: F401 - the fixture (a private copy of the platform)
 
 FAST = training.TrainConfig(n_trials=2, max_rounds=80)
 
@@ -98,3 +99,27 @@ def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapsho
             models.append(dask_training.train_on_dask(snapshot, spec, client, FAST))
     assert _without_parameters(models[0].model_text) == _without_parameters(models[1].model_text)
     assert "[num_machines: 2]" in models[0].model_text  # trained data-parallel on both workers
+
+
+def test_the_candidate_asset_trains_on_the_cluster_the_setting_names(scoring_env, monkeypatch):  # noqa: F811
+    """``BATCH_PLATFORM_DASK_ADDRESS`` set: the candidate step (same run, same gate check, same registry) trains
+    data-parallel on the cluster's two workers."""
+    from distributed import Client, LocalCluster
+
+    from batch_platform import settings
+    from batch_platform.definitions import defs as lazy_defs
+    from batch_platform.defs.training.assets import training_set_key
+    from batch_platform.defs.training.models import candidate_key
+    from batch_platform.pipeline import run_job
+
+    spec = scoring_env["spec"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster):
+        monkeypatch.setenv(settings.DASK_ADDRESS_VAR, cluster.scheduler_address)
+        with dg.instance_for_test() as instance:
+            outcome = run_job(lazy_defs(), instance, "train_and_gate",
+                              asset_selection=[training_set_key(spec), candidate_key(spec)], with_checks=True)
+            assert outcome.success, outcome.errors
+            metadata = instance.get_latest_materialization_event(candidate_key(spec)).asset_materialization.metadata
+    assert metadata["trained_on"].value == cluster.scheduler_address
+    assert "[num_machines: 2]" in Path(metadata["artifact"].value).read_text()

@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -72,6 +73,28 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(Path(self.path))
 
 
+class DaskResource(dg.ConfigurableResource):
+    """The Dask cluster training and batch scoring run on, when a scheduler address is set: candidates are trained
+    with ``lightgbm.dask`` over the training-set snapshot (``lib/dask_training.py``) and each day's rows are scored
+    on the workers (``lib/dask_scoring.py``), committed by the step as on the local path. Unset, both run in the
+    step's own process. The cluster's workers need this package and read the snapshot at the same path."""
+
+    address: str = Field(default="", description="Dask scheduler address, e.g. tcp://scheduler:8786 (env "
+                         "BATCH_PLATFORM_DASK_ADDRESS); empty: train and score in the step's process.")
+    connect_timeout_s: float = Field(default=30.0, description="Longest wait for the scheduler.")
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Any]:
+        """A ``distributed.Client`` of the cluster for the duration of the block; ``None`` when no address is set."""
+        if not self.address.strip():
+            yield None
+            return
+        from distributed import Client
+
+        with Client(self.address.strip(), timeout=self.connect_timeout_s, set_as_default=False) as client:
+            yield client
+
+
 class LandingZoneResource(dg.ConfigurableResource):
     """Where upstream batches land (one file per table per day) and where rejected ones are quarantined."""
 
@@ -103,6 +126,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             path=dg.EnvVar(settings.REGISTRY_VAR), artifacts_dir=dg.EnvVar(settings.ARTIFACTS_VAR)
         ),
         "dbt": dbt_cli_resource(),
+        "dask": DaskResource(address=dg.EnvVar(settings.DASK_ADDRESS_VAR)),
     }
 
 

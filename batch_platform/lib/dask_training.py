@@ -13,8 +13,8 @@ each machine bin its share of the features from its own rows: the bins, and so t
 one's by about as much as another seed's do. Chunk ``i`` of the rows is placed on the ``i``-th worker (by address)
 and is LightGBM's rank ``i``, so the same cluster size gives the same model run after run (a test holds it); on the
 2013 x10 replay (flight_delay, 2 workers) its test AUC is 0.010-0.015 below the local model's, where three seeds of
-the local path spread over 0.009 -- outside the 0.005 the issue asks for. Not yet wired into the training assets (no
-``BATCH_PLATFORM_DASK_ADDRESS`` resource yet).
+the local path spread over 0.009 -- outside the 0.005 the issue asks for. The candidate assets train here when
+``BATCH_PLATFORM_DASK_ADDRESS`` names a scheduler (``defs/resources.py``, ``DaskResource``).
 
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).

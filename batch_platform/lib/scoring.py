@@ -148,6 +148,14 @@ class PinnedModel:
         return list(self.booster.feature_name())
 
 
+Predict = Callable[["PinnedModel", pd.DataFrame], np.ndarray]
+
+
+def local_predict(model: PinnedModel, frame: pd.DataFrame) -> np.ndarray:
+    """The pinned model's scores of ``frame``, computed in this process."""
+    return training.score(model.booster, frame, model.categorical)
+
+
 def pin_models(registry: ModelRegistry, spec: ModelSpec) -> tuple[PinnedModel, PinnedModel | None]:
     """The champion (required) and the challenger (when it exists and is another version), artefacts verified."""
     champion = registry.get_alias(spec.name, CHAMPION)
@@ -310,14 +318,19 @@ def score_partition(
     on_event: OnEvent | None = None,
     scored_at: dt.datetime | None = None,
     sample_rows: int = 0,
+    predict: Predict | None = None,
 ) -> ScoringResult:
     """Score every entity of ``day`` with the champion (and the challenger into the shadow table); see the module
     docstring. Raises the named :class:`ScoringError` subclasses; the previous predictions of ``day`` are left
     as they were whenever it raises.
 
     ``sample_rows``: also return a seeded sample of at most that many model-scored rows (the champion's features
-    and score, fallback rows left out) in ``ScoringResult.sample``, for drift checks; memory stays bounded."""
+    and score, fallback rows left out) in ``ScoringResult.sample``, for drift checks; memory stays bounded.
+
+    ``predict(model, frame) -> scores``: where the pinned models' predictions are computed (default: here;
+    ``dask_scoring.ClusterScorer``: on a Dask cluster); the rows, the fallbacks and the commit are the same."""
     t0 = time.perf_counter()
+    predict = predict or local_predict
     emit = on_event or (lambda event, info: None)
     timings: dict[str, float] = {}
     run_id = run_id or uuid.uuid4().hex
@@ -398,8 +411,7 @@ def score_partition(
                 tsc = time.perf_counter()
                 by_alias = {}
                 for m in models:
-                    scores = training.score(m.booster, frame, m.categorical)
-                    scores = np.asarray(scores, dtype="float64").copy()
+                    scores = np.asarray(predict(m, frame), dtype="float64").copy()
                     scores[cold] = fallback
                     by_alias[m.alias] = scores
                 in_canary = (promotion.canary_selected(frame[spec.entity.key].astype(str).tolist(), canary_share,

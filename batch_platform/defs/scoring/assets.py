@@ -13,8 +13,8 @@ from batch_platform.defs.feature_store.assets import feast_feature_definitions
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.partitions import daily_partitions
 from batch_platform.defs.registry.assets import champion_key
-from batch_platform.defs.resources import FeatureStoreResource, ModelRegistryResource, WarehouseResource
-from batch_platform.lib import drift, drift_report, faults, performance_estimate, scoring, serving
+from batch_platform.defs.resources import DaskResource, FeatureStoreResource, ModelRegistryResource, WarehouseResource
+from batch_platform.lib import dask_scoring, drift, drift_report, faults, performance_estimate, scoring, serving
 from batch_platform.lib.specs import ModelSpec, load_specs
 from batch_platform.lib.time_model import load_time_model
 
@@ -88,6 +88,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         feature_store: FeatureStoreResource,
         model_registry: ModelRegistryResource,
+        dask: DaskResource,
     ):
         day = dt.date.fromisoformat(context.partition_key)
         client = feature_store.client()
@@ -101,12 +102,14 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                                  + (f", challenger v{info['challenger']} (shadow)" if info["challenger"] else ""))
 
         try:
-            result = scoring.score_partition(
-                spec=spec, day=day, connect=warehouse.connect, feature_store=client,
-                registry=model_registry.registry(), staging_dir=settings.artifacts_dir() / "scoring_staging",
-                run_id=context.run.run_id, chunk_rows=config.chunk_rows, on_event=progress,
-                sample_rows=DRIFT_SAMPLE_ROWS,
-            )
+            with dask.client() as cluster:  # predictions on the Dask cluster when one is configured
+                result = scoring.score_partition(
+                    spec=spec, day=day, connect=warehouse.connect, feature_store=client,
+                    registry=model_registry.registry(), staging_dir=settings.artifacts_dir() / "scoring_staging",
+                    run_id=context.run.run_id, chunk_rows=config.chunk_rows, on_event=progress,
+                    sample_rows=DRIFT_SAMPLE_ROWS,
+                    predict=dask_scoring.ClusterScorer(cluster) if cluster is not None else None,
+                )
         except scoring.ScoringError as e:
             raise dg.Failure(f"{type(e).__name__}: {e}") from e
 
@@ -125,6 +128,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": result.rows,
                 "model_version": result.champion_version,
+                "scored_on": dask.address.strip() or "local",
                 "model_sha256": result.champion_sha256,
                 "prediction_cutoff": result.prediction_cutoff.isoformat(),
                 "scored_at": result.scored_at.isoformat(),

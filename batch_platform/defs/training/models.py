@@ -15,7 +15,7 @@ from pydantic import Field
 from batch_platform import settings
 from batch_platform.defs.features.project import dbt_project
 from batch_platform.defs.monitoring.conditions import with_its_asset
-from batch_platform.defs.resources import ModelRegistryResource
+from batch_platform.defs.resources import DaskResource, ModelRegistryResource
 from batch_platform.defs.training.assets import training_set_key
 from batch_platform.lib import (artifacts, drift, evaluation, faults, model_ops, performance_estimate, resource_usage,
                                 snapshot_matrix, training)
@@ -109,7 +109,8 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         f"time-based windows, early stopping on the validation window, bounded seeded search; text format + "
         f"sha256, registered as a new version. Promotion needs the `{GATE_CHECK}` check to pass.",
     )
-    def _candidate(context: dg.AssetExecutionContext, config: TrainingConfig, model_registry: ModelRegistryResource):
+    def _candidate(context: dg.AssetExecutionContext, config: TrainingConfig, model_registry: ModelRegistryResource,
+                   dask: DaskResource):
         ts_md = run_metadata(context.instance, context.run.run_id, training_set_key(spec))
         if ts_md is None:
             raise dg.Failure(f"{key.to_user_string()} trains on the training set built in the same run: select "
@@ -117,11 +118,17 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                              "train_and_gate do)")
         # wall time and peak RSS of the training step itself, sampled while it runs (the process may have run
         # other steps before: its lifetime peak would not say what training took); trained out of core from the
-        # snapshot file (memory grows with the binned dataset, not the frame)
-        with resource_usage.PeakRss() as usage:
-            trained = training.train_snapshot(Path(ts_md["snapshot"]), spec, training.TrainConfig(
-                n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
-                num_threads=config.num_threads))
+        # snapshot file (memory grows with the binned dataset, not the frame); on the Dask cluster when one is
+        # configured (lightgbm.dask over the same snapshot, the same search)
+        train_config = training.TrainConfig(n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
+                                            num_threads=config.num_threads)
+        with resource_usage.PeakRss() as usage, dask.client() as cluster:
+            if cluster is None:
+                trained = training.train_snapshot(Path(ts_md["snapshot"]), spec, train_config)
+            else:
+                from batch_platform.lib import dask_training
+
+                trained = dask_training.train_on_dask(Path(ts_md["snapshot"]), spec, cluster, train_config)
         # the windows scored below, read a window at a time (never the whole set)
         evaluated = snapshot_matrix.read_windows(Path(ts_md["snapshot"]), ("validation", "test"))
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
@@ -188,6 +195,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "test_metrics": dg.MetadataValue.json(metrics["test"]),
                 "best_iteration": trained.best_iteration,
                 "training_seconds": usage.seconds,
+                "trained_on": dask.address.strip() or "local",
                 "peak_memory_mb": usage.peak_mb,
                 "training_memory_increase_mb": usage.increase_mb,
                 "search": dg.MetadataValue.json(trained.trials),
