@@ -89,3 +89,13 @@ def test_the_scoring_asset_scores_on_the_cluster_the_setting_names(scoring_env, 
         loaded = client.run(_models_loaded)
     assert metadata["scored_on"].value == cluster.scheduler_address
     assert sum(loaded.values()) >= 1  # the asset's scores were computed on the workers
+
+
+def test_a_scheduler_that_does_not_answer_is_a_named_error():
+    from batch_platform.defs.resources import DaskClusterUnreachable, DaskResource
+
+    with pytest.raises(DaskClusterUnreachable, match="tcp://127.0.0.1:9 .*unreachable"):
+        with DaskResource(address="tcp://127.0.0.1:9", connect_timeout_s=2).client():
+            pass
+    with DaskResource(address="").client() as none:  # no address: the local path
+        assert none is None

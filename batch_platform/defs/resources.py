@@ -73,6 +73,10 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(Path(self.path))
 
 
+class DaskClusterUnreachable(RuntimeError):
+    """The Dask scheduler ``BATCH_PLATFORM_DASK_ADDRESS`` names did not answer: the step fails before it starts."""
+
+
 class DaskResource(dg.ConfigurableResource):
     """The Dask cluster training and batch scoring run on, when a scheduler address is set: candidates are trained
     with ``lightgbm.dask`` over the training-set snapshot (``lib/dask_training.py``) and each day's rows are scored
@@ -91,7 +95,13 @@ class DaskResource(dg.ConfigurableResource):
             return
         from distributed import Client
 
-        with Client(self.address.strip(), timeout=self.connect_timeout_s, set_as_default=False) as client:
+        address = self.address.strip()
+        try:
+            client = Client(address, timeout=self.connect_timeout_s, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise DaskClusterUnreachable(f"Dask scheduler at {address} (from BATCH_PLATFORM_DASK_ADDRESS) is "
+                                         f"unreachable: {type(e).__name__}: {e}") from e
+        with client:
             yield client
 
 
