@@ -32,7 +32,7 @@ from bench.report import machine, normalized, print_table, write_results
 # builds a platform or lands large files: skipped by --quick unless named with --only)
 MODULES = {"serving": (True, False), "online_writes": (True, False), "pit": (True, False), "drift": (True, False),
            "training": (True, False), "scoring_asset": (True, True), "ingest": (False, True),
-           "scoring": (False, True), "pipeline": (True, True)}
+           "scoring": (False, True), "pipeline": (True, True), "scale": (False, True)}
 OWN_QUICK = ("serving", "online_writes", "training", "scoring_asset", "pipeline")  # main(quick); the others: _quick()
 REPO = Path(__file__).resolve().parent.parent
 NOT_MEASURED: dict[str, str] = {}  # figure -> why it has no benchmark yet

@@ -78,8 +78,10 @@ def land(root: Path, scale: int) -> Path:
     return landing
 
 
-def platform(root: Path, landing: Path, specs: Path) -> tuple[dict[str, float], dict[str, int], Path]:
-    """The CLI stages in a fresh data dir: (seconds per stage, peak RSS KiB per stage, the data dir)."""
+def platform(root: Path, landing: Path, specs: Path, env: dict[str, str] | None = None
+             ) -> tuple[dict[str, float], dict[str, int], Path]:
+    """The CLI stages in a fresh data dir: (seconds per stage, peak RSS KiB per stage, the data dir). ``env``: more
+    settings for the stages (e.g. a Dask scheduler's address)."""
     data, home = root / "data", root / "home"
     shutil.copytree(landing, data / "landing")
     home.mkdir(parents=True)
@@ -87,8 +89,8 @@ def platform(root: Path, landing: Path, specs: Path) -> tuple[dict[str, float], 
     seconds, rss = {}, {}
     with open(root / "cli.log", "w") as log:
         for stage, args in STAGES.items():
-            seconds[stage], status, rss[stage] = run_child([CLI, *args], env=_env(data, home, specs), stdout=log,
-                                                           stderr=subprocess.STDOUT)
+            seconds[stage], status, rss[stage] = run_child([CLI, *args], env={**_env(data, home, specs), **(env or {})},
+                                                           stdout=log, stderr=subprocess.STDOUT)
             if status:
                 raise RuntimeError(f"platform {stage} exited {status}; see {root / 'cli.log'}")
     return seconds, rss, data

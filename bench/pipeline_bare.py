@@ -161,7 +161,9 @@ def main(plan_path: str) -> None:
     t = time.perf_counter()
     sets = training_sets(con, plan)
     rows["training_sets"] = {name: len(frame) for name, (frame, _) in sets.items()}
+    seconds["training_set"] = time.perf_counter() - t
     models = train(sets, plan, out)
+    seconds["training"] = time.perf_counter() - t - seconds["training_set"]
     con.close()
     seconds["train"] = time.perf_counter() - t
     t = time.perf_counter()

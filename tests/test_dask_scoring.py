@@ -79,14 +79,15 @@ def test_the_scoring_asset_scores_on_the_cluster_the_setting_names(scoring_env, 
 
     s = scoring_env
     key = predictions_key(s["spec"])
-    with _cluster() as cluster, Client(cluster) as client:
+    with _cluster() as cluster:  # (no client of the test's own while the step runs: the step brings its own)
         monkeypatch.setenv(settings.DASK_ADDRESS_VAR, cluster.scheduler_address)
         with dg.instance_for_test() as instance:
             outcome = run_job(lazy_defs(), instance, SCORING_JOB, NEXT_DAY.isoformat(), asset_selection=[key],
                               with_checks=True)
             assert outcome.success, outcome.errors
             metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
-        loaded = client.run(_models_loaded)
+        with Client(cluster) as client:
+            loaded = client.run(_models_loaded)
     assert metadata["scored_on"].value == cluster.scheduler_address
     assert sum(loaded.values()) >= 1  # the asset's scores were computed on the workers
 

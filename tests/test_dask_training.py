@@ -104,7 +104,7 @@ def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapsho
 def test_the_candidate_asset_trains_on_the_cluster_the_setting_names(scoring_env, monkeypatch):  # noqa: F811
     """``BATCH_PLATFORM_DASK_ADDRESS`` set: the candidate step (same run, same gate check, same registry) trains
     data-parallel on the cluster's two workers."""
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     from batch_platform import settings
     from batch_platform.definitions import defs as lazy_defs
@@ -113,8 +113,8 @@ def test_the_candidate_asset_trains_on_the_cluster_the_setting_names(scoring_env
     from batch_platform.pipeline import run_job
 
     spec = scoring_env["spec"]
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster):
+    # no client of the test's own while the step runs: the step brings its own
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv(settings.DASK_ADDRESS_VAR, cluster.scheduler_address)
         with dg.instance_for_test() as instance:
             outcome = run_job(lazy_defs(), instance, "train_and_gate",

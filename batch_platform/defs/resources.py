@@ -97,7 +97,8 @@ class DaskResource(dg.ConfigurableResource):
 
         address = self.address.strip()
         try:
-            client = Client(address, timeout=self.connect_timeout_s, set_as_default=False)
+            # the default client while the block runs: lightgbm.dask and dask's futures look it up
+            client = Client(address, timeout=self.connect_timeout_s)
         except (OSError, TimeoutError) as e:
             raise DaskClusterUnreachable(f"Dask scheduler at {address} (from BATCH_PLATFORM_DASK_ADDRESS) is "
                                          f"unreachable: {type(e).__name__}: {e}") from e
