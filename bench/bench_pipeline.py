@@ -161,6 +161,8 @@ def plan(data: Path, landing: Path, out: Path, spec_dir: Path) -> dict:
         models.append(m)
 
     specs = {}
+    for name in [n for n in os.environ if n.startswith("BATCH_PLATFORM_")]:  # (set for another data dir before)
+        del os.environ[name]
     os.environ.update(_env(data, data.parent / "home", spec_dir))
     from batch_platform import settings
     from batch_platform.lib.feature_store import FeatureStoreClient
