@@ -3,6 +3,7 @@
     batch-platform land   [--live] [--start 2013-01-01 --end 2013-01-31] [--scale N] [--seed S]
     batch-platform land-file TABLE FILE      (an export of your own data, see "Bring your own data")
     batch-platform ingest [--start 2013-01-01 --end 2013-01-31] [--force]
+    batch-platform cycle  [--start ...] [--end ...] [--day D] [--force]   (ingest, features, train, score: one process)
     batch-platform demo   [--live] [--start ...] [--end ...]
     batch-platform features
     batch-platform train
@@ -500,6 +501,47 @@ def _print_lookups(day: dt.date, n: int = 3) -> None:
             _print_prediction(reader.lookup(name, key))
 
 
+CYCLE_STAGES = (
+    ("ingest", "ingest into the warehouse (validated; one Dagster run over the range of days, each day its partition)"),
+    ("features", "features: dbt models and tests, Feast registry and online store"),
+    ("train", "point-in-time training sets, LightGBM candidates, gate against the champion, promote"),
+    ("score", "score the next flight day ({day}, schedule published the day before) and serve it by key"),
+)
+"""The stages of the daily cycle in the order one run of each performs it (the commands of the same names)."""
+
+
+def _cycle(args: argparse.Namespace, announce, stop_on_failure: bool) -> int:
+    """Ingest ``args.start .. args.end``, build the features, train and score ``args.day`` (default: the day after
+    the range, or on a live clock the last day whose schedule is published) in this process: the definitions load
+    once. Each stage is the Dagster job its own command runs, recorded in the instance. ``announce(i, text)`` comes
+    before each stage, its wall time after it. ``stop_on_failure``: a failed stage ends the cycle (the later stages
+    would work on what it did not deliver). Returns 1 when a stage failed."""
+    t_start = time.perf_counter()
+    clock = _resolve_clock(args)  # the range and, live, the schedule's reach (the scored day)
+    args.force = getattr(args, "force", False)
+    args.day = getattr(args, "day", None) or args.schedule_through or args.end + dt.timedelta(days=1)
+    commands = {"ingest": cmd_ingest, "features": cmd_features, "train": cmd_train, "score": cmd_score}
+    rc = 0
+    for i, (stage, text) in enumerate(CYCLE_STAGES):
+        announce(i, text.format(day=clock.describe(args.day)))
+        t0 = time.perf_counter()
+        failed = commands[stage](args)
+        print(f"-- stage {stage}: {'FAILED' if failed else 'ok'} in {time.perf_counter() - t0:.2f}s")
+        if stage == "ingest":
+            _print_status()
+        rc = rc or failed
+        if failed and stop_on_failure:
+            print(f"-- the cycle stopped at {stage}: the later stages did not run")
+            break
+    print(f"-- cycle {'FAILED' if rc else 'ok'} in {time.perf_counter() - t_start:.2f}s")
+    return 1 if rc else 0
+
+
+def cmd_cycle(args: argparse.Namespace) -> int:
+    return _cycle(args, announce=lambda n, text: print(f"-- {n + 1}/{len(CYCLE_STAGES)} {text}"),
+                  stop_on_failure=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.example:
         return _demo_example(args)
@@ -513,20 +555,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = cmd_land(args)
     if rc:
         return rc
-    print("-- 2/5 ingest into the warehouse (validated; one Dagster run over the range of days, each day its partition)")
-    args.force = False
-    rc = cmd_ingest(args) or rc
-    _print_status()
-    print("-- 3/5 features: dbt models and tests, Feast registry and online store")
-    rc = cmd_features(args) or rc
-    print("-- 4/5 point-in-time training sets, LightGBM candidates, gate against the champion, promote")
-    rc = cmd_train(args) or rc
-    day = args.schedule_through or args.end + dt.timedelta(days=1)
-    print(f"-- 5/5 score the next flight day ({clock.describe(day)}, schedule published the day before) and serve "
-          "it by key")
-    args.day = day
-    rc = cmd_score(args) or rc
-    _print_lookups(day)
+    # (the demo goes on past a failed stage: its summary shows what did run)
+    rc = _cycle(args, announce=lambda n, text: print(f"-- {n + 2}/5 {text}"), stop_on_failure=False) or rc
+    _print_lookups(args.day)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
     print("Browse these runs:  make ui-demo   (http://127.0.0.1:3000); the daily cycle running by itself:  make ui")
     return rc
@@ -846,6 +877,14 @@ def build_parser() -> argparse.ArgumentParser:
                settings.DEMO_START, settings.DEMO_END)
     p.add_argument("--force", action="store_true", help="reload days whose landed files are unchanged")
     p.set_defaults(func=cmd_ingest)
+
+    p = _range(sub.add_parser("cycle", help="the daily cycle over a range in one process: ingest the landed days, "
+                              "build the features, train, score the next day (the commands of the same names)"),
+               settings.DEMO_START, settings.DEMO_END)
+    p.add_argument("--day", type=_date, default=None, help="the day to score (default: the day after --end; live: the "
+                   "last day whose schedule is published)")
+    p.add_argument("--force", action="store_true", help="reload days whose landed files are unchanged")
+    p.set_defaults(func=cmd_cycle)
 
     p = _range(sub.add_parser("demo", help="land and run the platform end to end, then print a summary"),
                settings.DEMO_START, settings.DEMO_END)

@@ -7,7 +7,8 @@ every figure) and exits non-zero when a figure with a target misses it (or a ben
 Each benchmark module runs in a process of its own, so its peak RSS is its own (reported on figures that do not
 measure one of their own: both sides of such a figure ran in that process). ``--quick``: smaller sizes and fewer
 runs (a check that everything runs, not figures to quote); the benchmarks that build a platform or land large
-files are skipped unless named with ``--only``.
+files are skipped unless named with ``--only``. The pipeline at x1/x10/x30 (``scale``, ~25 min) runs only when
+named: ``python -m bench --only scale --results bench/RESULTS_SCALE.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from bench.report import machine, normalized, print_table, write_results
 MODULES = {"serving": (True, False), "online_writes": (True, False), "pit": (True, False), "drift": (True, False),
            "training": (True, False), "scoring_asset": (True, True), "ingest": (False, True),
            "scoring": (False, True), "pipeline": (True, True), "scale": (False, True)}
+NAMED_ONLY = ("scale",)
+"""Run only when named with ``--only``: ``scale`` keeps its table in a results file of its own
+(``bench/RESULTS_SCALE.md``)."""
 OWN_QUICK = ("serving", "online_writes", "training", "scoring_asset", "pipeline")  # main(quick); the others: _quick()
 REPO = Path(__file__).resolve().parent.parent
 NOT_MEASURED: dict[str, str] = {}  # figure -> why it has no benchmark yet
@@ -93,7 +97,7 @@ def main() -> int:
         child(args.child, args.quick, args.out)
         return 0
 
-    names = args.only or list(MODULES)
+    names = args.only or [n for n in MODULES if n not in NAMED_ONLY]
     skipped = {n: "skipped with --quick (it builds a platform or lands up to 220 MB of CSV; --only runs it)"
                for n in names if args.quick and MODULES[n][1] and not args.only}
     started, t0 = dt.datetime.now(dt.UTC), time.perf_counter()

@@ -91,6 +91,21 @@ def test_ingest_reports_a_rejected_day_and_exits_nonzero(platform_env):
     assert list((platform_env["quarantine"] / "flights").glob("*2013-01-02.csv.reason.json"))
 
 
+def test_cycle_stops_at_a_failed_stage(platform_env):
+    """`cycle` runs the stages in one process and stops at the first that fails: a rejected day fails the ingest,
+    and no feature build, training or scoring runs on what it did not load."""
+    from tests.bad_batches import duplicate_key
+
+    duplicate_key(platform_env["landing"] / "flights" / "2013-01-02.csv")
+    res = run_cli("cycle", "--start", "2013-01-01", "--end", "2013-01-03", env=dict(os.environ))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "2013-01-02: FAILED" in res.stdout and "DuplicateKeyError" in res.stdout
+    assert "-- stage ingest: FAILED" in res.stdout and "the cycle stopped at ingest" in res.stdout
+    assert "-- 2/4" not in res.stdout and "-- cycle FAILED" in res.stdout
+    with dg.DagsterInstance.get() as instance:
+        assert {r.job_name for r in instance.get_runs()} <= {"raw_daily_ingest", "raw_reference_refresh"}
+
+
 def test_land_live_redates_to_yesterday_and_keeps_the_clock(platform_env):
     """`land --live` on a fresh data dir: the newest published flight day is yesterday (New York), schedules through
     tomorrow, every printed date says its clock; a 2013-dated replay into the same data dir is refused."""
