@@ -1,6 +1,7 @@
 """The project's SQLite instance storage: Dagster's files and tables, with the index and run databases kept open."""
 
 import multiprocessing
+import os
 import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -116,3 +117,63 @@ def test_a_forked_process_opens_its_own_connection(home):
         with sqlite3.connect(home / "history" / "runs" / "index.db") as raw:
             assert raw.execute("select count(*) from event_logs where dagster_event_type = "
                                "'ASSET_MATERIALIZATION'").fetchone()[0] == 2
+
+
+@dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2013-01-01"),
+          backfill_policy=dg.BackfillPolicy.single_run())
+def days(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"days": len(context.partition_keys)})
+
+
+def _range_run(instance) -> dg.ExecuteInProcessResult:
+    """One run over ten partitions: Dagster plans and records a materialization per partition, each set a batch."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    return dg.materialize([days], instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: "2013-01-01",
+                                                           ASSET_PARTITION_RANGE_END_TAG: "2013-01-10"})
+
+
+def _stored(instance, run_id: str) -> list[tuple]:
+    """What the run's log and the cross-run index hold: event types, partitions, assets (not ids or times)."""
+    log = [(e.dagster_event_type, e.dagster_event.partition, e.dagster_event.asset_key)
+           for e in instance.all_logs(run_id) if e.dagster_event is not None]
+    index = [(r.partition_key, r.asset_materialization.metadata["days"].value)
+             for r in instance.fetch_materializations(days.key, limit=100).records if r.run_id == run_id]
+    return log + sorted(index)
+
+
+def test_an_event_batch_is_written_to_its_run_database_at_once_and_stored_as_one_by_one(home, monkeypatch):
+    """Dagster's event batches (the planned materializations of a range run, its materialization per partition) go
+    to the run's database in one connection: the same events in the run's log and the cross-run index as when
+    Dagster writes them one by one (DAGSTER_EVENT_BATCH_SIZE=0), with far fewer opens of the run's database."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from batch_platform.instance_storage import EVENT_BATCH_SIZE, EVENT_BATCH_VAR
+
+    opened: list[str] = []
+    dagsters = SqliteEventLogStorage._connect
+
+    def counted(self, shard):  # Dagster's open-write-close of one database
+        opened.append(shard)
+        return dagsters(self, shard)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "_connect", counted)
+    monkeypatch.delenv(EVENT_BATCH_VAR, raising=False)
+    with dg.DagsterInstance.get() as instance:
+        assert os.environ[EVENT_BATCH_VAR] == str(EVENT_BATCH_SIZE)  # the storage asks Dagster for batches
+        batched = _range_run(instance)
+        assert batched.success
+        batched_events, batched_opens = _stored(instance, batched.run_id), opened.count(batched.run_id)
+    monkeypatch.setenv(EVENT_BATCH_VAR, "0")
+    opened.clear()
+    with dg.DagsterInstance.get() as instance:
+        single = _range_run(instance)
+        single_events, single_opens = _stored(instance, single.run_id), opened.count(single.run_id)
+
+    assert batched_events == single_events
+    planned = [e for e in batched_events if e[0] == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+    assert sorted(p for _, p, _ in planned) == [f"2013-01-{d:02d}" for d in range(1, 11)]
+    assert [e[:2] for e in batched_events if len(e) == 2] == [(f"2013-01-{d:02d}", 10) for d in range(1, 11)]
+    # ten planned events and ten materializations: two opens instead of twenty
+    assert single_opens - batched_opens >= 18, (single_opens, batched_opens)
+    assert not (home / "history" / "runs" / f"{batched.run_id}.db-wal").exists()  # closed (checkpointed) at the end

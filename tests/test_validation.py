@@ -153,3 +153,44 @@ def test_an_unterminated_quote_is_rejected_with_the_line_it_starts_on(landing):
     message = str(info.value)
     assert "Line: 4" in message and "unterminated quote" in message
     assert "Original Line: " + lines[3].decode().rstrip("\n")[:40] in message
+
+
+def test_batches_are_checked_in_one_database_per_thread_which_survives_a_spill_and_a_rejection(landing, tmp_path):
+    """Each thread checks its batches in one in-memory DuckDB database (a cursor per batch, not a database: opening
+    one costs ~20 ms a batch). A database that spilled into a batch's working folder cannot move to the next one's:
+    it is replaced; so is one whose batch was rejected. The checks give the same rows throughout."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    day = dt.date(2013, 1, 2)
+    path = daily_batch_path(landing, "flights", day)
+    with v.validate_batch(path, FLIGHTS, day) as first:
+        rows = pq.read_table(first.rows_path)
+    db = v._SCRATCH.db
+    with v.validate_batch(path, FLIGHTS, day) as again:
+        assert pq.read_table(again.rows_path).equals(rows)
+    assert v._SCRATCH.db is db  # reused, not reopened
+
+    spilled = tmp_path / "spilled"
+    spilled.mkdir()
+    with v._scratch_session(spilled, "64MB") as con:  # a sort larger than the cap spills into the folder
+        con.execute("CREATE TEMP TABLE big AS SELECT range AS x, md5(range::VARCHAR) AS y FROM range(3000000)")
+        assert con.execute("SELECT count(*) FROM (SELECT * FROM big ORDER BY y)").fetchall() == [(3_000_000,)]
+    assert any((spilled / "duckdb.tmp").iterdir())
+    with pytest.raises(duckdb.Error, match="temporary directory"):
+        v._SCRATCH.db.cursor().execute(f"SET temp_directory = '{tmp_path / 'elsewhere'}'")
+    shutil.rmtree(spilled)  # (as a batch's working folder is removed once it is loaded)
+    with v.validate_batch(path, FLIGHTS, day) as after_spill:
+        assert pq.read_table(after_spill.rows_path).equals(rows)
+    assert v._SCRATCH.db is not db
+
+    bad = tmp_path / "flights" / path.name
+    bad.parent.mkdir()
+    shutil.copy(path, bad)
+    set_value(bad, "dep_delay", "NULL")
+    db = v._SCRATCH.db
+    with pytest.raises(v.UndeclaredNullTokenError):
+        v.validate_batch(bad, FLIGHTS, day, require_manifest=False)
+    assert v._SCRATCH.db is None or v._SCRATCH.db is not db
+    with v.validate_batch(path, FLIGHTS, day) as after_rejection:
+        assert pq.read_table(after_rejection.rows_path).equals(rows)

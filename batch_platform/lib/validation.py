@@ -11,6 +11,7 @@ capped at :data:`MEMORY_LIMIT`, spills to the batch's working folder beyond it; 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -18,8 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -427,22 +430,67 @@ def _validate_rows(copy: Path, path: Path, contract: TableContract, partition: d
     """The contract's checks on the bytes in ``copy`` (errors name the landed ``path``); the typed rows go to
     ``work``/rows.parquet (returned with their count, the values nulled per column and the content checksum they
     will have once loaded), DuckDB's spill files to ``work`` too."""
-    con = duckdb.connect()
-    try:
+    with _scratch_session(work, memory_limit) as con:
         header = (_parquet_header(con, copy, path) if contract.file_format == "parquet"
                   else _read_header(copy, path))
-        rows_path, n, nulled = _check_rows(con, header, copy, path, contract, partition, manifest, work,
-                                           memory_limit)
-    finally:
-        con.close()
+        rows_path, n, nulled = _check_rows(con, header, copy, path, contract, partition, manifest, work)
     # from the rows file (written in key order), off the loading thread
     checksum = warehouse.incoming_checksum(rows_path, contract, partition, path.name, file_sha256)
     return rows_path, n, nulled, checksum
 
 
+_SCRATCH = threading.local()
+"""Per thread: the in-memory DuckDB database its batches are checked in (``db``)."""
+
+
+def _scratch_settings(con: duckdb.DuckDBPyConnection, work: Path, memory_limit: str) -> None:
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
+    con.execute(f"SET temp_directory = {_lit(work / 'duckdb.tmp')}")  # spills go beside the batch's working files
+    con.execute("SET preserve_insertion_order = false")  # every result below that has an order says so
+
+
+@contextlib.contextmanager
+def _scratch_session(work: Path, memory_limit: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB session for one batch's checks: a cursor on this thread's in-memory database (opening a database
+    costs ~20 ms, a cursor well under one: a backfill checks hundreds of batches), with the batch's memory cap and
+    spill folder. The cursor's temporary tables are its own and go with it. A database that cannot take the new
+    spill folder (it spilled into the last one), or whose session failed, is closed and a fresh one used."""
+    db = getattr(_SCRATCH, "db", None)
+    con = None
+    try:
+        if db is not None:
+            try:
+                con = db.cursor()
+                _scratch_settings(con, work, memory_limit)
+            except duckdb.Error:
+                con = None
+                _discard_scratch()
+        if con is None:
+            _SCRATCH.db = duckdb.connect()
+            con = _SCRATCH.db.cursor()
+            _scratch_settings(con, work, memory_limit)
+        yield con
+    except BaseException:
+        if con is not None:
+            con.close()
+            con = None
+        _discard_scratch()
+        raise
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _discard_scratch() -> None:
+    db, _SCRATCH.db = getattr(_SCRATCH, "db", None), None
+    if db is not None:
+        db.close()
+
+
 def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, path: Path, contract: TableContract,
-                partition: dt.date | None, manifest: dict | None, work: Path,
-                memory_limit: str) -> tuple[Path, int, dict[str, int]]:
+                partition: dt.date | None, manifest: dict | None, work: Path) -> tuple[Path, int, dict[str, int]]:
     expected = contract.column_names
     missing = [c for c in expected if c not in header]
     if missing:
@@ -454,11 +502,6 @@ def _check_rows(con: duckdb.DuckDBPyConnection, header: list[str], copy: Path, p
         raise CorruptBatchError(path, f"repeated column names in header {header}")
 
     tokens = contract.null_tokens
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
-    con.execute(f"SET temp_directory = {_lit(work / 'duckdb.tmp')}")
-    con.execute("SET preserve_insertion_order = false")  # every result below that has an order says so
     if contract.file_format == "parquet":
         # typed in the file: every value as its text, then the same checks as a CSV's (a declared null token
         # in a text column means null, as in a CSV; the casts back check the declared types)
