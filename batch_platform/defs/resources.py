@@ -87,15 +87,20 @@ class DaskResource(dg.ConfigurableResource):
                          "BATCH_PLATFORM_DASK_ADDRESS); empty: train and score in the step's process.")
     connect_timeout_s: float = Field(default=30.0, description="Longest wait for the scheduler.")
 
+    @property
+    def runs_on(self) -> str:
+        """Where training and scoring run, as the assets record it: the scheduler's address, or ``local``."""
+        return self.address.strip() or "local"
+
     @contextlib.contextmanager
     def client(self) -> Iterator[Any]:
         """A ``distributed.Client`` of the cluster for the duration of the block; ``None`` when no address is set."""
-        if not self.address.strip():
+        address = self.address.strip()
+        if not address:
             yield None
             return
         from distributed import Client
 
-        address = self.address.strip()
         try:
             # the default client while the block runs: lightgbm.dask and dask's futures look it up
             client = Client(address, timeout=self.connect_timeout_s)

@@ -128,7 +128,7 @@ def build_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": result.rows,
                 "model_version": result.champion_version,
-                "scored_on": dask.address.strip() or "local",
+                "scored_on": dask.runs_on,
                 "model_sha256": result.champion_sha256,
                 "prediction_cutoff": result.prediction_cutoff.isoformat(),
                 "scored_at": result.scored_at.isoformat(),

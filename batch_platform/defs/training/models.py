@@ -195,7 +195,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "test_metrics": dg.MetadataValue.json(metrics["test"]),
                 "best_iteration": trained.best_iteration,
                 "training_seconds": usage.seconds,
-                "trained_on": dask.address.strip() or "local",
+                "trained_on": dask.runs_on,
                 "peak_memory_mb": usage.peak_mb,
                 "training_memory_increase_mb": usage.increase_mb,
                 "search": dg.MetadataValue.json(trained.trials),
