@@ -152,6 +152,20 @@ def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     assert registry.get_alias(SPEC, model_ops.CHAMPION).version == v1.version
     assert not [e for e in retrain.all_events if (e.step_key or "").endswith("_champion_model")]
 
+    # The gate run on its own (without its candidate) judges the version it is given, never "the newest
+    # candidate" (a concurrent run may have replaced it): without one it fails, named; given v2, v2's verdict.
+    gate = dg.AssetCheckKey(dg.AssetKey([f"{SPEC}_candidate_model"]), "gate_vs_champion")
+    gate_job = defs.resolve_job_def("train_gate_promote").get_subset(asset_selection=set(),
+                                                                      asset_check_selection={gate})
+    (node,) = [n.name for n in gate_job.graph.nodes]
+    unnamed = gate_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not unnamed.success and "name the version to judge" in str(unnamed.all_events)
+    named = gate_job.execute_in_process(instance=instance, raise_on_error=False,
+                                        run_config={"ops": {node: {"config": {"version": v2.version}}}})
+    (evaluation,) = named.get_asset_check_evaluations()
+    assert named.success and evaluation.passed and evaluation.metadata["candidate_version"].value == v2.version
+    assert registry.get_alias(SPEC, model_ops.CHALLENGER).version == v2.version
+
     # Declarative automation asks the champion asset (its candidate updated): the lifecycle puts the challenger in
     # shadow; no day it never saw has final labels yet, so nothing moves.
     automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
@@ -170,7 +184,8 @@ def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
         result = _score(loop, day)
         md = result.asset_materializations_for_node(f"{SPEC}_predictions")[0].metadata
         assert md["model_version"].value == v1.version and md["shadow_version"].value == v2.version
-    (request,) = _tick(loop, "promotion_lifecycle").run_requests
+    judging = _tick(loop, "promotion_lifecycle")
+    (request,) = judging.run_requests
     assert request.run_key.startswith(f"lifecycle:{SPEC}:")
     promote = _launch(loop, request, request.job_name)
     assert promote.success and registry.get_alias(SPEC, model_ops.CHAMPION).version == v2.version
@@ -184,6 +199,10 @@ def test_drift_retrains_once_gates_shadows_promotes_and_rolls_back(loop):
     assert mat.metadata["action"].value == "promote" and "shadow comparison confirmed" in mat.metadata["reason"].value
     # the same label build asks with the same run key: the daemon launches a run key once
     assert [r.run_key for r in _tick(loop, "promotion_lifecycle").run_requests] == [request.run_key]
+    # and with the cursor the daemon keeps, the build it judged is not asked for again (the new champion in its
+    # rollback window waits for the next build of its labels)
+    waits = _tick(loop, "promotion_lifecycle", judging.cursor)
+    assert not waits.run_requests and "no build of its labels since the last judgement" in waits.skip_message
     assert not _tick(loop, "retrain_on_drift").run_requests  # the winter model's drift evidence no longer counts
 
     # The promoted model's feed breaks: its days' schedule rows are misaligned (every column but the key shuffled

@@ -6,6 +6,7 @@ and the instance; the run reads the warehouse."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import dagster as dg
 from dagster._time import get_current_datetime
@@ -49,22 +50,34 @@ def pending(registry: ModelRegistry, spec: ModelSpec, now: dt.datetime) -> str |
 def promotion_lifecycle(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource):
     registry = model_registry.registry()
     now = get_current_datetime()
+    judged = json.loads(context.cursor) if context.cursor else {}  # spec -> storage id of the build last judged
     requests, notes = [], []
     for spec in load_specs().values():
         why = pending(registry, spec, now)
-        labels = get_asset_key_for_model([dbt_feature_models], spec.label.model)
-        built = context.instance.get_latest_materialization_event(labels)
-        if why is None or built is None:
-            notes.append(f"{spec.name}: {why or 'nothing to judge'}" + ("" if built else " (labels never built)"))
+        build = _newest_build(context.instance, spec, after=judged.get(spec.name))
+        if why is None or build is None:
+            notes.append(f"{spec.name}: {why or 'nothing to judge'}"
+                         + ("" if build else " (no build of its labels since the last judgement)"))
             continue
         requests.append(dg.RunRequest(
-            run_key=f"lifecycle:{spec.name}:{built.run_id}",  # one judgement per build of the labels
+            run_key=f"lifecycle:{spec.name}:{build.run_id}",  # one judgement per build of the labels
             job_name=promote_champions_job.name, asset_selection=[champion_key(spec)],
             tags={TRIGGER: LIFECYCLE_SENSOR}))
+        judged[spec.name] = build.storage_id
         notes.append(f"{spec.name}: {why}")
     if not requests:
         return dg.SkipReason("; ".join(notes) or "no specs")
-    return dg.SensorResult(run_requests=requests)
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(judged, sort_keys=True))
+
+
+def _newest_build(instance: dg.DagsterInstance, spec: ModelSpec, after: int | None) -> dg.EventLogRecord | None:
+    """The newest materialization record of ``spec``'s label model stored after ``after`` (the build the sensor
+    last requested a judgement for; ``None``: any), or ``None`` when there is none: the event the request is made
+    for, read by its storage id, not "the latest materialization" looked up again later."""
+    labels = get_asset_key_for_model([dbt_feature_models], spec.label.model)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=labels, after_storage_id=after), limit=1, ascending=False).records
+    return records[0] if records else None
 
 
 @dg.definitions

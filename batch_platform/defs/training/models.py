@@ -48,17 +48,25 @@ def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) ->
     return None
 
 
-def current_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict:
-    """``key``'s materialization in this run if there is one; otherwise the asset as it stands (its newest
-    materialization), for steps that judge the current state of an asset: a check run on its own, the champion asset
-    materialized by automation after its candidate updated."""
+class GateConfig(dg.Config):
+    version: int = Field(default=0, description="Run on its own (without its candidate): the candidate version to "
+                         "judge. 0: the candidate materialized in the same run.")
+
+
+def gated_version(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey, config: GateConfig) -> int:
+    """The candidate version the gate judges, passed explicitly: the one materialized in this run (the jobs and
+    automation run the check with its candidate), else the one named in its config (the check run on its own).
+    Never "the newest materialization", which a concurrent run may have replaced meanwhile."""
     md = run_metadata(instance, run_id, key)
     if md is not None:
-        return md
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        if config.version and config.version != md["version"]:
+            raise dg.Failure(f"{key.to_user_string()} v{md['version']} was trained in this run; config names "
+                             f"v{config.version}")
+        return int(md["version"])
+    if not config.version:
+        raise dg.Failure(f"{key.to_user_string()} was not materialized in this run: run the check with its candidate, "
+                         "or name the version to judge (config: version)")
+    return config.version
 
 
 def _fmt(x) -> str:
@@ -211,10 +219,10 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     f"better with a paired-bootstrap CI excluding a loss over {spec.gate.tolerance}; no slice of "
                     f"{list(spec.gate.slices)} worse by over {spec.gate.max_slice_degradation}; first model: "
                     f"floor {spec.gate.floor}.")
-    def _gate(context: dg.AssetCheckExecutionContext, model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
-        md = current_metadata(context.instance, context.run.run_id, key)
+    def _gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
+              model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
         registry = model_registry.registry()
-        candidate = registry.get_version(spec.name, md["version"])
+        candidate = registry.get_version(spec.name, gated_version(context.instance, context.run.run_id, key, config))
         # the gate scores the test window only (model_ops.test_window)
         window = snapshot_matrix.read_windows(Path(candidate.fingerprint["training_set_snapshot"]), ("test",))
         report = model_ops.gate_candidate(spec, window, candidate, registry)
