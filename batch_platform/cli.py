@@ -212,7 +212,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     defs = load_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        outcome = build_features(defs, instance)
+        outcome = build_features(defs, instance, full_refresh=getattr(args, "full_refresh", False))
         print(f"Features (dbt build, feast apply, online store): {'ok' if outcome.success else 'FAILED'} "
               f"(run {outcome.run_id}, {time.perf_counter() - t0:.1f}s); dbt's console output: "
               f"{step_log('build_features')}")
@@ -905,8 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", type=int)
     p.add_argument("--reason", default="manual (cli)")
     p.set_defaults(func=cmd_models)
-    sub.add_parser("features", help="dbt build, feast apply + online store (one Dagster run)"
-                   ).set_defaults(func=cmd_features)
+    p = sub.add_parser("features", help="dbt build, feast apply + online store (one Dagster run); the daily "
+                       "feature tables rebuild only the days whose raw batches changed")
+    p.add_argument("--full-refresh", action="store_true",
+                   help="rewrite every day of the daily feature tables (an incremental build writes the same bytes)")
+    p.set_defaults(func=cmd_features)
     p = sub.add_parser("score", help="score one day with every spec's champion; push it online")
     p.add_argument("--day", type=_date, default=None, help="the day to score (default: the day after the last one "
                    "loaded)")

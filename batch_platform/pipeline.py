@@ -109,11 +109,12 @@ def _unchanged_batches(loaded: dict, partition: str, paths: dict[str, Path]) -> 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None = None,
             tags: dict[str, str] | None = None, stdout_log: Path | None = None,
-            asset_selection: Sequence[dg.AssetKey] | None = None, with_checks: bool = False) -> RunOutcome:
+            asset_selection: Sequence[dg.AssetKey] | None = None, with_checks: bool = False,
+            ops_config: dict | None = None) -> RunOutcome:
     """Execute a job in-process against ``instance``. ``stdout_log``: send what steps print (dbt's console
     output, library warnings) to this file instead of the terminal; the run's events are in the instance either way.
     ``asset_selection``: run only these assets of the job (default: all of them), with their own checks when
-    ``with_checks``."""
+    ``with_checks``. ``ops_config``: the run config's ``ops`` (op name -> its config)."""
     job = defs.resolve_job_def(job_name)
     tags = {**(tags or {}), **run_health.process_tags()}
     if _uses_pool(job, settings.WAREHOUSE_POOL):
@@ -126,7 +127,7 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
             log = stack.enter_context(open(stdout_log, "a"))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
-        result = _execute(job, instance, partition, tags, asset_selection, with_checks)
+        result = _execute(job, instance, partition, tags, asset_selection, with_checks, ops_config)
     return RunOutcome(job_name, partition, result.run_id, result.success, errors=_failure_messages(result))
 
 
@@ -138,7 +139,7 @@ def _uses_pool(job, pool: str) -> bool:
         return True
 
 
-def _execute(job, instance, partition, tags, asset_selection=None, with_checks=False):
+def _execute(job, instance, partition, tags, asset_selection=None, with_checks=False, ops_config=None):
     if asset_selection is not None:
         # the selected assets alone: not the checks other assets define on them (the dbt tests of raw sources
         # run in the feature build, which is one whole generation); with_checks: the selected assets' checks too
@@ -150,7 +151,8 @@ def _execute(job, instance, partition, tags, asset_selection=None, with_checks=F
         raise_on_error=False,
         tags=tags,
         # the CLI prints its own progress; the full event log is in the instance (and the UI)
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    **({"ops": ops_config} if ops_config else {})},
     )
 
 
@@ -273,10 +275,12 @@ def warehouse_summary(db_path: Path) -> list[tuple[str, int, int, str | None, st
     return out
 
 
-def build_features(defs: dg.Definitions, instance: dg.DagsterInstance) -> RunOutcome:
-    """dbt build → feast apply → online store, in one run."""
+def build_features(defs: dg.Definitions, instance: dg.DagsterInstance, full_refresh: bool = False) -> RunOutcome:
+    """dbt build → feast apply → online store, in one run; ``full_refresh``: every day of the day-partitioned
+    feature datasets rewritten (by default, only the days whose raw batches changed)."""
     return run_job(defs, instance, "build_features", tags={"batch_platform/trigger": "cli"},
-                   stdout_log=step_log("build_features"))
+                   stdout_log=step_log("build_features"),
+                   ops_config={"dbt_feature_models": {"config": {"full_refresh": True}}} if full_refresh else None)
 
 
 def step_log(job_name: str) -> Path:

@@ -191,6 +191,9 @@ def plan(data: Path, landing: Path, out: Path, spec_dir: Path) -> dict:
         if m["materialized"] == "external":
             view = (build / "run" / n["package_name"] / n["original_file_path"]).read_text()
             m["location"] = moved(view.split("read_parquet('", 1)[1].split("'", 1)[0])
+        if m["materialized"] == "parquet_dataset":  # a folder, partitioned by day or holding one file
+            m["location"] = moved(str(data / "feature_generations" / "a" / m["name"]))
+            m["partition_by"] = n["config"].get("partition_by")
         models.append(m)
 
     specs = {}

@@ -63,16 +63,25 @@ def features(con, plan: dict) -> dict[str, int]:
                         + (f", types = {types})" if node["types"] else ")"))
         elif node["materialized"] == "view":
             con.execute(f"CREATE VIEW {target} AS {sql}")
-        elif node["materialized"] == "table":
+        elif node["materialized"] in ("table", "incremental"):  # (the platform's first build of one is whole)
             con.execute(f"CREATE TABLE {target} AS {sql}")
         elif node["materialized"] == "external":
             Path(node["location"]).parent.mkdir(parents=True, exist_ok=True)
             con.execute(f"COPY ({sql}) TO '{node['location']}' (FORMAT parquet)")
             con.execute(f"CREATE VIEW {target} AS SELECT * FROM read_parquet('{node['location']}')")
             rows[name] = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        elif node["materialized"] == "parquet_dataset":  # one partitioned COPY (the platform writes a file per day)
+            Path(node["location"]).mkdir(parents=True, exist_ok=True)
+            if node["partition_by"]:
+                con.execute(f"COPY ({sql}) TO '{node['location']}' (FORMAT parquet, "
+                            f"PARTITION_BY ({_q(node['partition_by'])}), OVERWRITE_OR_IGNORE)")
+            else:
+                con.execute(f"COPY ({sql}) TO '{node['location']}/data_0.parquet' (FORMAT parquet)")
+            con.execute(f"CREATE VIEW {target} AS SELECT * FROM read_parquet('{node['location']}')")
+            rows[name] = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         else:
             raise ValueError(f"{name}: materialization {node['materialized']!r}")
-        if node["materialized"] == "table":
+        if node["materialized"] in ("table", "incremental"):
             rows[name] = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         if schema.startswith("marts"):  # read by scoring under the published name, as the platform's are
             con.execute("CREATE SCHEMA IF NOT EXISTS marts")

@@ -150,3 +150,11 @@ def test_a_partial_build_starts_from_a_copy_and_stands_alone(platform):
     assert "feature_generations/b/" in con.execute(
         "SELECT sql FROM duckdb_views() WHERE schema_name = 'marts__b' AND view_name = 'plane_daily_features'"
     ).fetchall()[0][0]
+
+
+def test_a_feature_table_is_read_from_its_dataset_folder_else_its_file(tmp_path):
+    assert gen.feature_table(tmp_path, "t") == tmp_path / "t"  # nothing yet: the folder dbt's datasets write
+    (tmp_path / "t.parquet").write_bytes(b"")
+    assert gen.feature_table(tmp_path, "t") == tmp_path / "t.parquet"  # an external mart's file
+    (tmp_path / "t").mkdir()
+    assert gen.feature_table(tmp_path, "t") == tmp_path / "t"

@@ -424,7 +424,7 @@ def test_real_repo_applies_idempotently(features_dir, tmp_path, monkeypatch):
     for name, (key, ttl) in REAL_VIEWS.items():
         view = store.get_feature_view(name)
         assert view.join_keys == [key] and view.ttl == ttl and view.online
-        assert view.batch_source.path == str(features_dir.resolve() / f"{name}.parquet")
+        assert view.batch_source.path == str(features_dir.resolve() / name)  # the dataset folder dbt writes
         assert view.batch_source.timestamp_field == "feature_ts"
     delay = store.get_feature_service("flight_delay_v1")
     cancel = store.get_feature_service("flight_cancellation_v1")
@@ -446,7 +446,7 @@ def test_real_repo_applies_idempotently(features_dir, tmp_path, monkeypatch):
     with pytest.raises(EntityFrameError, match="origin"):
         client.historical_features(entity.drop(columns="origin"), "flight_delay_v1")
     # a dbt table that drifted from the declared schema, or was written with pandas' nanosecond timestamps
-    carrier = features_dir / "carrier_daily_features.parquet"
+    carrier = features_dir / "carrier_daily_features" / "data.parquet"
     pq.write_table(pq.read_table(carrier).drop(["carrier_flights_7d"]), carrier)
     with pytest.raises(FeatureTableSchemaError, match="carrier_flights_7d"):
         client.historical_features(entity, "flight_delay_v1")
@@ -656,7 +656,8 @@ def write_real_tables(features: Path, store, rng: np.random.Generator) -> dict[s
         if name == "origin_weather_features":
             frame["obs_ts"] = frame["feature_ts"] - pd.Timedelta(hours=1)
             types["obs_ts"] = pa.timestamp("us", tz="UTC")
-        write_parquet(features / f"{name}.parquet", frame, types)
+        (features / name).mkdir(parents=True, exist_ok=True)  # a dataset folder, as dbt writes them
+        write_parquet(features / name / "data.parquet", frame, types)
         frames[name] = frame
     return frames
 

@@ -3,9 +3,9 @@
 A feature repository needs no Python: ``features.yaml`` declares
 
 * ``entities``: ``name`` (the join key, a string column of the feature tables), ``description``;
-* ``feature_views``: ``name`` (= the dbt feature table it reads: ``$BATCH_PLATFORM_FEATURES_DIR/<name>.parquet``,
-  valid from its ``feature_ts``), ``entity``, ``ttl_days`` (0: no expiry), ``description``,
-  ``table_description``, and ``features``: column -> Feast type (``Int64``, ``Float64``, ``String``,
+* ``feature_views``: ``name`` (= the dbt feature table it reads: the folder ``$BATCH_PLATFORM_FEATURES_DIR/<name>/``
+  or the file ``<name>.parquet``, valid from its ``feature_ts``), ``entity``, ``ttl_days`` (0: no expiry),
+  ``description``, ``table_description``, and ``features``: column -> Feast type (``Int64``, ``Float64``, ``String``,
   ``UnixTimestamp``, ``Bool``);
 * ``feature_services``: ``name``, ``description``, ``views``: a view's name (every feature) or
   ``{view: NAME, exclude: [...]}`` / ``{view: NAME, include: [...]}``.
@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from batch_platform.lib.feast_import import import_feast
+from batch_platform.lib.feature_generations import feature_table
 
 DECLARATION = "features.yaml"
 FEATURES_DIR_VAR = "BATCH_PLATFORM_FEATURES_DIR"
@@ -116,7 +117,7 @@ def declared_objects(repo_dir: Path | str) -> dict[str, Any]:
             if kind not in types:
                 fail(f"{where}.features.{name}", f"{kind!r} is not one of {sorted(types)}")
             schema.append(Field(name=name, dtype=types[kind]))
-        source = FileSource(name=v["name"], path=str(features_dir / f"{v['name']}.parquet"),
+        source = FileSource(name=v["name"], path=str(feature_table(features_dir, v["name"])),
                             file_format=ParquetFormat(), timestamp_field="feature_ts",
                             description=v.get("table_description", ""))
         views[v["name"]] = out[v["name"]] = FeatureView(

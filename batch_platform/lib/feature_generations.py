@@ -5,7 +5,9 @@ Two generations alternate, ``a`` and ``b``. A build of generation ``g`` writes:
 
 - the warehouse schemas ``staging__g``, ``intermediate__g``, ``marts__g``, ``seeds__g`` (dbt's
   ``generate_schema_name`` appends the suffix; see ``batch_platform/dbt_macros/generate_schema_name.sql``);
-- the feature files ``<generations dir>/g/<table>.parquet`` (the external marts).
+- the feature files under ``<generations dir>/g/``: a folder ``<table>/`` per parquet dataset (the day-partitioned
+  ones carry their unchanged days over from the published generation as hard links:
+  ``batch_platform/lib/feature_increments.py``), or a file ``<table>.parquet`` per external mart.
 
 Readers never see those names. They read the stable schemas ``staging``, ``intermediate``, ``marts``, ``seeds``,
 whose relations are views over the published generation's, and the stable folder ``<features dir>``, a symbolic
@@ -24,6 +26,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +90,10 @@ def _relations(con: duckdb.DuckDBPyConnection, schema_name: str) -> dict[str, st
                             [schema_name]).fetchall())
 
 
-def publish(con: duckdb.DuckDBPyConnection, generation: str, run_id: str | None = None) -> list[str]:
-    """Make ``generation`` the one the stable schemas show, in one transaction; returns the stable relations."""
+def publish(con: duckdb.DuckDBPyConnection, generation: str, run_id: str | None = None,
+            also: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> list[str]:
+    """Make ``generation`` the one the stable schemas show, in one transaction, with what ``also`` writes (e.g.
+    what the build was made from); returns the stable relations."""
     shown = []
     con.execute("BEGIN TRANSACTION")
     try:
@@ -107,6 +112,8 @@ def publish(con: duckdb.DuckDBPyConnection, generation: str, run_id: str | None 
         con.execute(f"DELETE FROM {RECORD}")
         # this process's clock (as the run records and the SLIs), not DuckDB's
         con.execute(f"INSERT INTO {RECORD} VALUES (?, ?, ?)", [generation, run_id, dt.datetime.now(dt.UTC)])
+        if also is not None:
+            also(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -150,10 +157,14 @@ def reconcile(con: duckdb.DuckDBPyConnection, features_dir: Path, generations_di
 _VIEW_HEADER = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+.+?\s+AS\s+", re.IGNORECASE | re.DOTALL)
 
 
-def clone(con: duckdb.DuckDBPyConnection, source: str, target: str, generations_dir: Path) -> int:
+def clone(con: duckdb.DuckDBPyConnection, source: str, target: str, generations_dir: Path,
+          skip: Collection[tuple[str, str]] = ()) -> int:
     """Copy generation ``source`` (its tables, views and files) into the prepared, empty generation ``target``;
     returns the relations copied. A build of some models starts from this copy: the models it does not rebuild
-    are the published ones, the models it rebuilds replace theirs, and the result is again a whole generation."""
+    are the published ones, the models it rebuilds replace theirs, and the result is again a whole generation.
+    ``skip``: (layer, name) of relations not copied (those the build writes on what it carried over itself; the
+    folders of parquet datasets are carried over by ``feature_increments.carry_over``, before: their views read
+    them)."""
     src_dir, dst_dir = Path(generations_dir) / source, Path(generations_dir) / target
     for f in src_dir.iterdir() if src_dir.exists() else []:
         if f.is_file():
@@ -163,6 +174,8 @@ def clone(con: duckdb.DuckDBPyConnection, source: str, target: str, generations_
     for layer in LAYERS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema(layer, target))}")
         for name, kind in _relations(con, schema(layer, source)).items():
+            if (layer, name) in skip:
+                continue
             if kind == "BASE TABLE":
                 con.execute(f"CREATE TABLE {_q(schema(layer, target))}.{_q(name)} AS "
                             f"SELECT * FROM {_q(schema(layer, source))}.{_q(name)}")
@@ -193,6 +206,14 @@ def _retarget(sql: str, source: str, target: str, src_dir: Path, dst_dir: Path) 
         sql = sql.replace(f'"{schema(layer, source)}"', f'"{schema(layer, target)}"')
         sql = re.sub(rf"\b{re.escape(schema(layer, source))}\.", f"{schema(layer, target)}.", sql)
     return sql.replace(f"{src_dir}/", f"{dst_dir}/")
+
+
+def feature_table(features_dir: Path, name: str) -> Path:
+    """Where the feature table ``name`` is read: its dataset folder ``<name>/`` (a ``parquet_dataset`` mart), else
+    its file ``<name>.parquet`` (an ``external`` mart, as a scaffolded project writes them). DuckDB, pyarrow and
+    Feast read either."""
+    folder, file = Path(features_dir) / name, Path(features_dir) / f"{name}.parquet"
+    return file if file.exists() and not folder.is_dir() else folder
 
 
 def published_relation(con: duckdb.DuckDBPyConnection, relation: str) -> str:

@@ -999,10 +999,15 @@ def canonical_definitions(entities, views, services) -> dict[str, Any]:
             return None
         path = getattr(s, "path", None)
         fmt = getattr(s, "file_format", None)
+        file = Path(path).name if path else None
+        if file and type(fmt).__name__ == "ParquetFormat" and not file.endswith(".parquet"):
+            # a parquet dataset folder <table>/ is the same table as the single file <table>.parquet it replaced
+            # (fingerprints recorded before, e.g. by trained models, stay equal)
+            file = f"{file}.parquet"
         return {
             "name": s.name,
             "kind": type(s).__name__,
-            "file": Path(path).name if path else None,
+            "file": file,
             "format": type(fmt).__name__ if fmt is not None else None,
             "timestamp_field": s.timestamp_field,
             "created_timestamp_column": s.created_timestamp_column or None,
@@ -1096,7 +1101,12 @@ def _check_feature_table(view) -> None:
         return
     if not Path(path).exists():
         raise MissingFeatureTable(view.name, path)
-    schema = pq.read_schema(path)
+    if Path(path).is_dir():  # a parquet dataset (hive partitions by day): the schema of its first file
+        import pyarrow.dataset as ds
+
+        schema = ds.dataset(path, format="parquet", partitioning="hive").schema
+    else:
+        schema = pq.read_schema(path)
     source = view.batch_source
     needed = [*view.join_keys, source.timestamp_field, *(f.name for f in view.features)]
     if source.created_timestamp_column:

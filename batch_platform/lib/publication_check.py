@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from batch_platform.lib.feature_generations import feature_table
 from batch_platform.lib.time_model import TimeModel
 from batch_platform.lib.warehouse import LOADS_TABLE, table_exists
 
@@ -96,7 +97,7 @@ def check_feature_tables(con: duckdb.DuckDBPyConnection, features_dir: Path, tim
         feed = time_model.feed(rule.feed)
         result = TableResult(table, rule.feed, rule.valid_when)
         results.append(result)
-        path = Path(features_dir) / f"{table}.parquet"
+        path = feature_table(features_dir, table)
         if not path.exists():
             result.missing_file = True
             continue

@@ -3,16 +3,20 @@
 
 
 {#- One row per entity and flight day with at least one scheduled flight: counts and sums of the day's flights.
-    `n_known_outcome` counts flights with an arrival delay (neither cancelled nor diverted). -#}
-{% macro entity_daily_activity(entity, where=none) %}
+    `n_known_outcome` counts flights with an arrival delay (neither cancelled nor diverted).
+    In an incremental feature build (batch_platform/dbt_macros/parquet_dataset.sql) only the days from
+    `lookback_days` before the build's first day: what entity_daily_windows needs for the days it rebuilds (its
+    longest window, 28 days, and its tail, 28 days after the last active day). -#}
+{% macro entity_daily_activity(entity, where=none, lookback_days=28) %}
 
 with
 
 flights as (
 
     select * from {{ ref('stg_flights') }}
+    where {{ features_since_filter('flight_date', lookback_days) }}
     {%- if where %}
-    where {{ where }}
+        and {{ where }}
     {%- endif %}
 
 ),
@@ -99,7 +103,10 @@ select * from spine
     empty by then); this depends on the past only, so the rows are the same whenever the model is built.
     The spine has exactly one row per entity and day with no day missing (tested: unique_combination and
     consecutive_days on the spine), so a window of N days is the current row and the N-1 rows before it.
-    ROWS frames take about half the time of the equivalent RANGE frames on the full year. -#}
+    ROWS frames take about half the time of the equivalent RANGE frames on the full year.
+    In an incremental feature build only the days from the build's first day on (the activity view then starts
+    `lookback_days` before it, so those days' windows and tails are whole; the spine starts at the first active
+    day of that stretch, and the days before it add nothing to any window). -#}
 {% macro entity_daily_windows(spine_model, activity_model, entity, windows=(7, 28), tail_days=28) %}
 
 with
@@ -191,5 +198,6 @@ final as (
 
 select * from final
 where days_since_last_flight <= {{ tail_days }}
+    and {{ features_since_filter('as_of_date') }}
 
 {% endmacro %}

@@ -116,13 +116,14 @@ def warehouse_state(inst: Instance, schemas=("raw", "staging", "intermediate", "
 
 
 def feature_files_state(inst: Instance) -> dict:
-    """Rows and content hash of each published feature file (read through the features link)."""
+    """Rows and content hash of each published feature table (a dataset folder, or a file; read through the features
+    link)."""
     folder = inst.data / "features"
     if not folder.exists():
         return {}
     out = {}
     with duckdb.connect() as con:
-        for path in sorted(folder.glob("*.parquet")):
+        for path in sorted(folder.iterdir()):
             out[path.name] = _digest(con, f"read_parquet('{path}')")
     return out
 

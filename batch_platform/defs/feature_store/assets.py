@@ -81,7 +81,7 @@ def newest_feature_ts() -> dt.datetime:
     """The newest `feature_ts` across the parquet feature tables (the data's 'now')."""
     con = duckdb.connect()
     try:
-        files = [str(settings.features_dir() / f"{t}.parquet") for t in FEATURE_TABLES]
+        files = [str(generations.feature_table(settings.features_dir(), t)) for t in FEATURE_TABLES]
         (ts,) = con.execute(
             "SELECT max(feature_ts) FROM read_parquet(?, union_by_name = true)", [files]
         ).fetchall()[0]

@@ -1,12 +1,26 @@
+-- Incremental by day: a build appends the days from its first changed day on; the earlier days are the published
+-- generation's rows (batch_platform/lib/feature_increments.py). The hooks set and reset the session variable
+-- that bounds the days computed (batch_platform/dbt_macros/parquet_dataset.sql).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='obs_date',
+    pre_hook="{{ features_since_hook() }}",
+    post_hook="reset variable batch_platform_features_since",
+) }}
+
 -- One row per origin and observation: the observation itself and aggregates over the observations of the
 -- same origin in the trailing 24 hours, obs_ts in (obs_ts - 24h, obs_ts]. Timestamps are µs, so the
--- exclusive lower bound is "24 hours minus one microsecond preceding".
+-- exclusive lower bound is "24 hours minus one microsecond preceding". In an incremental feature build
+-- (batch_platform/dbt_macros/parquet_dataset.sql) only the days from its first day on, computed from the
+-- observations of two days more (24 hours back from a day after a short DST day reach two days back).
 
 with
 
 weather as (
 
     select * from {{ ref('stg_weather') }}
+    where {{ features_since_filter('obs_date', 2) }}
 
 ),
 
@@ -27,7 +41,10 @@ windowed as (
         round(sum(precip) over trailing_24h, 2) as precip_24h,
         max(wind_speed) over trailing_24h as max_wind_speed_24h,
         min(visib) over trailing_24h as min_visib_24h,
-        avg(temp) over trailing_24h as mean_temp_24h,
+        -- the mean from an exact (decimal) sum: a double sum's value depends on the order the window adds in,
+        -- which differs between a build of every day and one of the last days (same rows, other bytes)
+        cast(sum(cast(temp as decimal(18, 4))) over trailing_24h as double)
+            / nullif(count(temp) over trailing_24h, 0) as mean_temp_24h,
         count(*) over trailing_24h as obs_24h
 
     from weather
@@ -39,3 +56,4 @@ windowed as (
 )
 
 select * from windowed
+where {{ features_since_filter('obs_date') }}

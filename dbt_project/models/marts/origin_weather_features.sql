@@ -1,3 +1,5 @@
+{{ config(partition_by='obs_date') }}
+
 -- Daily weather features for Feast (entity origin): one row per origin and observation day, from the weather batch
 -- of that day, which is published the next morning (time model: a daily feed). The row is valid from then on, so the
 -- evening before flight day D (the prediction cutoff) the newest weather a model sees is that of D-2: the last
@@ -8,6 +10,7 @@ with
 weather_windows as (
 
     select * from {{ ref('int_origin_weather_trailing_24h') }}
+    where {{ features_since_filter('obs_date') }}
 
 ),
 

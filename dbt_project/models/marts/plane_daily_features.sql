@@ -1,3 +1,5 @@
+{{ config(partition_by='as_of_date') }}
+
 -- Daily plane features for Feast (entity tailnum): one row per plane and as_of_date, computed from the flight
 -- days up to and including as_of_date. They use outcomes (delays, cancellations), so a row is valid once every
 -- flights batch of its 28-day window is final (time model: flights of D final at D+2 06:00 New York).
@@ -7,6 +9,7 @@ with
 windows as (
 
     select * from {{ ref('int_plane_daily_windows') }}
+    where {{ features_since_filter('as_of_date') }}
 
 ),
 

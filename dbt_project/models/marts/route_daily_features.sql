@@ -1,3 +1,5 @@
+{{ config(partition_by='as_of_date') }}
+
 -- Daily route features for Feast (entity route = origin-dest): one row per route and as_of_date, valid once every
 -- flights batch of its 28-day window is final (outcome-derived; time model).
 
@@ -6,6 +8,7 @@ with
 windows as (
 
     select * from {{ ref('int_route_daily_windows') }}
+    where {{ features_since_filter('as_of_date') }}
 
 ),
 
