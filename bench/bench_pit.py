@@ -46,7 +46,8 @@ def _keys(entity: str) -> np.ndarray:
 
 
 def write_features(store, features: Path, days: int, rng: np.random.Generator) -> dict[str, str]:
-    """One parquet file per view of the service; returns {view: entity column}."""
+    """One parquet file per view of the service, in the view's dataset folder (as dbt writes the feature tables);
+    returns {view: entity column}."""
     service = store.get_feature_service(SERVICE)
     out = {}
     for projection in service.feature_view_projections:
@@ -76,7 +77,8 @@ def write_features(store, features: Path, days: int, rng: np.random.Generator) -
             else:
                 values = pa.array(rng.choice([f"{f.name}-{j}" for j in range(20)], n), pa.string(), mask=null)
             cols[f.name] = values
-        pq.write_table(pa.table(cols), features / f"{view.name}.parquet")
+        (features / view.name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), features / view.name / "data_0.parquet")
         out[view.name] = key
     return out
 
