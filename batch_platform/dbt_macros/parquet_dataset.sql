@@ -54,6 +54,21 @@
 {%- endmacro -%}
 
 
+{#- The config of a table built by day (`{{ config(**incremental_by_day('as_of_date')) }}`): dbt's incremental
+    materialization keyed on `day_column` (delete+insert of the days computed); a build appends the days from its
+    first changed day on, the earlier days being the published generation's rows (batch_platform/lib/
+    feature_increments.py). The hooks set and reset the session variable that bounds the days computed. -#}
+{%- macro incremental_by_day(day_column) -%}
+    {{ return({
+        'materialized': 'incremental',
+        'incremental_strategy': 'delete+insert',
+        'unique_key': day_column,
+        'pre_hook': "{{ features_since_hook() }}",
+        'post_hook': "reset variable batch_platform_features_since",
+    }) }}
+{%- endmacro -%}
+
+
 {% materialization parquet_dataset, adapter="duckdb" %}
 
   {%- set location = parquet_dataset_location(this) -%}

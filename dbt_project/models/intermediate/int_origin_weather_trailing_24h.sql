@@ -1,13 +1,5 @@
--- Incremental by day: a build appends the days from its first changed day on; the earlier days are the published
--- generation's rows (batch_platform/lib/feature_increments.py). The hooks set and reset the session variable
--- that bounds the days computed (batch_platform/dbt_macros/parquet_dataset.sql).
-{{ config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='obs_date',
-    pre_hook="{{ features_since_hook() }}",
-    post_hook="reset variable batch_platform_features_since",
-) }}
+-- Incremental by day (batch_platform/dbt_macros/parquet_dataset.sql, incremental_by_day).
+{{ config(**incremental_by_day('obs_date')) }}
 
 -- One row per origin and observation: the observation itself and aggregates over the observations of the
 -- same origin in the trailing 24 hours, obs_ts in (obs_ts - 24h, obs_ts]. Timestamps are µs, so the
