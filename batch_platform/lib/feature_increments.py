@@ -40,9 +40,10 @@ from typing import Any
 
 import duckdb
 
+from batch_platform.lib.warehouse import LOADS_TABLE, table_exists
+
 MATERIALIZATION = "parquet_dataset"
 SINCE_ENV = "BATCH_PLATFORM_FEATURES_SINCE"
-LOADS_TABLE = "raw._batch_loads"
 DEFINITIONS = "main._feature_dataset_definitions"  # (dataset, definition)
 BUILT_FROM = "main._feature_dataset_loads"  # (dataset, table_name, partition_key, load)
 SNAPSHOT_KEY = "__all__"  # partition_key of a raw table without days
@@ -134,9 +135,7 @@ def datasets(manifest: Mapping[str, Any], project_vars: Any = None,
 
 
 def _exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                            [schema, name]).fetchall()[0][0])
+    return table_exists(con, *qualified.split("."))
 
 
 def loads(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], str]:
