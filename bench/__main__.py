@@ -7,10 +7,12 @@ every figure) and exits non-zero when a figure with a target misses it (or a ben
 Each benchmark module runs in a process of its own, so its peak RSS is its own (reported on figures that do not
 measure one of their own: both sides of such a figure ran in that process). ``--quick``: smaller sizes and fewer
 runs (a check that everything runs, not figures to quote); the benchmarks that build a platform or land large
-files are skipped unless named with ``--only``. The pipeline at x1/x10/x30 (``scale``, ~25 min) and a day's
-feature build as history grows (``features_daily``) run only when named:
+files are skipped unless named with ``--only``. The pipeline at x1/x10/x30 (``scale``, ~25 min), a day's
+feature build as history grows (``features_daily``) and the quality of models trained on a Dask cluster against the
+local path's over seeds (``dask_quality``) run only when named:
 ``python -m bench --only scale --results bench/RESULTS_SCALE.md``,
-``python -m bench --only features_daily --results bench/RESULTS_INCREMENTAL.md``.
+``python -m bench --only features_daily --results bench/RESULTS_INCREMENTAL.md``,
+``python -m bench --only dask_quality --results bench/RESULTS_DASK_QUALITY.md``.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from bench.report import machine, normalized, print_table, write_results
 MODULES = {"serving": (True, False), "online_writes": (True, False), "pit": (True, False), "drift": (True, False),
            "training": (True, False), "scoring_asset": (True, True), "ingest": (False, True),
            "scoring": (False, True), "pipeline": (True, True), "scale": (False, True),
-           "features_daily": (False, True)}
-NAMED_ONLY = ("scale", "features_daily")
+           "features_daily": (False, True), "dask_quality": (False, True)}
+NAMED_ONLY = ("scale", "features_daily", "dask_quality")
 """Run only when named with ``--only``, each keeping its table in a results file of its own: ``scale``
-(``bench/RESULTS_SCALE.md``) and ``features_daily`` (``bench/RESULTS_INCREMENTAL.md``)."""
+(``bench/RESULTS_SCALE.md``), ``features_daily`` (``bench/RESULTS_INCREMENTAL.md``) and ``dask_quality``
+(``bench/RESULTS_DASK_QUALITY.md``)."""
 OWN_QUICK = ("serving", "online_writes", "training", "scoring_asset", "pipeline")  # main(quick); the others: _quick()
 REPO = Path(__file__).resolve().parent.parent
 NOT_MEASURED: dict[str, str] = {}  # figure -> why it has no benchmark yet
