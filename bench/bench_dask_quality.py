@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import bench_pipeline
 
 SCALES = [int(s) for s in os.environ.get("BENCH_DASK_QUALITY_SCALES", "1,10").split(",")]
-SEEDS = range(1, int(os.environ.get("BENCH_DASK_QUALITY_SEEDS", "10")) + 1)
+SEEDS = range(1, int(os.environ.get("BENCH_DASK_QUALITY_SEEDS", "30")) + 1)
 SPEC = "flight_delay"
 WORKERS = 2
 

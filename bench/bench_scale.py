@@ -4,7 +4,7 @@ copy with its own planes and routes), the platform on the local path and on a Da
 Per scale: ``land --scale N`` once; then the platform's CLI stages in a fresh data dir (``bench_pipeline.platform``:
 ingest, features, train, score, each its own process), once as shipped (local) and once with
 ``BATCH_PLATFORM_DASK_ADDRESS`` naming a ``distributed.LocalCluster`` of 2 worker processes (1 thread each) started
-here (candidates trained with ``lightgbm.dask``, each day's predictions computed on the workers); then the bare
+here (candidates trained data-parallel on the workers, each day's predictions computed on the workers); then the bare
 script (``bench.pipeline_bare``) on the SQL read off the local run. One run of each (``BENCH_SCALE_REPEATS``, the
 median of more): at x30 a platform run takes minutes.
 
@@ -37,8 +37,8 @@ ROWS = ["ingest", "features", "train: training sets", "train: candidates", "trai
 def scale_specs(root: Path) -> Path:
     """The shipped model specs with every gate floor at 0: a first model on a fresh data dir is judged against its
     floor only, and this benchmark times the stages rather than judging models (a refused model would leave the
-    day to the fallback; on two Dask workers flight_delay's x1 model sits 0.013 of AUC below the local one's, under
-    its 0.6 floor)."""
+    day to the fallback; a model trained on two Dask workers differs from the local one as another seed's does, and
+    flight_delay's sits near its 0.6 floor on either path)."""
     import yaml
 
     folder = bench_pipeline.bench_specs(root)

@@ -79,9 +79,10 @@ class DaskClusterUnreachable(RuntimeError):
 
 class DaskResource(dg.ConfigurableResource):
     """The Dask cluster training and batch scoring run on, when a scheduler address is set: candidates are trained
-    with ``lightgbm.dask`` over the training-set snapshot (``lib/dask_training.py``) and each day's rows are scored
-    on the workers (``lib/dask_scoring.py``), committed by the step as on the local path. Unset, both run in the
-    step's own process. The cluster's workers need this package and read the snapshot at the same path."""
+    by LightGBM's data-parallel learner across the workers from the training-set snapshot (``lib/dask_training.py``)
+    and each day's rows are scored on the workers (``lib/dask_scoring.py``), committed by the step as on the local
+    path. Unset, both run in the step's own process. The cluster's workers need this package and read the snapshot
+    at the same path."""
 
     address: str = Field(default="", description="Dask scheduler address, e.g. tcp://scheduler:8786 (env "
                          "BATCH_PLATFORM_DASK_ADDRESS); empty: train and score in the step's process.")
@@ -102,7 +103,7 @@ class DaskResource(dg.ConfigurableResource):
         from distributed import Client
 
         try:
-            # the default client while the block runs: lightgbm.dask and dask's futures look it up
+            # the default client while the block runs: dask's futures and collections look it up
             client = Client(address, timeout=self.connect_timeout_s)
         except (OSError, TimeoutError) as e:
             raise DaskClusterUnreachable(f"Dask scheduler at {address} (from BATCH_PLATFORM_DASK_ADDRESS) is "

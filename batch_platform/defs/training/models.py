@@ -127,7 +127,7 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         # wall time and peak RSS of the training step itself, sampled while it runs (the process may have run
         # other steps before: its lifetime peak would not say what training took); trained out of core from the
         # snapshot file (memory grows with the binned dataset, not the frame); on the Dask cluster when one is
-        # configured (lightgbm.dask over the same snapshot, the same search)
+        # configured (LightGBM's data-parallel learner over the same snapshot, the same search, the same bins)
         train_config = training.TrainConfig(n_trials=config.n_trials, max_rounds=config.max_rounds, seed=config.seed,
                                             num_threads=config.num_threads)
         with resource_usage.PeakRss() as usage, dask.client() as cluster:
