@@ -185,7 +185,7 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
     y_train, y_val = (layout.labels[layout.positions(w)] for w in ("train", "validation"))
     training._check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
     base = training._base_params(spec, config)
-    workers = placed_workers(client)
+    workers = placed_workers(client)[:len(y_train)]  # no machine without rows (LightGBM cannot bin an empty part)
     n, groups = len(workers), WindowRows(layout, "train").row_groups
     # read once, each part on its worker, for every trial; the bin sample sent to every worker once
     parts = [client.submit(part_matrix, str(layout.path), groups, i, n, layout.features, layout.categorical,
