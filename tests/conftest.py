@@ -28,6 +28,32 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
+FILE_TIMES = Path(__file__).resolve().parent.parent / ".test-artifacts" / "durations_by_file.json"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the suite's time goes, per test file (its tests' setup, call and teardown), largest first: printed at
+    the end and written to ``.test-artifacts/durations_by_file.json``. ``make test`` must stay under 30 minutes on 2
+    cores; with two workers taking a file at a time, the wall time is about half the total."""
+    import json
+    from collections import Counter
+
+    per_file: Counter = Counter()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if hasattr(report, "duration") and getattr(report, "nodeid", ""):
+                per_file[report.nodeid.split("::")[0]] += report.duration
+    if not per_file:
+        return
+    total = sum(per_file.values())
+    FILE_TIMES.parent.mkdir(exist_ok=True)
+    FILE_TIMES.write_text(json.dumps({"total_s": round(total, 1), "files": {
+        name: round(seconds, 1) for name, seconds in per_file.most_common()}}, indent=1))
+    terminalreporter.write_sep("=", f"time per test file: {total:.0f} s in all (largest 12; all in {FILE_TIMES.name})")
+    for name, seconds in per_file.most_common(12):
+        terminalreporter.write_line(f"{seconds:8.1f}s {100 * seconds / total:4.1f}%  {name}")
+
+
 # Tests choose their online store: SQLite, or Redis where a test starts a server (tests/services.py); a Redis
 # exported in the developer's shell must not receive the suite's writes.
 os.environ.pop(settings.REDIS_VAR, None)
