@@ -208,3 +208,27 @@ def test_the_candidate_asset_trains_on_the_cluster_the_setting_names(scoring_env
             metadata = instance.get_latest_materialization_event(candidate_key(spec)).asset_materialization.metadata
     assert metadata["trained_on"].value == cluster.scheduler_address
     assert "[num_machines: 2]" in Path(metadata["artifact"].value).read_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_cluster_with_more_workers_than_train_rows_trains_on_as_many_machines_as_rows(snapshot, tmp_path):
+    """A train window of two rows on three workers: the third worker would hold an empty part, which LightGBM
+    cannot bin, so the job runs on two machines."""
+    from distributed import Client, LocalCluster
+
+    from batch_platform.lib.training_set import LABEL, SPLIT
+
+    spec = load_specs()["flight_delay"]
+    table = pq.read_table(snapshot)
+    split, label = table[SPLIT].to_pylist(), table[LABEL].to_pylist()
+    first = {}  # the first train row of each label class
+    for i, (s, y) in enumerate(zip(split, label)):
+        if s == "train" and y is not None:
+            first.setdefault(y, i)
+    assert len(first) == 2
+    tiny = tmp_path / "two_train_rows.parquet"
+    pq.write_table(table.take([i for i, s in enumerate(split) if s != "train" or i in first.values()]), tiny)
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        model = dask_training.train_on_dask(tiny, spec, client, training.TrainConfig(n_trials=1, max_rounds=5))
+    assert "[num_machines: 2]" in model.model_text
