@@ -1,14 +1,13 @@
 """Training on a Dask cluster (``lib/dask_training.py``) against the local path, on a real ``distributed``
 LocalCluster (worker processes): the machinery (each worker's part of the rows, the bins from the local path's own
-sample, the validation curve computed on the driver, LightGBM's early stopping replayed) gives the local model byte
-for byte on one worker, the local model's first tree on two, and models of the local path's quality over seeds."""
+sample, LightGBM's early stopping on the leader, whose word stops every machine) gives the local model byte for byte
+on one worker, the local model's first tree on two, and models of the local path's quality over seeds."""
 
 from pathlib import Path
 
 import dagster as dg
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -95,23 +94,40 @@ def test_on_one_worker_the_dask_model_is_the_local_model_byte_for_byte(snapshot)
     assert [t["best_iteration"] for t in on_dask.trials] == [t["best_iteration"] for t in local.trials]
 
 
-def test_the_replayed_early_stopping_keeps_lightgbms_iteration(snapshot):
-    """LightGBM's own early stopping on the validation window, and the replay over the whole validation curve of
-    the same model trained for every round: the same iteration and the same value."""
+def test_on_two_workers_every_machine_stops_after_the_round_the_leader_stops_at(snapshot):
+    """The leader's early stopping on the validation window ends the training on both machines after the same
+    round (the driver checks that they agree): the best round and the patience after it, well before
+    ``max_rounds``, as the local path stops. The validation metric reported is the model's on the whole window."""
+    from distributed import Client, LocalCluster
+
+    from batch_platform.lib import evaluation
+
     spec = load_specs()["flight_delay"]
     layout = read_layout(snapshot, spec)
-    config = training.TrainConfig(n_trials=1, max_rounds=200)  # the baseline parameters alone
-    stopped = training.train(pd.read_parquet(snapshot), spec, config)
-    assert stopped.best_iteration < config.max_rounds - config.early_stopping_rounds  # it did stop early
-    train = lgb.Dataset(np.vstack(list(WindowRows(layout, "train").batches())),
-                        label=layout.labels[layout.positions("train")], feature_name=layout.features,
-                        categorical_feature=layout.categorical)
-    full = lgb.train({**training._base_params(spec, config), **training.BASELINE}, train,
-                     num_boost_round=config.max_rounds)
-    iteration, value = dask_training.early_stopping_iteration(
-        dask_training.validation_curve(full, layout, spec), config.early_stopping_rounds, higher_better=True)
-    assert iteration == stopped.best_iteration
-    assert value == pytest.approx(stopped.validation_metric, abs=1e-6)
+    config = training.TrainConfig(n_trials=1, max_rounds=300)  # the baseline parameters alone
+    local = training.train_snapshot(snapshot, spec, config).trials[0]
+    assert local["rounds"] == local["best_iteration"] + config.early_stopping_rounds < config.max_rounds
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        model = dask_training.train_on_dask(snapshot, spec, client, config)
+    assert "[num_machines: 2]" in model.model_text
+    trial = model.trials[0]
+    assert trial["rounds"] == trial["best_iteration"] + config.early_stopping_rounds < config.max_rounds
+    X = np.vstack(list(WindowRows(layout, "validation").batches()))
+    p = training.load_booster(model.model_text).predict(X)
+    assert training.load_booster(model.model_text).current_iteration() == trial["best_iteration"]
+    assert evaluation.metrics(layout.labels[layout.positions("validation")], p)["roc_auc"] == \
+        pytest.approx(trial["validation_metric"], abs=1e-6)
+
+
+def test_a_machine_that_hears_nothing_from_the_leader_fails_by_name():
+    """A machine waits for the leader's word after each round at most its timeout (a real scheduler's queue)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster):
+        orders = dask_training._RoundOrders(["batch-platform-rounds-test"], timeout=0.5)
+        with pytest.raises(dask_training.LeaderLostError, match="no word from the leading machine"):
+            orders.receive()
 
 
 def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapshot):

@@ -4,9 +4,12 @@ the local path would use.
 
 The same search as :func:`training.train_snapshot` -- the same parameter sets, the same model matrix
 (:func:`snapshot_matrix.group_matrix`: each worker reads its part of the train window from the snapshot), the best
-by the spec's metric on the validation window. Every round up to ``max_rounds`` is trained, the validation window is
-scored after each on the driver (:func:`validation_curve`), and the model is cut where LightGBM's early stopping
-would have stopped (:func:`early_stopping_iteration`).
+by the spec's metric on the validation window -- and the same early stopping. **Early stopping on a cluster:** the
+first machine (rank 0, the *leader*) also holds the whole validation window, read on its worker, and runs
+LightGBM's ``early_stopping`` on it with the spec's LightGBM metric, as the local path does. After every round it
+tells each other machine whether to train another (a ``distributed.Queue`` per machine, through the scheduler), so
+every machine stops after the same round: one machine's decision, not several that would have to agree (a machine
+that stopped alone would leave the others waiting on its histograms). Only the rounds up to the stop are trained.
 
 **The bins.** ``lightgbm.dask``'s estimators (``DaskLGBMClassifier`` / ``DaskLGBMRegressor``) build each worker's
 ``Dataset`` from that worker's rows alone: LightGBM then bins each feature on one worker's rows and shares those
@@ -104,11 +107,66 @@ def _port(lease: _PortLease) -> int:
     return lease.port
 
 
-def _train_machine(X: np.ndarray, labels: np.ndarray, sample: np.ndarray, features: list[str],
-                   categorical: list[str], params: dict, rounds: int, machines: str, lease: _PortLease) -> str:
+class _RoundOrders:
+    """The leader's word to the other machines after each round, "another" or "stop": a ``distributed.Queue`` per
+    machine (named by the driver), read in order. A machine waits at most ``timeout`` seconds for it (the leader's
+    validation scoring of one round), then fails with :class:`LeaderLostError` rather than wait for ever."""
+
+    def __init__(self, names: list[str], timeout: float):
+        from distributed import Queue
+
+        self.queues, self.timeout = [Queue(n) for n in names], timeout
+
+    def send(self, stop: bool) -> None:
+        for queue in self.queues:
+            queue.put(stop)
+
+    def receive(self) -> bool:
+        try:
+            return bool(self.queues[0].get(timeout=self.timeout))
+        except TimeoutError as e:
+            raise LeaderLostError(f"no word from the leading machine in {self.timeout:.0f} s") from e
+
+
+class LeaderLostError(RuntimeError):
+    """A machine of a data-parallel training heard nothing from the leader (rank 0) after a round."""
+
+
+def _leading(stopper, orders: _RoundOrders):
+    """The leader's callback: LightGBM's early stopping (``stopper``), then the word to the other machines (``stop``
+    when it stopped, on the last round too)."""
+    import lightgbm as lgb
+
+    def lead(env) -> None:
+        try:
+            stopper(env)
+        except lgb.callback.EarlyStopException:
+            orders.send(True)
+            raise
+        orders.send(False)
+
+    return lead
+
+
+def _following(orders: _RoundOrders):
+    """Another machine's callback: the leader's word on the round just trained."""
+    import lightgbm as lgb
+
+    def follow(env) -> None:
+        if orders.receive():
+            raise lgb.callback.EarlyStopException(env.iteration, [])
+
+    return follow
+
+
+def _train_machine(X: np.ndarray, labels: np.ndarray, sample: np.ndarray, validation, features: list[str],
+                   categorical: list[str], params: dict, rounds: int, stopping_rounds: int, machines: str,
+                   lease: _PortLease, queues: list[str], timeout: float) -> dict:
     """One machine of the data-parallel training, on its worker: its rows binned against the reference built from
     ``sample`` (every machine, and the local path, the same bins), then ``lgb.train`` with the other machines. The
-    model's text."""
+    leader has ``validation`` (the window's matrix and labels) and ``queues`` to every other machine; another
+    machine has ``validation`` None and its own queue. The rounds it trained, and the leader's model (cut at the
+    best round), best round and validation metric."""
     import lightgbm as lgb
     from distributed import get_worker
 
@@ -116,13 +174,34 @@ def _train_machine(X: np.ndarray, labels: np.ndarray, sample: np.ndarray, featur
     reference = lgb.Dataset(sample, feature_name=features, categorical_feature=categorical, params=params)
     rows = lgb.Dataset(X, label=labels, reference=reference, feature_name=features, categorical_feature=categorical,
                        params=params).construct()  # binned before the network is up: no machine waits on another
+    orders, counter = _RoundOrders(queues, timeout), training.RoundCounter()
+    if validation is not None:
+        valid = lgb.Dataset(validation[0], label=validation[1], reference=rows, feature_name=features,
+                            categorical_feature=categorical).construct()
+        valid_sets, callback = [valid], _leading(lgb.early_stopping(stopping_rounds, verbose=False), orders)
+    else:
+        valid_sets, callback = None, _following(orders)
     network = {"tree_learner": "data", "machines": machines, "num_machines": len(machines.split(",")),
                "local_listen_port": lease.release()}
-    booster = lgb.train({**params, **network}, rows, num_boost_round=rounds)
+    booster = lgb.train({**params, **network}, rows, num_boost_round=rounds, valid_sets=valid_sets,
+                        valid_names=["validation"] if valid_sets else None, callbacks=[counter, callback])
     try:
-        return booster.model_to_string()
+        out = {"rounds": counter.rounds}
+        if validation is not None:
+            out |= {"model_text": booster.model_to_string(num_iteration=booster.best_iteration),
+                    "best_iteration": booster.best_iteration,
+                    "validation_metric": float(booster.best_score["validation"][params["metric"]])}
+        return out
     finally:
         booster.free_network()
+
+
+def _with_labels(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return X, y
+
+
+class MachinesDisagreeError(RuntimeError):
+    """The machines of one data-parallel training stopped after different rounds."""
 
 
 def placed_workers(client: Client) -> list[str]:
@@ -130,11 +209,14 @@ def placed_workers(client: Client) -> list[str]:
     return sorted(client.scheduler_info()["workers"])
 
 
-def train_data_parallel(client: Client, workers: list[str], parts: list, labels: list, sample,
-                        features: list[str], categorical: list[str], params: dict, rounds: int) -> str:
-    """``rounds`` of LightGBM's data-parallel learner across ``workers``: machine ``i`` trains on ``parts[i]`` and
-    ``labels[i]`` (futures held by ``workers[i]``) and is ranked ``i``. The model's text (rank 0's: every machine
-    ends with the same trees)."""
+def train_data_parallel(client: Client, workers: list[str], parts: list, labels: list, validation, sample,
+                        features: list[str], categorical: list[str], params: dict, rounds: int,
+                        stopping_rounds: int, timeout: float = 600.0) -> dict:
+    """Up to ``rounds`` of LightGBM's data-parallel learner across ``workers``, stopped early on ``validation`` (a
+    future of the validation window's matrix and labels, held by ``workers[0]``): machine ``i`` trains on
+    ``parts[i]`` and ``labels[i]`` (futures held by ``workers[i]``) and is ranked ``i``. The leader's result
+    (:func:`_train_machine`; every machine ends with the same trees)."""
+    import uuid
     from urllib.parse import urlparse
 
     def on(worker, fn, *args):  # not pure: each call is one machine of one network job
@@ -143,37 +225,15 @@ def train_data_parallel(client: Client, workers: list[str], parts: list, labels:
     leases = [on(w, _PortLease) for w in workers]
     ports = client.gather([on(w, _port, lease) for w, lease in zip(workers, leases)])
     machines = ",".join(f"{urlparse(w).hostname}:{port}" for w, port in zip(workers, ports))
-    texts = [on(w, _train_machine, X, y, sample, features, categorical, params, rounds, machines, lease)
-             for w, X, y, lease in zip(workers, parts, labels, leases)]
-    return client.gather(texts)[0]
-
-
-def early_stopping_iteration(curve, rounds: int, higher_better: bool) -> tuple[int, float]:
-    """``(iteration (1-based), its value)``: what LightGBM's ``early_stopping(rounds)`` keeps for this validation
-    curve (an iterable, consumed only as far as needed): the first best value, once ``rounds`` iterations in a row
-    have not improved on it (or the curve ends)."""
-    best, best_i = None, 0
-    for i, value in enumerate(curve):
-        if best is None or (value > best if higher_better else value < best):
-            best, best_i = value, i
-        elif i - best_i >= rounds:
-            break
-    return best_i + 1, float(best)
-
-
-def validation_curve(booster, layout: SnapshotLayout, spec: ModelSpec):
-    """The spec's gate metric on the whole validation window after each boosting iteration (a generator), computed
-    on the driver over every row (one tree's raw scores added per iteration; the window's matrix is held, read a row
-    group at a time): a machine of the data-parallel training sees only its own part of any window."""
-    from batch_platform.lib import evaluation
-
-    X = np.vstack(list(WindowRows(layout, "validation").batches()))
-    y = layout.labels[layout.positions("validation")]
-    raw = np.zeros(len(y))
-    for k in range(booster.current_iteration()):
-        raw += booster.predict(X, start_iteration=k, num_iteration=1, raw_score=True)
-        p = raw if spec.is_regression else 1.0 / (1.0 + np.exp(-raw))
-        yield evaluation.metrics(y, p, regression=spec.is_regression)[spec.gate.metric]
+    job = uuid.uuid4().hex
+    queues = [f"batch-platform-rounds-{job}-{i}" for i in range(1, len(workers))]
+    results = client.gather([
+        on(w, _train_machine, X, y, sample, validation if i == 0 else None, features, categorical, params, rounds,
+           stopping_rounds, machines, lease, queues if i == 0 else [queues[i - 1]], timeout)
+        for i, (w, X, y, lease) in enumerate(zip(workers, parts, labels, leases))])
+    if len({r["rounds"] for r in results}) != 1:
+        raise MachinesDisagreeError(f"rounds trained per machine: {[r['rounds'] for r in results]}")
+    return results[0]
 
 
 def train_on_dask(path: Path, spec: ModelSpec, client: Client,
@@ -192,6 +252,12 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
                            layout.categories, layout.nullable_ints, workers=[w], allow_other_workers=False,
                            pure=False) for i, w in enumerate(workers)]
     labels = [client.scatter(y_train[i::n], workers=[w]) for i, w in enumerate(workers)]
+    # the validation window on the leader, with its labels
+    validation = client.submit(_with_labels, client.submit(
+        part_matrix, str(layout.path), WindowRows(layout, "validation").row_groups, 0, 1, layout.features,
+        layout.categorical, layout.categories, layout.nullable_ints, workers=workers[:1], allow_other_workers=False,
+        pure=False), client.scatter(y_val, workers=workers[:1]), workers=workers[:1], allow_other_workers=False,
+        pure=False)
     sample = client.scatter(bin_sample(layout, base), broadcast=True)
     higher_better = spec.gate.metric in ("roc_auc", "average_precision")
     best: training.TrainedModel | None = None
@@ -199,22 +265,21 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
     try:
         for point in training.candidate_params(config):
             params = {**base, **point}
-            text = train_data_parallel(client, workers, parts, labels, sample, layout.features, layout.categorical,
-                                       params, config.max_rounds)
-            booster = lgb.Booster(model_str=text)
-            iteration, score = early_stopping_iteration(validation_curve(booster, layout, spec),
-                                                        config.early_stopping_rounds, higher_better)
-            trials.append({"params": point, "best_iteration": iteration, "validation_metric": score})
+            lead = train_data_parallel(client, workers, parts, labels, validation, sample, layout.features,
+                                       layout.categorical, params, config.max_rounds, config.early_stopping_rounds)
+            iteration, score = lead["best_iteration"], lead["validation_metric"]
+            trials.append({"params": point, "best_iteration": iteration, "validation_metric": score,
+                           "rounds": lead["rounds"]})
             if best is None or (score > best.validation_metric if higher_better else score < best.validation_metric):
+                booster = lgb.Booster(model_str=lead["model_text"])
                 # the categories travel with the model, as from a DataFrame (LightGBM's pandas_categorical)
                 booster.pandas_categorical = [layout.categories[c] for c in layout.categorical]
                 best = training.TrainedModel(
-                    model_text=booster.model_to_string(num_iteration=iteration), params=params,
-                    best_iteration=iteration, features=layout.features, categorical=layout.categorical,
-                    validation_metric=score,
+                    model_text=booster.model_to_string(), params=params, best_iteration=iteration,
+                    features=layout.features, categorical=layout.categorical, validation_metric=score,
                 )
     finally:
-        client.cancel([*parts, *labels, sample])
+        client.cancel([*parts, *labels, validation, sample])
     assert best is not None
     best.trials = trials
     return best

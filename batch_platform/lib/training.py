@@ -199,6 +199,17 @@ def _train_layout(layout, spec: ModelSpec, config: TrainConfig) -> TrainedModel:
     return _search(dtrain, dval, spec, config, layout.features, layout.categorical)
 
 
+class RoundCounter:
+    """An ``lgb.train`` callback counting the rounds trained (the booster it returns keeps only those up to the best
+    round): the best round and the early-stopping patience after it, or every round."""
+
+    def __init__(self):
+        self.rounds = 0
+
+    def __call__(self, env) -> None:
+        self.rounds = env.iteration + 1
+
+
 def _search(dtrain, dval, spec: ModelSpec, config: TrainConfig, features: list[str],
             categorical: list[str]) -> TrainedModel:
     import lightgbm as lgb
@@ -208,12 +219,14 @@ def _search(dtrain, dval, spec: ModelSpec, config: TrainConfig, features: list[s
     trials = []
     for point in candidate_params(config):
         params = {**_base_params(spec, config), **point}
+        counter = RoundCounter()
         booster = lgb.train(
             params, dtrain, num_boost_round=config.max_rounds, valid_sets=[dval], valid_names=["validation"],
-            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+            callbacks=[counter, lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
         )
         score = float(booster.best_score["validation"][params["metric"]])
-        trials.append({"params": point, "best_iteration": booster.best_iteration, "validation_metric": score})
+        trials.append({"params": point, "best_iteration": booster.best_iteration, "validation_metric": score,
+                       "rounds": counter.rounds})
         if best is None or (score > best.validation_metric if higher_better else score < best.validation_metric):
             best = TrainedModel(
                 model_text=booster.model_to_string(num_iteration=booster.best_iteration),
