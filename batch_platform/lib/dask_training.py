@@ -177,7 +177,7 @@ def _train_machine(X: np.ndarray, labels: np.ndarray, sample: np.ndarray, valida
     orders, counter = _RoundOrders(queues, timeout), training.RoundCounter()
     if validation is not None:
         valid = lgb.Dataset(validation[0], label=validation[1], reference=rows, feature_name=features,
-                            categorical_feature=categorical).construct()
+                            categorical_feature=categorical, params=params).construct()
         valid_sets, callback = [valid], _leading(lgb.early_stopping(stopping_rounds, verbose=False), orders)
     else:
         valid_sets, callback = None, _following(orders)
