@@ -94,6 +94,35 @@ def test_on_one_worker_the_dask_model_is_the_local_model_byte_for_byte(snapshot)
     assert [t["best_iteration"] for t in on_dask.trials] == [t["best_iteration"] for t in local.trials]
 
 
+def test_once_the_rows_are_binned_the_workers_hold_the_binned_rows_only(snapshot):
+    """Each machine's rows are read and binned once for every trial of the search; then each worker holds its
+    machine's binned data and nothing else: the matrices read from the snapshot, the labels and the bin sample are
+    released. The leader's data holds the validation window too."""
+    import time
+
+    from distributed import Client, LocalCluster, wait
+
+    spec = load_specs()["flight_delay"]
+    layout = read_layout(snapshot, spec)
+    y_train, y_val = (layout.labels[layout.positions(w)] for w in ("train", "validation"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        workers = dask_training.placed_workers(client)
+        data = dask_training.machine_data(client, layout, workers, y_train, y_val,
+                                          training._base_params(spec, FAST))
+        wait(data)
+        expected = {w: (d.key,) for w, d in zip(workers, data)}
+        deadline = time.monotonic() + 30
+        while (held := {w: tuple(keys) for w, keys in client.has_what().items()}) != expected \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert held == expected
+        built = client.gather([client.submit(lambda d: (d.rows.num_data(), d.valid is not None), d, workers=[w],
+                                             pure=False) for w, d in zip(workers, data)])
+    assert [rows for rows, _ in built] == [len(y_train[0::2]), len(y_train[1::2])]
+    assert [leads for _, leads in built] == [True, False]
+
+
 def test_on_two_workers_every_machine_stops_after_the_round_the_leader_stops_at(snapshot):
     """The leader's early stopping on the validation window ends the training on both machines after the same
     round (the driver checks that they agree): the best round and the patience after it, well before

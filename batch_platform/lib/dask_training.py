@@ -159,35 +159,47 @@ def _following(orders: _RoundOrders):
     return follow
 
 
-def _train_machine(X: np.ndarray, labels: np.ndarray, sample: np.ndarray, validation, features: list[str],
-                   categorical: list[str], params: dict, rounds: int, stopping_rounds: int, machines: str,
-                   lease: _PortLease, queues: list[str], timeout: float) -> dict:
-    """One machine of the data-parallel training, on its worker: its rows binned against the reference built from
-    ``sample`` (every machine, and the local path, the same bins), then ``lgb.train`` with the other machines. The
-    leader has ``validation`` (the window's matrix and labels) and ``queues`` to every other machine; another
-    machine has ``validation`` None and its own queue. The rounds it trained, and the leader's model (cut at the
-    best round), best round and validation metric."""
-    import lightgbm as lgb
-    from distributed import get_worker
+class _MachineData:
+    """One machine's binned rows, built once on its worker for every trial of a search and kept in that worker's
+    memory (a future's result never sent anywhere): its part of the train window binned against the reference built
+    from ``sample`` (every machine, and the local path, the same bins) and, on the leader, the validation window
+    binned likewise. Once they are built the worker holds the binned rows only: the matrices they were read into
+    are released."""
 
-    params = {**params, "num_threads": get_worker().state.nthreads}
-    reference = lgb.Dataset(sample, feature_name=features, categorical_feature=categorical, params=params)
-    rows = lgb.Dataset(X, label=labels, reference=reference, feature_name=features, categorical_feature=categorical,
-                       params=params).construct()  # binned before the network is up: no machine waits on another
+    def __init__(self, X: np.ndarray, labels: np.ndarray, sample: np.ndarray, validation, features: list[str],
+                 categorical: list[str], params: dict):
+        import lightgbm as lgb
+        from distributed import get_worker
+
+        self.params = {**params, "num_threads": get_worker().state.nthreads}
+        kwargs = dict(feature_name=features, categorical_feature=categorical, params=self.params)
+        reference = lgb.Dataset(sample, **kwargs)
+        self.rows = lgb.Dataset(X, label=labels, reference=reference, **kwargs).construct()
+        self.valid = (None if validation is None else
+                      lgb.Dataset(validation[0], label=validation[1], reference=self.rows, **kwargs).construct())
+
+
+def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_rounds: int, machines: str,
+                   lease: _PortLease, queues: list[str], timeout: float) -> dict:
+    """One machine of the data-parallel training, on its worker: ``lgb.train`` on its binned rows (``data``, built
+    before the network is up: no machine waits on another to bin) with the other machines. The leader has the
+    validation window and ``queues`` to every other machine; another machine has its own queue. The rounds it
+    trained, and the leader's model (cut at the best round), best round and validation metric."""
+    import lightgbm as lgb
+
+    params = {**params, "num_threads": data.params["num_threads"]}
     orders, counter = _RoundOrders(queues, timeout), training.RoundCounter()
-    if validation is not None:
-        valid = lgb.Dataset(validation[0], label=validation[1], reference=rows, feature_name=features,
-                            categorical_feature=categorical, params=params).construct()
-        valid_sets, callback = [valid], _leading(lgb.early_stopping(stopping_rounds, verbose=False), orders)
+    if data.valid is not None:
+        valid_sets, callback = [data.valid], _leading(lgb.early_stopping(stopping_rounds, verbose=False), orders)
     else:
         valid_sets, callback = None, _following(orders)
     network = {"tree_learner": "data", "machines": machines, "num_machines": len(machines.split(",")),
                "local_listen_port": lease.release()}
-    booster = lgb.train({**params, **network}, rows, num_boost_round=rounds, valid_sets=valid_sets,
+    booster = lgb.train({**params, **network}, data.rows, num_boost_round=rounds, valid_sets=valid_sets,
                         valid_names=["validation"] if valid_sets else None, callbacks=[counter, callback])
     try:
         out = {"rounds": counter.rounds}
-        if validation is not None:
+        if data.valid is not None:
             out |= {"model_text": booster.model_to_string(num_iteration=booster.best_iteration),
                     "best_iteration": booster.best_iteration,
                     "validation_metric": float(booster.best_score["validation"][params["metric"]])}
@@ -209,13 +221,12 @@ def placed_workers(client: Client) -> list[str]:
     return sorted(client.scheduler_info()["workers"])
 
 
-def train_data_parallel(client: Client, workers: list[str], parts: list, labels: list, validation, sample,
-                        features: list[str], categorical: list[str], params: dict, rounds: int,
+def train_data_parallel(client: Client, workers: list[str], data: list, params: dict, rounds: int,
                         stopping_rounds: int, timeout: float = 600.0) -> dict:
-    """Up to ``rounds`` of LightGBM's data-parallel learner across ``workers``, stopped early on ``validation`` (a
-    future of the validation window's matrix and labels, held by ``workers[0]``): machine ``i`` trains on
-    ``parts[i]`` and ``labels[i]`` (futures held by ``workers[i]``) and is ranked ``i``. The leader's result
-    (:func:`_train_machine`; every machine ends with the same trees)."""
+    """Up to ``rounds`` of LightGBM's data-parallel learner across ``workers``, stopped early by the leader: machine
+    ``i`` trains on ``data[i]`` (a future of a :class:`_MachineData` held by ``workers[i]``; the first holds the
+    validation window) and is ranked ``i``. The leader's result (:func:`_train_machine`; every machine ends with the
+    same trees)."""
     import uuid
     from urllib.parse import urlparse
 
@@ -228,12 +239,32 @@ def train_data_parallel(client: Client, workers: list[str], parts: list, labels:
     job = uuid.uuid4().hex
     queues = [f"batch-platform-rounds-{job}-{i}" for i in range(1, len(workers))]
     results = client.gather([
-        on(w, _train_machine, X, y, sample, validation if i == 0 else None, features, categorical, params, rounds,
-           stopping_rounds, machines, lease, queues if i == 0 else [queues[i - 1]], timeout)
-        for i, (w, X, y, lease) in enumerate(zip(workers, parts, labels, leases))])
+        on(w, _train_machine, d, params, rounds, stopping_rounds, machines, lease,
+           queues if i == 0 else [queues[i - 1]], timeout)
+        for i, (w, d, lease) in enumerate(zip(workers, data, leases))])
     if len({r["rounds"] for r in results}) != 1:
         raise MachinesDisagreeError(f"rounds trained per machine: {[r['rounds'] for r in results]}")
     return results[0]
+
+
+def machine_data(client: Client, layout: SnapshotLayout, workers: list[str], y_train: np.ndarray, y_val: np.ndarray,
+                 params: dict) -> list:
+    """Futures of each machine's :class:`_MachineData`, the ``i``-th held by ``workers[i]``: its part of the train
+    window read and binned on its worker (every ``n``-th row, :func:`part_matrix`), the first with the validation
+    window; the bin sample sent to every worker. Only the binned data stays on the workers once it is built."""
+    n, groups = len(workers), WindowRows(layout, "train").row_groups
+    sample = client.scatter(bin_sample(layout, params), broadcast=True)
+    validation = client.submit(_with_labels, client.submit(
+        part_matrix, str(layout.path), WindowRows(layout, "validation").row_groups, 0, 1, layout.features,
+        layout.categorical, layout.categories, layout.nullable_ints, workers=workers[:1], allow_other_workers=False,
+        pure=False), client.scatter(y_val, workers=workers[:1]), workers=workers[:1], allow_other_workers=False,
+        pure=False)
+    return [client.submit(_MachineData, client.submit(
+        part_matrix, str(layout.path), groups, i, n, layout.features, layout.categorical, layout.categories,
+        layout.nullable_ints, workers=[w], allow_other_workers=False, pure=False),
+        client.scatter(y_train[i::n], workers=[w]), sample, validation if i == 0 else None, layout.features,
+        layout.categorical, params, workers=[w], allow_other_workers=False, pure=False)
+        for i, w in enumerate(workers)]
 
 
 def train_on_dask(path: Path, spec: ModelSpec, client: Client,
@@ -246,27 +277,14 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
     training._check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
     base = training._base_params(spec, config)
     workers = placed_workers(client)[:len(y_train)]  # no machine without rows (LightGBM cannot bin an empty part)
-    n, groups = len(workers), WindowRows(layout, "train").row_groups
-    # read once, each part on its worker, for every trial; the bin sample sent to every worker once
-    parts = [client.submit(part_matrix, str(layout.path), groups, i, n, layout.features, layout.categorical,
-                           layout.categories, layout.nullable_ints, workers=[w], allow_other_workers=False,
-                           pure=False) for i, w in enumerate(workers)]
-    labels = [client.scatter(y_train[i::n], workers=[w]) for i, w in enumerate(workers)]
-    # the validation window on the leader, with its labels
-    validation = client.submit(_with_labels, client.submit(
-        part_matrix, str(layout.path), WindowRows(layout, "validation").row_groups, 0, 1, layout.features,
-        layout.categorical, layout.categories, layout.nullable_ints, workers=workers[:1], allow_other_workers=False,
-        pure=False), client.scatter(y_val, workers=workers[:1]), workers=workers[:1], allow_other_workers=False,
-        pure=False)
-    sample = client.scatter(bin_sample(layout, base), broadcast=True)
+    data = machine_data(client, layout, workers, y_train, y_val, base)
     higher_better = spec.gate.metric in ("roc_auc", "average_precision")
     best: training.TrainedModel | None = None
     trials = []
     try:
         for point in training.candidate_params(config):
             params = {**base, **point}
-            lead = train_data_parallel(client, workers, parts, labels, validation, sample, layout.features,
-                                       layout.categorical, params, config.max_rounds, config.early_stopping_rounds)
+            lead = train_data_parallel(client, workers, data, params, config.max_rounds, config.early_stopping_rounds)
             iteration, score = lead["best_iteration"], lead["validation_metric"]
             trials.append({"params": point, "best_iteration": iteration, "validation_metric": score,
                            "rounds": lead["rounds"]})
@@ -279,7 +297,7 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
                     features=layout.features, categorical=layout.categorical, validation_metric=score,
                 )
     finally:
-        client.cancel([*parts, *labels, validation, sample])
+        client.cancel(data)
     assert best is not None
     best.trials = trials
     return best
