@@ -166,8 +166,9 @@ class _MachineData:
     binned likewise. Once they are built the worker holds the binned rows only: the matrices they were read into
     are released."""
 
-    def __init__(self, X: np.ndarray, labels: np.ndarray, sample: np.ndarray, validation, features: list[str],
-                 categorical: list[str], params: dict):
+    def __init__(self, X: np.ndarray, labels: np.ndarray, sample: np.ndarray, features: list[str],
+                 categorical: list[str], params: dict, valid_X: np.ndarray | None = None,
+                 valid_labels: np.ndarray | None = None):
         import lightgbm as lgb
         from distributed import get_worker
 
@@ -175,8 +176,8 @@ class _MachineData:
         kwargs = dict(feature_name=features, categorical_feature=categorical, params=self.params)
         reference = lgb.Dataset(sample, **kwargs)
         self.rows = lgb.Dataset(X, label=labels, reference=reference, **kwargs).construct()
-        self.valid = (None if validation is None else
-                      lgb.Dataset(validation[0], label=validation[1], reference=self.rows, **kwargs).construct())
+        self.valid = (None if valid_X is None else
+                      lgb.Dataset(valid_X, label=valid_labels, reference=self.rows, **kwargs).construct())
 
 
 def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_rounds: int, machines: str,
@@ -206,10 +207,6 @@ def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_round
         return out
     finally:
         booster.free_network()
-
-
-def _with_labels(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return X, y
 
 
 class MachinesDisagreeError(RuntimeError):
@@ -254,16 +251,15 @@ def machine_data(client: Client, layout: SnapshotLayout, workers: list[str], y_t
     window; the bin sample sent to every worker. Only the binned data stays on the workers once it is built."""
     n, groups = len(workers), WindowRows(layout, "train").row_groups
     sample = client.scatter(bin_sample(layout, params), broadcast=True)
-    validation = client.submit(_with_labels, client.submit(
-        part_matrix, str(layout.path), WindowRows(layout, "validation").row_groups, 0, 1, layout.features,
-        layout.categorical, layout.categories, layout.nullable_ints, workers=workers[:1], allow_other_workers=False,
-        pure=False), client.scatter(y_val, workers=workers[:1]), workers=workers[:1], allow_other_workers=False,
-        pure=False)
+    validation = (client.submit(part_matrix, str(layout.path), WindowRows(layout, "validation").row_groups, 0, 1,
+                                layout.features, layout.categorical, layout.categories, layout.nullable_ints,
+                                workers=workers[:1], allow_other_workers=False, pure=False),
+                  client.scatter(y_val, workers=workers[:1]))  # the leader's: the validation window and labels
     return [client.submit(_MachineData, client.submit(
         part_matrix, str(layout.path), groups, i, n, layout.features, layout.categorical, layout.categories,
         layout.nullable_ints, workers=[w], allow_other_workers=False, pure=False),
-        client.scatter(y_train[i::n], workers=[w]), sample, validation if i == 0 else None, layout.features,
-        layout.categorical, params, workers=[w], allow_other_workers=False, pure=False)
+        client.scatter(y_train[i::n], workers=[w]), sample, layout.features, layout.categorical, params,
+        *(validation if i == 0 else ()), workers=[w], allow_other_workers=False, pure=False)
         for i, w in enumerate(workers)]
 
 
