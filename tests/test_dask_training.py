@@ -1,7 +1,8 @@
 """Training on a Dask cluster (``lib/dask_training.py``) against the local path, on a real ``distributed``
 LocalCluster (worker processes): the machinery (each worker's part of the rows, the bins from the local path's own
 sample, LightGBM's early stopping on the leader, whose word stops every machine) gives the local model byte for byte
-on one worker, the local model's first tree on two, and models of the local path's quality over seeds."""
+on one worker, the local model's first tree on two, and models of the local path's quality over seeds; a machine
+SIGKILLed or raising mid-training fails the training by name and leaves the same cluster able to train again."""
 
 from pathlib import Path
 
@@ -157,6 +158,80 @@ def test_a_machine_that_hears_nothing_from_the_leader_fails_by_name():
         orders = dask_training._RoundOrders(["batch-platform-rounds-test"], timeout=0.5)
         with pytest.raises(dask_training.LeaderLostError, match="no word from the leading machine"):
             orders.receive()
+
+
+class _FailingRounds(training.RoundCounter):
+    """A machine's round counter that raises after its third round (a machine failing in Python: its process
+    lives on, and with it LightGBM's network unless the machine leaves it)."""
+
+    def __call__(self, env) -> None:
+        super().__call__(env)
+        if self.rounds == 3:
+            raise MemoryError("injected after round 3")
+
+
+def _fail_here(how: str, point: str) -> None:
+    """On one worker: its machine is SIGKILLed at the crash point, or raises after round 3."""
+    import os
+
+    from batch_platform.lib import faults
+    from batch_platform.lib import training as on_worker
+
+    if how == "killed":
+        os.environ[faults.CRASH_VAR] = point
+    else:
+        on_worker.RoundCounter = _FailingRounds
+
+
+def _heal() -> None:
+    from batch_platform.lib import training as on_worker
+
+    on_worker.RoundCounter = _FailingRounds.__bases__[0]  # the real one (this module's ``training`` is patched too)
+
+
+def _executing(dask_worker=None) -> int:
+    """The tasks a worker's threads run, cancelled ones too (the scheduler no longer counts those)."""
+    return len(dask_worker.state.executing)
+
+
+def _idle(client, within: float = 60.0) -> bool:
+    """Whether both workers' threads are free (no machine left waiting on another) within ``within`` seconds."""
+    import time
+
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        running = client.run(_executing)
+        if len(running) == 2 and not any(running.values()):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize("rank", ["leader", "follower"])
+@pytest.mark.parametrize("how", ["killed", "raises"])
+def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_again(snapshot, how, rank):
+    """A machine SIGKILLed after its first round, or raising after its third (its process alive): the training
+    fails at once with ``ClusterTrainingError`` naming the machine, no machine is left waiting on the others (a
+    leader lost, the driver calls the others off; a machine failing in Python leaves LightGBM's network, so the
+    machines waiting on its histograms fail too), and the same cluster then trains the model it trained before.
+    Before, the other machines waited up to 600 s (the leader's word) or 120 min (LightGBM's network), and a re-run
+    on the same workers failed ("Broken pipe") or waited as long."""
+    from distributed import Client, LocalCluster
+
+    spec = load_specs()["flight_delay"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        before = dask_training.train_on_dask(snapshot, spec, client, FAST)
+        workers = dask_training.placed_workers(client)
+        target = workers[0] if rank == "leader" else workers[1]
+        client.run(_fail_here, how, f"train.dask_{rank}_round", workers=[target])
+        with pytest.raises(dask_training.ClusterTrainingError, match=rf"machine [01] of 2 \(tcp://.*\) failed: "):
+            dask_training.train_on_dask(snapshot, spec, client, FAST)
+        assert _idle(client)  # (a killed worker is back: its nanny started a new one)
+        client.run(_heal)
+        again = dask_training.train_on_dask(snapshot, spec, client, FAST)
+    assert _without_parameters(again.model_text) == _without_parameters(before.model_text)
+    assert [t["rounds"] for t in again.trials] == [t["rounds"] for t in before.trials]
 
 
 def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapshot):

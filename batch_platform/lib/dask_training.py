@@ -35,6 +35,12 @@ differ). Part ``i`` of the rows is read on the ``i``-th worker (by address) and 
 same cluster size trains the same model run after run. The candidate assets train here when
 ``BATCH_PLATFORM_DASK_ADDRESS`` names a scheduler (``defs/resources.py``, ``DaskResource``).
 
+**A machine lost.** A machine whose worker dies or whose LightGBM raises fails the training at once with
+:class:`ClusterTrainingError` naming it, and the driver calls the others off: the leader's queue word for a machine
+waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links
+(:class:`_CallOffWatch`) for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for
+ever. No worker is left busy: the same cluster trains again.
+
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
 """
@@ -47,7 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from batch_platform.lib import training
+from batch_platform.lib import faults, training
 from batch_platform.lib.snapshot_matrix import (SnapshotLayout, WindowRows, as_lightgbm_sequence, group_matrix,
                                                 read_layout)
 from batch_platform.lib.specs import ModelSpec
@@ -107,29 +113,51 @@ def _port(lease: _PortLease) -> int:
     return lease.port
 
 
-class _RoundOrders:
-    """The leader's word to the other machines after each round, "another" or "stop": a ``distributed.Queue`` per
-    machine (named by the driver), read in order. A machine waits at most ``timeout`` seconds for it (the leader's
-    validation scoring of one round), then fails with :class:`LeaderLostError` rather than wait for ever."""
+class ClusterTrainingError(RuntimeError):
+    """Training on the Dask cluster failed: a machine's worker died, a machine raised, the leader went silent, or
+    the machines disagreed. Every machine of the training has then been told to stop (none is left waiting on the
+    others), so the same cluster can train again."""
 
-    def __init__(self, names: list[str], timeout: float):
+
+class LeaderLostError(ClusterTrainingError):
+    """A machine of a data-parallel training heard nothing from the leader (rank 0) after a round."""
+
+
+class TrainingCalledOffError(ClusterTrainingError):
+    """A machine of a data-parallel training was told to stop because another machine failed."""
+
+
+class MachinesDisagreeError(ClusterTrainingError):
+    """The machines of one data-parallel training stopped after different rounds."""
+
+
+ANOTHER, STOP, CALL_OFF = "another", "stop", "call off"  # the words a machine hears after each round
+
+
+class _RoundOrders:
+    """The word to the other machines after each round: the leader's "another" or "stop", or the driver's (or the
+    failing leader's) "call off" when a machine failed. A ``distributed.Queue`` per machine (named by the driver),
+    read in order. A machine waits at most ``timeout`` seconds for it (the leader's validation scoring of one
+    round), then fails with :class:`LeaderLostError` rather than wait for ever."""
+
+    def __init__(self, names: list[str], timeout: float, client: Client | None = None):
         from distributed import Queue
 
-        self.queues, self.timeout = [Queue(n) for n in names], timeout
+        self.queues, self.timeout = [Queue(n, client=client) for n in names], timeout
 
-    def send(self, stop: bool) -> None:
+    def send(self, word: str) -> None:
         for queue in self.queues:
-            queue.put(stop)
+            queue.put(word)
 
     def receive(self) -> bool:
+        """Whether to stop after the round just trained."""
         try:
-            return bool(self.queues[0].get(timeout=self.timeout))
+            word = self.queues[0].get(timeout=self.timeout)
         except TimeoutError as e:
             raise LeaderLostError(f"no word from the leading machine in {self.timeout:.0f} s") from e
-
-
-class LeaderLostError(RuntimeError):
-    """A machine of a data-parallel training heard nothing from the leader (rank 0) after a round."""
+        if word == CALL_OFF:
+            raise TrainingCalledOffError("the training was called off: another machine failed")
+        return word == STOP
 
 
 def _leading(stopper, orders: _RoundOrders):
@@ -138,12 +166,13 @@ def _leading(stopper, orders: _RoundOrders):
     import lightgbm as lgb
 
     def lead(env) -> None:
+        faults.point("train.dask_leader_round")
         try:
             stopper(env)
         except lgb.callback.EarlyStopException:
-            orders.send(True)
+            orders.send(STOP)
             raise
-        orders.send(False)
+        orders.send(ANOTHER)
 
     return lead
 
@@ -153,10 +182,73 @@ def _following(orders: _RoundOrders):
     import lightgbm as lgb
 
     def follow(env) -> None:
+        faults.point("train.dask_follower_round")
         if orders.receive():
             raise lgb.callback.EarlyStopException(env.iteration, [])
 
     return follow
+
+
+class _CallOffWatch:
+    """While a machine trains, a thread that waits for the driver's call-off (a ``distributed.Event``, set when any
+    machine of the training failed) and then breaks this machine's LightGBM links. LightGBM reads from a link until
+    it has every byte it expects and takes a peer's closed or reset connection for zero bytes: a machine whose peer
+    died or left the network spins in that read for ever, and its Dask worker thread with it. A link whose
+    descriptor now reads ``/dev/null`` fails the read, and ``lgb.train`` raises.
+
+    The links are found before the first round, while they are up (a reset connection no longer says where it
+    led): this process's TCP connections to the machines' ports or to its own listening port. A descriptor is
+    replaced only if it still holds the same socket, and only until :meth:`stop` (called before the network is
+    freed). Also an ``lgb.train`` callback, run before each round."""
+
+    before_iteration = True
+
+    def __init__(self, call_off: str, machines: str, port: int):
+        import socket
+        import threading
+
+        from distributed import Event, get_client
+
+        self.event = Event(call_off, client=get_client())
+        self.port, self.links = port, {}
+        self.peers = {(socket.gethostbyname(host), int(p))
+                      for host, p in (machine.rsplit(":", 1) for machine in machines.split(","))}
+        self.lock, self.watching = threading.Lock(), True
+        self.thread = threading.Thread(target=self._watch, name="batch-platform-call-off", daemon=True)
+        self.thread.start()
+
+    def __call__(self, env) -> None:
+        import os
+
+        import psutil
+
+        if not self.links:  # (before the first round: the network is up)
+            found = {link.fd for link in psutil.Process().net_connections(kind="tcp")
+                     if link.fd >= 0 and link.raddr and link.status == psutil.CONN_ESTABLISHED
+                     and (link.laddr.port == self.port or tuple(link.raddr) in self.peers)}
+            with self.lock:
+                self.links = {fd: os.fstat(fd).st_ino for fd in found}
+
+    def _watch(self) -> None:
+        import os
+
+        while self.watching:
+            try:
+                if self.event.wait(timeout=1.0):
+                    break
+            except Exception:  # the scheduler gone: the machines fail by their own links or the leader's word
+                return
+        with self.lock, open(os.devnull, "rb") as null:
+            for fd, inode in self.links.items() if self.watching else ():
+                try:
+                    if os.fstat(fd).st_ino == inode:
+                        os.dup2(null.fileno(), fd)
+                except OSError:  # (closed meanwhile)
+                    pass
+
+    def stop(self) -> None:
+        with self.lock:
+            self.watching = False
 
 
 class _MachineData:
@@ -181,36 +273,67 @@ class _MachineData:
 
 
 def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_rounds: int, machines: str,
-                   lease: _PortLease, queues: list[str], timeout: float) -> dict:
+                   lease: _PortLease, queues: list[str], call_off: str, timeout: float) -> dict:
     """One machine of the data-parallel training, on its worker: ``lgb.train`` on its binned rows (``data``, built
     before the network is up: no machine waits on another to bin) with the other machines. The leader has the
     validation window and ``queues`` to every other machine; another machine has its own queue. The rounds it
-    trained, and the leader's model (cut at the best round), best round and validation metric."""
+    trained, and the leader's model (cut at the best round), best round and validation metric.
+
+    When any machine fails the driver calls the others off (``call_off``, :class:`_CallOffWatch`): a machine
+    waiting on a lost machine's histograms fails then, rather than spin in LightGBM's read for ever. A failing
+    machine leaves LightGBM's network at once, a failing leader calls the others off too, and it raises
+    :class:`ClusterTrainingError` without the failure's frames: they hold the booster, and with it this worker's
+    network, for as long as Dask keeps the error (a booster freed later would close a later training's network)."""
+    import contextlib
+    import traceback
+
     import lightgbm as lgb
 
     params = {**params, "num_threads": data.params["num_threads"]}
     orders, counter = _RoundOrders(queues, timeout), training.RoundCounter()
-    if data.valid is not None:
+    leads = data.valid is not None
+    if leads:
         valid_sets, callback = [data.valid], _leading(lgb.early_stopping(stopping_rounds, verbose=False), orders)
     else:
         valid_sets, callback = None, _following(orders)
+    port = lease.release()
     network = {"tree_learner": "data", "machines": machines, "num_machines": len(machines.split(",")),
-               "local_listen_port": lease.release()}
-    booster = lgb.train({**params, **network}, data.rows, num_boost_round=rounds, valid_sets=valid_sets,
-                        valid_names=["validation"] if valid_sets else None, callbacks=[counter, callback])
+               "local_listen_port": port}
+    watch, failure = _CallOffWatch(call_off, machines, port), None
     try:
-        out = {"rounds": counter.rounds}
-        if data.valid is not None:
-            out |= {"model_text": booster.model_to_string(num_iteration=booster.best_iteration),
-                    "best_iteration": booster.best_iteration,
-                    "validation_metric": float(booster.best_score["validation"][params["metric"]])}
-        return out
-    finally:
+        booster = lgb.train({**params, **network}, data.rows, num_boost_round=rounds, valid_sets=valid_sets,
+                            valid_names=["validation"] if valid_sets else None, callbacks=[watch, counter, callback])
+        watch.stop()
         booster.free_network()
+    except Exception as e:
+        watch.stop()  # (before the links close: their descriptors may then be reused)
+        failure = f"{type(e).__name__}: {e}"
+        traceback.clear_frames(e.__traceback__)  # the booster goes now (its network with it)
+        lgb.basic._safe_call(lgb.basic._LIB.LGBM_NetworkFree())  # (lgb.train may fail before it has a booster)
+        if leads:
+            with contextlib.suppress(Exception):  # (the scheduler gone: the others' wait for the word times out)
+                orders.send(CALL_OFF)
+    if failure is not None:
+        raise ClusterTrainingError(failure)
+    out = {"rounds": counter.rounds}
+    if leads:
+        out |= {"model_text": booster.model_to_string(num_iteration=booster.best_iteration),
+                "best_iteration": booster.best_iteration,
+                "validation_metric": float(booster.best_score["validation"][params["metric"]])}
+    return out
 
 
-class MachinesDisagreeError(RuntimeError):
-    """The machines of one data-parallel training stopped after different rounds."""
+def _failure(client: Client, future, worker: str) -> str:
+    """What a failed future of ``worker``'s raised, and whether the worker left the cluster (its tasks are then
+    cancelled)."""
+    try:
+        future.result()
+    except BaseException as e:
+        failure = f"{type(e).__name__}: {e}"
+    else:
+        failure = "no error"
+    here = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.workers))
+    return failure if worker in here else f"its worker left the cluster ({failure})"
 
 
 def placed_workers(client: Client) -> list[str]:
@@ -224,8 +347,11 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
     ``i`` trains on ``data[i]`` (a future of a :class:`_MachineData` held by ``workers[i]``; the first holds the
     validation window) and is ranked ``i``. The leader's result (:func:`_train_machine`; every machine ends with the
     same trees)."""
+    import contextlib
     import uuid
     from urllib.parse import urlparse
+
+    from distributed import Event, as_completed
 
     def on(worker, fn, *args):  # not pure: each call is one machine of one network job
         return client.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False)
@@ -235,10 +361,23 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
     machines = ",".join(f"{urlparse(w).hostname}:{port}" for w, port in zip(workers, ports))
     job = uuid.uuid4().hex
     queues = [f"batch-platform-rounds-{job}-{i}" for i in range(1, len(workers))]
-    results = client.gather([
-        on(w, _train_machine, d, params, rounds, stopping_rounds, machines, lease,
-           queues if i == 0 else [queues[i - 1]], timeout)
-        for i, (w, d, lease) in enumerate(zip(workers, data, leases))])
+    call_off = f"batch-platform-call-off-{job}"
+    futures = [on(w, _train_machine, d, params, rounds, stopping_rounds, machines, lease,
+                  queues if i == 0 else [queues[i - 1]], call_off, timeout)
+               for i, (w, d, lease) in enumerate(zip(workers, data, leases))]
+    try:
+        for done in as_completed(futures):
+            if done.status != "finished":
+                machine = futures.index(done)
+                raise ClusterTrainingError(f"machine {machine} of {len(workers)} ({workers[machine]}) failed: "
+                                           f"{_failure(client, done, workers[machine])}")
+    except BaseException:  # (the driver interrupted too): no machine is left waiting for a word or on a link
+        with contextlib.suppress(Exception):  # (the scheduler gone: the word's wait times out, the links fail)
+            _RoundOrders(queues, timeout, client).send(CALL_OFF)
+            Event(call_off, client=client).set()
+            client.cancel(futures)
+        raise
+    results = [f.result() for f in futures]
     if len({r["rounds"] for r in results}) != 1:
         raise MachinesDisagreeError(f"rounds trained per machine: {[r['rounds'] for r in results]}")
     return results[0]
@@ -273,11 +412,11 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
     training._check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
     base = training._base_params(spec, config)
     workers = placed_workers(client)[:len(y_train)]  # no machine without rows (LightGBM cannot bin an empty part)
-    data = machine_data(client, layout, workers, y_train, y_val, base)
     higher_better = spec.gate.metric in ("roc_auc", "average_precision")
     best: training.TrainedModel | None = None
-    trials = []
+    trials, data = [], []
     try:
+        data = machine_data(client, layout, workers, y_train, y_val, base)
         for point in training.candidate_params(config):
             params = {**base, **point}
             lead = train_data_parallel(client, workers, data, params, config.max_rounds, config.early_stopping_rounds)
@@ -292,6 +431,10 @@ def train_on_dask(path: Path, spec: ModelSpec, client: Client,
                     model_text=booster.model_to_string(), params=params, best_iteration=iteration,
                     features=layout.features, categorical=layout.categorical, validation_metric=score,
                 )
+    except ClusterTrainingError:
+        raise
+    except Exception as e:  # a worker lost while its rows were binned, the scheduler gone, ...
+        raise ClusterTrainingError(f"{spec.name}: training on the Dask cluster failed: {type(e).__name__}: {e}") from e
     finally:
         client.cancel(data)
     assert best is not None
