@@ -210,7 +210,7 @@ class _CallOffWatch:
         from distributed import Event, get_client
 
         self.event = Event(call_off, client=get_client())
-        self.port, self.links = port, {}
+        self.port, self.links = port, None
         self.peers = {(socket.gethostbyname(host), int(p))
                       for host, p in (machine.rsplit(":", 1) for machine in machines.split(","))}
         self.lock, self.watching = threading.Lock(), True
@@ -222,7 +222,7 @@ class _CallOffWatch:
 
         import psutil
 
-        if not self.links:  # (before the first round: the network is up)
+        if self.links is None:  # (before the first round: the network is up; none on one machine)
             found = {link.fd for link in psutil.Process().net_connections(kind="tcp")
                      if link.fd >= 0 and link.raddr and link.status == psutil.CONN_ESTABLISHED
                      and (link.laddr.port == self.port or tuple(link.raddr) in self.peers)}
@@ -239,7 +239,7 @@ class _CallOffWatch:
             except Exception:  # the scheduler gone: the machines fail by their own links or the leader's word
                 return
         with self.lock, open(os.devnull, "rb") as null:
-            for fd, inode in self.links.items() if self.watching else ():
+            for fd, inode in (self.links or {}).items() if self.watching else ():
                 try:
                     if os.fstat(fd).st_ino == inode:
                         os.dup2(null.fileno(), fd)
