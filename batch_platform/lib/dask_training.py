@@ -37,9 +37,12 @@ same cluster size trains the same model run after run. The candidate assets trai
 
 **A machine lost.** A machine whose worker dies or whose LightGBM raises fails the training at once with
 :class:`ClusterTrainingError` naming it, and the driver calls the others off: the leader's queue word for a machine
-waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links
-(:class:`_CallOffWatch`) for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for
-ever. No worker is left busy: the same cluster trains again.
+waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links (:class:`_CallOffWatch`)
+for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever, or its listening
+socket for one waiting for a lost machine to connect. A worker that leaves the cluster fails the training at once
+too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the same
+cluster trains again; except that a leader whose follower was lost before connecting stays in LightGBM's own
+connection retries for about 2 min, after which LightGBM ends its process (the nanny starts a new one).
 
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
@@ -230,7 +233,9 @@ class _CallOffWatch:
                 self.links = {fd: os.fstat(fd).st_ino for fd in found}
 
     def _watch(self) -> None:
+        import contextlib
         import os
+        import socket
 
         while self.watching:
             try:
@@ -239,12 +244,26 @@ class _CallOffWatch:
             except Exception:  # the scheduler gone: the machines fail by their own links or the leader's word
                 return
         with self.lock, open(os.devnull, "rb") as null:
-            for fd, inode in (self.links or {}).items() if self.watching else ():
-                try:
+            for fd, inode in self._links_now().items() if self.watching else ():
+                with contextlib.suppress(OSError):  # (closed meanwhile)
                     if os.fstat(fd).st_ino == inode:
-                        os.dup2(null.fileno(), fd)
-                except OSError:  # (closed meanwhile)
-                    pass
+                        link = socket.socket(fileno=os.dup(fd))
+                        os.dup2(null.fileno(), fd)  # LightGBM's next read or accept fails
+                        with link:
+                            link.shutdown(socket.SHUT_RDWR)  # and one under way returns
+
+    def _links_now(self) -> dict[int, int]:
+        """The links found before the first round, or, while the network is still being set up (a machine lost
+        before it connected), LightGBM's socket listening on this machine's port: its accept then fails, and
+        LightGBM ends the process (a thread of its own fails; the worker's nanny starts a new one)."""
+        import os
+
+        import psutil
+
+        if self.links is not None:
+            return self.links
+        return {link.fd: os.fstat(link.fd).st_ino for link in psutil.Process().net_connections(kind="tcp")
+                if link.fd >= 0 and link.status == psutil.CONN_LISTEN and link.laddr.port == self.port}
 
     def stop(self) -> None:
         with self.lock:
@@ -300,6 +319,7 @@ def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_round
     network = {"tree_learner": "data", "machines": machines, "num_machines": len(machines.split(",")),
                "local_listen_port": port}
     watch, failure = _CallOffWatch(call_off, machines, port), None
+    faults.point("train.dask_machine_start")
     try:
         booster = lgb.train({**params, **network}, data.rows, num_boost_round=rounds, valid_sets=valid_sets,
                             valid_names=["validation"] if valid_sets else None, callbacks=[watch, counter, callback])
@@ -336,6 +356,26 @@ def _failure(client: Client, future, worker: str) -> str:
     return failure if worker in here else f"its worker left the cluster ({failure})"
 
 
+def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
+    """Until every future (the ``i``-th restricted to ``workers[i]``) is done: :class:`ClusterTrainingError` at the
+    first that failed, or as soon as one of ``workers`` has left the cluster (a task restricted to a worker that
+    is gone would wait for it for ever; a worker restarted by its nanny comes back at another address)."""
+    import time
+
+    checked = 0.0
+    while not all(f.status == "finished" for f in futures):
+        for machine, future in enumerate(futures):
+            if future.status in ("error", "cancelled"):
+                raise ClusterTrainingError(f"machine {machine} of {len(workers)} ({workers[machine]}) failed: "
+                                           f"{_failure(client, future, workers[machine])}")
+        if time.monotonic() - checked > 1.0:
+            here, checked = client.scheduler_info()["workers"], time.monotonic()
+            if gone := [w for w in workers if w not in here]:
+                raise ClusterTrainingError(f"machine {workers.index(gone[0])} of {len(workers)} ({gone[0]}) failed: "
+                                           "its worker left the cluster")
+        time.sleep(0.05)
+
+
 def placed_workers(client: Client) -> list[str]:
     """The cluster's worker addresses, sorted: part ``i`` of the rows is read on, and trained by, the ``i``-th."""
     return sorted(client.scheduler_info()["workers"])
@@ -351,13 +391,15 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
     import uuid
     from urllib.parse import urlparse
 
-    from distributed import Event, as_completed
+    from distributed import Event
 
     def on(worker, fn, *args):  # not pure: each call is one machine of one network job
         return client.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False)
 
     leases = [on(w, _PortLease) for w in workers]
-    ports = client.gather([on(w, _port, lease) for w, lease in zip(workers, leases)])
+    ports = [on(w, _port, lease) for w, lease in zip(workers, leases)]
+    _await_machines(client, ports, workers)
+    ports = client.gather(ports)
     machines = ",".join(f"{urlparse(w).hostname}:{port}" for w, port in zip(workers, ports))
     job = uuid.uuid4().hex
     queues = [f"batch-platform-rounds-{job}-{i}" for i in range(1, len(workers))]
@@ -366,11 +408,7 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
                   queues if i == 0 else [queues[i - 1]], call_off, timeout)
                for i, (w, d, lease) in enumerate(zip(workers, data, leases))]
     try:
-        for done in as_completed(futures):
-            if done.status != "finished":
-                machine = futures.index(done)
-                raise ClusterTrainingError(f"machine {machine} of {len(workers)} ({workers[machine]}) failed: "
-                                           f"{_failure(client, done, workers[machine])}")
+        _await_machines(client, futures, workers)
     except BaseException:  # (the driver interrupted too): no machine is left waiting for a word or on a link
         with contextlib.suppress(Exception):  # (the scheduler gone: the word's wait times out, the links fail)
             _RoundOrders(queues, timeout, client).send(CALL_OFF)
