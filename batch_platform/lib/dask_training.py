@@ -352,8 +352,7 @@ def _failure(client: Client, future, worker: str) -> str:
         failure = f"{type(e).__name__}: {e}"
     else:
         failure = "no error"
-    here = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.workers))
-    return failure if worker in here else f"its worker left the cluster ({failure})"
+    return failure if worker in client.scheduler_info()["workers"] else f"its worker left the cluster ({failure})"
 
 
 def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
