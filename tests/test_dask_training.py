@@ -4,6 +4,7 @@ sample, LightGBM's early stopping on the leader, whose word stops every machine)
 on one worker, the local model's first tree on two, and models of the local path's quality over seeds; a machine
 SIGKILLed or raising mid-training fails the training by name and leaves the same cluster able to train again."""
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -194,6 +195,25 @@ def _executing(dask_worker=None) -> int:
     return len(dask_worker.state.executing)
 
 
+def _ours(dask_scheduler=None) -> dict[str, list]:
+    """The trainings' queues and events the scheduler holds (it keeps a queue while a client holds it, and an
+    event while it is set or waited on)."""
+    def named(names):
+        return sorted(n for n in names if n.startswith("batch-platform-"))
+    return {"queues": named(dask_scheduler.extensions["queues"].queues),
+            "events": named(dask_scheduler.extensions["events"]._events)}
+
+
+def _left_on_scheduler(client, within: float = 10.0) -> dict[str, list]:
+    """:func:`_ours` once the machines' call-off watches have stopped waiting (each waits 1 s at a time)."""
+    import time
+
+    end = time.monotonic() + within
+    while (left := client.run_on_scheduler(_ours))["events"] and time.monotonic() < end:
+        time.sleep(0.2)
+    return left
+
+
 def _idle(client, within: float = 60.0) -> bool:
     """Whether both workers' threads are free (no machine left waiting on another) within ``within`` seconds."""
     import time
@@ -235,7 +255,12 @@ def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_a
             dask_training.train_on_dask(snapshot, spec, client, FAST)
         assert _idle(client)  # (a killed worker is back: its nanny started a new one)
         client.run(_heal)
+        failed = client.run_on_scheduler(_ours)
         again = dask_training.train_on_dask(snapshot, spec, client, FAST)
+        left = _left_on_scheduler(client)
+    assert left == failed  # the run after leaves nothing on the scheduler
+    if how == "raises":  # every machine lived to release its queues; the failed training's event stays set
+        assert not failed["queues"] and len(failed["events"]) == 1, failed
     assert _without_parameters(again.model_text) == _without_parameters(before.model_text)
     assert [t["rounds"] for t in again.trials] == [t["rounds"] for t in before.trials]
 
@@ -251,6 +276,7 @@ def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapsho
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             models.append(dask_training.train_on_dask(snapshot, spec, client, FAST))
+            assert _left_on_scheduler(client) == {"queues": [], "events": []}  # (each trial had its own)
     assert _without_parameters(models[0].model_text) == _without_parameters(models[1].model_text)
     assert "[num_machines: 2]" in models[0].model_text  # trained data-parallel on both workers
 
@@ -333,6 +359,73 @@ def test_the_candidate_asset_trains_on_the_cluster_the_setting_names(scoring_env
             assert outcome.success or all("gate_vs_champion" in e for e in outcome.errors), outcome.errors
             metadata = instance.get_latest_materialization_event(candidate_key(spec)).asset_materialization.metadata
     assert metadata["trained_on"].value == cluster.scheduler_address
+    assert "[num_machines: 2]" in Path(metadata["artifact"].value).read_text()
+
+
+def _step_failure(instance: dg.DagsterInstance, run_id: str, step: dg.AssetKey) -> str:
+    """The error of the step that materializes ``step`` in the run, with its causes (the op's own exception is the
+    cause of Dagster's); empty when that step did not fail."""
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    return "\n".join(e.dagster_event.step_failure_data.error.to_string() for e in events
+                     if e.step_key == step.to_python_identifier())
+
+
+def test_a_machine_lost_while_the_candidate_step_trains_fails_the_step_by_name_and_loses_nothing(
+        scoring_env, monkeypatch, tmp_path):  # noqa: F811
+    """The candidate step as a launched run runs it (Dagster's CLI: the run's own process, the step's own process)
+    on a cluster whose follower is SIGKILLed at its first round: the step fails with ``ClusterTrainingError``
+    naming the machine, before anything is saved or registered (versions, aliases and model files as they were);
+    the next run on the same cluster trains, registers and gates a candidate trained on it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from distributed import Client, LocalCluster
+
+    from batch_platform import settings
+    from batch_platform.defs.training.assets import training_set_key
+    from batch_platform.defs.training.models import candidate_key
+
+    spec, registry = scoring_env["spec"], scoring_env["registry"]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    artifacts = Path(scoring_env["env"][settings.ARTIFACTS_VAR])
+
+    def state():
+        return ([(v.version, v.sha256) for v in registry.list_versions(spec.name)], registry.aliases(spec.name),
+                sorted(p.name for d in ("models", "drift_references") for p in (artifacts / d / spec.name).iterdir()))
+
+    def materialize() -> tuple[str, subprocess.CompletedProcess]:
+        keys = ",".join(k.to_user_string() for k in (training_set_key(spec), candidate_key(spec)))
+        child = subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+                                "batch_platform.definitions", "--select", keys], capture_output=True, text=True,
+                               timeout=600)
+        with dg.DagsterInstance.get() as instance:
+            return instance.get_runs(limit=1)[0].run_id, child
+
+    before = state()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.setenv(settings.DASK_ADDRESS_VAR, cluster.scheduler_address)
+        with Client(cluster) as client:
+            follower = dask_training.placed_workers(client)[1]
+            client.run(_fail_here, "killed", "train.dask_follower_round", workers=[follower])
+        failed_run, failed = materialize()
+        with dg.DagsterInstance.get() as instance:
+            error = _step_failure(instance, failed_run, candidate_key(spec))
+        assert failed.returncode != 0, failed.stderr[-3000:]
+        assert re.search(r"ClusterTrainingError: machine [01] of 2 \(tcp://.*\) failed: ", error), error
+        assert state() == before  # nothing saved, registered or moved
+        with Client(cluster) as client:
+            assert _idle(client)  # (the killed worker is back: its nanny started a new one)
+        run_id, child = materialize()
+        with dg.DagsterInstance.get() as instance:
+            # (the gate's check, a step of its own, may refuse the candidate: its verdict)
+            assert not _step_failure(instance, run_id, candidate_key(spec)), child.stderr[-3000:]
+            metadata = instance.get_latest_materialization_event(candidate_key(spec)).asset_materialization.metadata
+    assert metadata["trained_on"].value == cluster.scheduler_address
+    assert metadata["new_version"].value and metadata["version"].value == before[0][-1][0] + 1
     assert "[num_machines: 2]" in Path(metadata["artifact"].value).read_text()
 
 

@@ -162,6 +162,15 @@ class _RoundOrders:
             raise TrainingCalledOffError("the training was called off: another machine failed")
         return word == STOP
 
+    def close(self) -> None:
+        """Release this holder's reference to the queues: the scheduler drops a queue, and any word left in it,
+        once every holder has released it (it keeps a queue for as long as one holds it)."""
+        import contextlib
+
+        for queue in self.queues:
+            with contextlib.suppress(Exception):  # (the scheduler gone, and its queues with it)
+                queue.close()
+
 
 def _leading(stopper, orders: _RoundOrders):
     """The leader's callback: LightGBM's early stopping (``stopper``), then the word to the other machines (``stop``
@@ -333,6 +342,8 @@ def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_round
         if leads:
             with contextlib.suppress(Exception):  # (the scheduler gone: the others' wait for the word times out)
                 orders.send(CALL_OFF)
+    finally:
+        orders.close()  # (a follower's word stays queued while the follower holds its queue)
     if failure is not None:
         raise ClusterTrainingError(failure)
     out = {"rounds": counter.rounds}
@@ -410,7 +421,9 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
         _await_machines(client, futures, workers)
     except BaseException:  # (the driver interrupted too): no machine is left waiting for a word or on a link
         with contextlib.suppress(Exception):  # (the scheduler gone: the word's wait times out, the links fail)
-            _RoundOrders(queues, timeout, client).send(CALL_OFF)
+            orders = _RoundOrders(queues, timeout, client)
+            orders.send(CALL_OFF)
+            orders.close()  # (the word stays for a machine that holds its queue)
             Event(call_off, client=client).set()
             client.cancel(futures)
         raise
