@@ -233,15 +233,17 @@ def _idle(client, within: float = 60.0) -> bool:
 @pytest.mark.parametrize("how, rank, point", [
     ("killed", "leader", "train.dask_leader_round"), ("killed", "follower", "train.dask_follower_round"),
     ("raises", "leader", None), ("raises", "follower", None),
-    ("killed", "leader", "train.dask_machine_start"),  # before LightGBM's network is up: the follower waits for it
+    # before LightGBM's network is up: the follower waits for the leader to connect, the leader retries connecting
+    ("killed", "leader", "train.dask_machine_start"), ("killed", "follower", "train.dask_machine_start"),
 ])
 def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_again(snapshot, how, rank, point):
     """A machine SIGKILLed after its first round (or before it connected), or raising after its third (its
     process alive): the training fails at once with ``ClusterTrainingError`` naming the machine, no machine is left
-    waiting on the others (the driver calls them off: the leader's word, and each machine's LightGBM links or
-    listening socket broken), and the same cluster then trains the model it trained before. Before, the other
-    machines waited 600 s (the leader's word), for ever (LightGBM spinning on a closed link, or accepting a
-    connection that never comes), or a re-run on the same workers failed ("Broken pipe")."""
+    waiting on the others (the driver calls them off: the leader's word, each machine's LightGBM links broken, and
+    a machine still setting up LightGBM's network ends its process), and the same cluster then trains the model it
+    trained before. Before, the other machines waited 600 s (the leader's word), for ever (LightGBM spinning on a
+    closed link, or accepting a connection that never comes), about 2 min (LightGBM retrying a connection), or a
+    re-run on the same workers failed ("Broken pipe")."""
     from distributed import Client, LocalCluster
 
     spec = load_specs()["flight_delay"]

@@ -38,11 +38,12 @@ same cluster size trains the same model run after run. The candidate assets trai
 **A machine lost.** A machine whose worker dies or whose LightGBM raises fails the training at once with
 :class:`ClusterTrainingError` naming it, and the driver calls the others off: the leader's queue word for a machine
 waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links (:class:`_CallOffWatch`)
-for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever, or its listening
-socket for one waiting for a lost machine to connect. A worker that leaves the cluster fails the training at once
-too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the same
-cluster trains again; except that a leader whose follower was lost before connecting stays in LightGBM's own
-connection retries for about 2 min, after which LightGBM ends its process (the nanny starts a new one).
+for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever. A machine called
+off while LightGBM's network is still being set up (a machine lost before it connected) ends its worker process,
+which its nanny restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min, or waits
+2 h for one to come in) and would end the process itself. A worker that leaves the cluster fails the training at
+once too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the
+same cluster trains again.
 
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
@@ -211,7 +212,8 @@ class _CallOffWatch:
     The links are found before the first round, while they are up (a reset connection no longer says where it
     led): this process's TCP connections to the machines' ports or to its own listening port. A descriptor is
     replaced only if it still holds the same socket, and only until :meth:`stop` (called before the network is
-    freed). Also an ``lgb.train`` callback, run before each round."""
+    freed). Called off before the first round, while the network is being set up, the machine ends its process
+    (:meth:`_end_process`). Also an ``lgb.train`` callback, run before each round."""
 
     before_iteration = True
 
@@ -253,26 +255,31 @@ class _CallOffWatch:
             except Exception:  # the scheduler gone: the machines fail by their own links or the leader's word
                 return
         with self.lock, open(os.devnull, "rb") as null:
-            for fd, inode in self._links_now().items() if self.watching else ():
+            if not self.watching:
+                return
+            if self.links is None:
+                self._end_process()
+            for fd, inode in self.links.items():
                 with contextlib.suppress(OSError):  # (closed meanwhile)
                     if os.fstat(fd).st_ino == inode:
                         link = socket.socket(fileno=os.dup(fd))
-                        os.dup2(null.fileno(), fd)  # LightGBM's next read or accept fails
+                        os.dup2(null.fileno(), fd)  # LightGBM's next read fails
                         with link:
                             link.shutdown(socket.SHUT_RDWR)  # and one under way returns
 
-    def _links_now(self) -> dict[int, int]:
-        """The links found before the first round, or, while the network is still being set up (a machine lost
-        before it connected), LightGBM's socket listening on this machine's port: its accept then fails, and
-        LightGBM ends the process (a thread of its own fails; the worker's nanny starts a new one)."""
+    @staticmethod
+    def _end_process() -> None:
+        """Called off while LightGBM's network is being set up (a machine lost before it connected), where nothing
+        interrupts LightGBM: a machine connecting to a lost one retries for about 2 min, and one waiting for a lost
+        one to connect waits for its socket timeout (``time_out``, 2 h by default); LightGBM then ends the process
+        itself (a thread of its own fails). It ends now instead, and the worker's nanny starts a new one."""
         import os
+        import sys
 
-        import psutil
-
-        if self.links is not None:
-            return self.links
-        return {link.fd: os.fstat(link.fd).st_ino for link in psutil.Process().net_connections(kind="tcp")
-                if link.fd >= 0 and link.status == psutil.CONN_LISTEN and link.laddr.port == self.port}
+        print("batch-platform: this Dask training was called off while LightGBM's network was being set up, which "
+              "cannot be interrupted: ending this worker process (its nanny starts a new one)", file=sys.stderr,
+              flush=True)
+        os._exit(1)
 
     def stop(self) -> None:
         with self.lock:
