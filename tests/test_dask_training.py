@@ -242,8 +242,8 @@ def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_a
     waiting on the others (the driver calls them off: the leader's word, each machine's LightGBM links broken, and
     a machine still setting up LightGBM's network ends its process), and the same cluster then trains the model it
     trained before. Before, the other machines waited 600 s (the leader's word), for ever (LightGBM spinning on a
-    closed link, or accepting a connection that never comes), about 2 min (LightGBM retrying a connection), or a
-    re-run on the same workers failed ("Broken pipe")."""
+    closed link), 2 h (accepting a connection that never comes, until LightGBM's ``time_out``), about 2 min
+    (LightGBM retrying a connection), or a re-run on the same workers failed ("Broken pipe")."""
     from distributed import Client, LocalCluster
 
     spec = load_specs()["flight_delay"]
@@ -374,8 +374,8 @@ def _step_failure(instance: dg.DagsterInstance, run_id: str, step: dg.AssetKey) 
 
 def test_a_machine_lost_while_the_candidate_step_trains_fails_the_step_by_name_and_loses_nothing(
         scoring_env, monkeypatch, tmp_path):  # noqa: F811
-    """The candidate step as a launched run runs it (Dagster's CLI: the run's own process, the step's own process)
-    on a cluster whose follower is SIGKILLed at its first round: the step fails with ``ClusterTrainingError``
+    """The candidate step in a process of its own, as a launched run executes it (Dagster's CLI, its multiprocess
+    executor), on a cluster whose follower is SIGKILLed at its first round: the step fails with ``ClusterTrainingError``
     naming the machine, before anything is saved or registered (versions, aliases and model files as they were);
     the next run on the same cluster trains, registers and gates a candidate trained on it."""
     import shutil
