@@ -376,21 +376,26 @@ def _failure(client: Client, future, worker: str) -> str:
 def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
     """Until every future (the ``i``-th restricted to ``workers[i]``) is done: :class:`ClusterTrainingError` at the
     first that failed, or as soon as one of ``workers`` has left the cluster (a task restricted to a worker that
-    is gone would wait for it for ever; a worker restarted by its nanny comes back at another address)."""
-    import time
+    is gone would wait for it for ever; a worker restarted by its nanny comes back at another address). Woken by
+    the first future to finish, and at least once a second to ask the scheduler for its workers."""
+    import contextlib
 
-    checked = 0.0
-    while not all(f.status == "finished" for f in futures):
+    from distributed import wait
+    from distributed.client import FuturesCancelledError
+
+    while True:
         for machine, future in enumerate(futures):
             if future.status in ("error", "cancelled"):
                 raise ClusterTrainingError(f"machine {machine} of {len(workers)} ({workers[machine]}) failed: "
                                            f"{_failure(client, future, workers[machine])}")
-        if time.monotonic() - checked > 1.0:
-            here, checked = client.scheduler_info()["workers"], time.monotonic()
-            if gone := [w for w in workers if w not in here]:
-                raise ClusterTrainingError(f"machine {workers.index(gone[0])} of {len(workers)} ({gone[0]}) failed: "
-                                           "its worker left the cluster")
-        time.sleep(0.05)
+        here = client.scheduler_info()["workers"]
+        if gone := [w for w in workers if w not in here]:
+            raise ClusterTrainingError(f"machine {workers.index(gone[0])} of {len(workers)} ({gone[0]}) failed: "
+                                       "its worker left the cluster")
+        if not (pending := [f for f in futures if not f.done()]):
+            return
+        with contextlib.suppress(TimeoutError, FuturesCancelledError):  # (a cancelled one is named above)
+            wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
 
 
 def placed_workers(client: Client) -> list[str]:
