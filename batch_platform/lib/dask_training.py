@@ -43,7 +43,8 @@ off while LightGBM's network is still being set up (a machine lost before it con
 which its nanny restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min, or waits
 2 h for one to come in) and would end the process itself. A worker that leaves the cluster fails the training at
 once too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the
-same cluster trains again.
+same cluster trains again. The scheduler drops a training's queues as its machines finish, and a failed training's
+queues and event ``FORGET_AFTER_S`` later (a killed machine never releases its own).
 
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
@@ -136,6 +137,10 @@ class MachinesDisagreeError(ClusterTrainingError):
 
 
 ANOTHER, STOP, CALL_OFF = "another", "stop", "call off"  # the words a machine hears after each round
+FORGET_AFTER_S = 30.0
+"""How long the scheduler keeps a failed training's queues and call-off event: every machine still running is
+called off within about a second (its watch waits on the event a second at a time), and a killed machine never
+releases its queues."""
 
 
 class _RoundOrders:
@@ -398,6 +403,21 @@ def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
             wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
 
 
+def _forget_later(queues: list[str], call_off: str, delay: float, dask_scheduler=None) -> None:
+    """On the scheduler, ``delay`` seconds from now: drop the training's queues (every holder's reference) and its
+    call-off event, through the scheduler's own handlers."""
+    import asyncio
+
+    def forget() -> None:
+        held = dask_scheduler.extensions["queues"]
+        for name in queues:
+            while name in held.queues:
+                held.release(name=name)
+        dask_scheduler.extensions["events"].event_clear(name=call_off)  # (deleted: no machine waits on it now)
+
+    asyncio.get_running_loop().call_later(delay, forget)
+
+
 def placed_workers(client: Client) -> list[str]:
     """The cluster's worker addresses, sorted: part ``i`` of the rows is read on, and trained by, the ``i``-th."""
     return sorted(client.scheduler_info()["workers"])
@@ -438,6 +458,7 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
             orders.close()  # (the word stays for a machine that holds its queue)
             Event(call_off, client=client).set()
             client.cancel(futures)
+            client.run_on_scheduler(_forget_later, queues, call_off, FORGET_AFTER_S)
         raise
     results = [f.result() for f in futures]
     if len({r["rounds"] for r in results}) != 1:
