@@ -244,10 +244,9 @@ def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_a
     waiting on the others (the driver calls them off: the leader's word, each machine's LightGBM links broken, and
     a machine still setting up LightGBM's network ends its process), and the same cluster then trains the model it
     trained before. Before, the other machines waited 600 s (the leader's word), for ever (LightGBM spinning on a
-    closed link), 2 h (accepting a connection that never comes, until LightGBM's ``time_out``), about 2 min
-    (LightGBM retrying a connection), or a re-run on the same workers failed ("Broken pipe"). Then the scheduler
-    holds nothing of either training (a killed machine's queues and the call-off event stayed for the cluster's
-    life)."""
+    closed link, or accepting a connection that never comes), about 2 min (LightGBM retrying a connection), or a
+    re-run on the same workers failed ("Broken pipe"). Then the scheduler holds nothing of either training (a
+    killed machine's queues and the call-off event stayed for the cluster's life)."""
     from distributed import Client, LocalCluster
 
     monkeypatch.setattr(dask_training, "FORGET_AFTER_S", 2.0)

@@ -40,8 +40,8 @@ same cluster size trains the same model run after run. The candidate assets trai
 waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links (:class:`_CallOffWatch`)
 for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever. A machine called
 off while LightGBM's network is still being set up (a machine lost before it connected) ends its worker process,
-which its nanny restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min, or waits
-2 h for one to come in) and would end the process itself. A worker that leaves the cluster fails the training at
+which its nanny restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min and then
+ends the process itself, or waits on for a connection that never comes). A worker that leaves the cluster fails the training at
 once too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the
 same cluster trains again. The scheduler drops a training's queues as its machines finish, and a failed training's
 queues and event ``FORGET_AFTER_S`` later (a killed machine never releases its own).
@@ -275,9 +275,9 @@ class _CallOffWatch:
     @staticmethod
     def _end_process() -> None:
         """Called off while LightGBM's network is being set up (a machine lost before it connected), where nothing
-        interrupts LightGBM: a machine connecting to a lost one retries for about 2 min, and one waiting for a lost
-        one to connect waits for its socket timeout (``time_out``, 2 h by default); LightGBM then ends the process
-        itself (a thread of its own fails). It ends now instead, and the worker's nanny starts a new one."""
+        interrupts LightGBM: a machine connecting to a lost one retries for about 2 min and then ends the process
+        (a thread of LightGBM's own fails), and one waiting for a lost one to connect waits on (the tests saw no end
+        to it). It ends now instead, and the worker's nanny starts a new one."""
         import os
         import sys
 
