@@ -37,14 +37,14 @@ same cluster size trains the same model run after run. The candidate assets trai
 
 **A machine lost.** A machine whose worker dies or whose LightGBM raises fails the training at once with
 :class:`ClusterTrainingError` naming it, and the driver calls the others off: the leader's queue word for a machine
-waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links (:class:`_CallOffWatch`)
-for one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever. A machine called
-off while LightGBM's network is still being set up (a machine lost before it connected) ends its worker process,
-which its nanny restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min and then
-ends the process itself, or waits on for a connection that never comes). A worker that leaves the cluster fails the training at
-once too (:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the
-same cluster trains again. The scheduler drops a training's queues as its machines finish, and a failed training's
-queues and event ``FORGET_AFTER_S`` later (a killed machine never releases its own).
+waiting on it, and a ``distributed.Event`` on which every machine breaks its LightGBM links (:class:`_CallOffWatch`) for
+one waiting on a lost machine's histograms, as LightGBM would spin on a closed link for ever. A machine called off while
+LightGBM's network is still being set up (a machine lost before it connected) ends its worker process, which its nanny
+restarts: LightGBM cannot be interrupted there (it retries a connection for about 2 min and then ends the process
+itself, or waits on for a connection that never comes). A worker that leaves the cluster fails the training at once too
+(:func:`_await_machines`: tasks bound to it would wait for it for ever). No worker is left busy, and the same cluster
+trains again. The scheduler drops a training's queues as its machines finish, and a failed training's queues and event
+``FORGET_AFTER_S`` later (a killed machine never releases its own).
 
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
