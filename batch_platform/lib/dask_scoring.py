@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from batch_platform.lib import artifacts, faults, training
+from batch_platform.lib.dask_workers import current_workers
 from batch_platform.lib.scoring import PinnedModel, ScoringError
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class ClusterScorer:
             if version.sha256 not in self._texts:
                 text = artifacts.read_verified(version.artifact_path, version.sha256)
                 self._texts[version.sha256] = self.client.scatter(text, broadcast=True, hash=False)
-            workers = max(1, len(self.client.scheduler_info()["workers"]))
+            workers = max(1, len(current_workers(self.client)))
             parts = [p for p in np.array_split(np.arange(len(frame)), min(workers, max(1, len(frame)))) if len(p)]
             futures = [self.client.submit(score_part, self._texts[version.sha256], version.sha256,
                                           frame.iloc[p], model.categorical, pure=False) for p in parts]

@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from batch_platform.lib import faults, training
+from batch_platform.lib.dask_workers import current_workers
 from batch_platform.lib.snapshot_matrix import (SnapshotLayout, WindowRows, as_lightgbm_sequence, group_matrix,
                                                 read_layout)
 from batch_platform.lib.specs import ModelSpec
@@ -375,7 +376,7 @@ def _failure(client: Client, future, worker: str) -> str:
         failure = f"{type(e).__name__}: {e}"
     else:
         failure = "no error"
-    return failure if worker in client.scheduler_info()["workers"] else f"its worker left the cluster ({failure})"
+    return failure if worker in current_workers(client) else f"its worker left the cluster ({failure})"
 
 
 def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
@@ -393,7 +394,7 @@ def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
             if future.status in ("error", "cancelled"):
                 raise ClusterTrainingError(f"machine {machine} of {len(workers)} ({workers[machine]}) failed: "
                                            f"{_failure(client, future, workers[machine])}")
-        here = client.scheduler_info()["workers"]
+        here = current_workers(client)
         if gone := [w for w in workers if w not in here]:
             raise ClusterTrainingError(f"machine {workers.index(gone[0])} of {len(workers)} ({gone[0]}) failed: "
                                        "its worker left the cluster")
@@ -420,7 +421,7 @@ def _forget_later(queues: list[str], call_off: str, delay: float, dask_scheduler
 
 def placed_workers(client: Client) -> list[str]:
     """The cluster's worker addresses, sorted: part ``i`` of the rows is read on, and trained by, the ``i``-th."""
-    return sorted(client.scheduler_info()["workers"])
+    return sorted(current_workers(client))
 
 
 def train_data_parallel(client: Client, workers: list[str], data: list, params: dict, rounds: int,
