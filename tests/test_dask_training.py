@@ -27,13 +27,17 @@ def _env(on_platform):
     return on_platform
 
 
+def _snapshot_of(platform, spec: str, path: Path) -> Path:
+    """The session's training set of ``spec`` in row groups of 2,000 rows (several parts per window)."""
+    event = platform["instance"].get_latest_materialization_event(dg.AssetKey([f"{spec}_training_set"]))
+    pq.write_table(pq.read_table(event.asset_materialization.metadata["snapshot"].value), path, row_group_size=2000)
+    return path
+
+
 @pytest.fixture
 def snapshot(platform, tmp_path) -> Path:
     """The session's flight_delay training set in row groups of 2,000 rows (several parts per window)."""
-    event = platform["instance"].get_latest_materialization_event(dg.AssetKey(["flight_delay_training_set"]))
-    path = tmp_path / "snapshot.parquet"
-    pq.write_table(pq.read_table(event.asset_materialization.metadata["snapshot"].value), path, row_group_size=2000)
-    return path
+    return _snapshot_of(platform, "flight_delay", tmp_path / "snapshot.parquet")
 
 
 def _without_parameters(model_text: str) -> str:
@@ -284,6 +288,111 @@ def test_on_two_workers_the_same_cluster_trains_the_same_model_every_run(snapsho
     assert "[num_machines: 2]" in models[0].model_text  # trained data-parallel on both workers
 
 
+def _lock_leases(dask_scheduler=None) -> int:
+    """The leases of the trainings' lock the scheduler holds."""
+    return len(dask_scheduler.extensions["semaphores"].leases.get(dask_training.TRAINING_LOCK, ()))
+
+
+@pytest.mark.timeout(600)
+def test_four_trainings_at_once_on_one_cluster_each_train_the_model_they_train_alone(platform, snapshot, tmp_path):
+    """Four drivers (two runs' candidate steps of each of two specs) train on one cluster of two one-thread workers
+    at the same time. Each training runs a machine on both workers, holding a thread until its network is done: at
+    once, two trainings could each hold a thread the other waits for. They take the cluster one at a time (the
+    trainings' lock, which the others wait for and say so), and each trains the model its spec trains alone on the
+    cluster. Without the lock they never finished: each waited until LightGBM ended a worker's process, about 2 min
+    later, and then failed."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    specs = load_specs()
+    paths = {"flight_delay": snapshot,
+             "flight_cancellation": _snapshot_of(platform, "flight_cancellation", tmp_path / "cancellation.parquet")}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            alone = {name: dask_training.train_on_dask(path, specs[name], client, FAST).model_text
+                     for name, path in paths.items()}
+        results, heard = {}, []
+
+        def train(i: int, name: str) -> None:
+            with Client(cluster.scheduler_address) as own:  # a driver of its own, as each run's step has
+                try:
+                    results[i] = dask_training.train_on_dask(paths[name], specs[name], own, FAST,
+                                                             on_wait=heard.append).model_text
+                except Exception as e:
+                    results[i] = e
+
+        drivers = [threading.Thread(target=train, args=(i, name), daemon=True)
+                   for i, name in enumerate(list(paths) * 2)]
+        for driver in drivers:
+            driver.start()
+        for driver in drivers:
+            driver.join(timeout=300)
+        assert not any(d.is_alive() for d in drivers), "a training did not end"
+        with Client(cluster) as client:
+            assert _idle(client)
+            assert client.run_on_scheduler(_lock_leases) == 0
+            assert _left_on_scheduler(client) == {"queues": [], "events": []}
+    for i, name in enumerate(list(paths) * 2):
+        assert isinstance(results[i], str), results[i]
+        assert _without_parameters(results[i]) == _without_parameters(alone[name]), name
+    assert heard and all(dask_training.TRAINING_LOCK in h for h in heard)  # they did wait for one another
+
+
+_KILLED_DRIVER = """
+import sys
+from pathlib import Path
+from distributed import Client
+from batch_platform.lib import dask_training, training
+from batch_platform.lib.specs import load_specs
+if __name__ == "__main__":
+    with Client(sys.argv[1]) as client:
+        dask_training.train_on_dask(Path(sys.argv[2]), load_specs()["flight_delay"], client,
+                                    training.TrainConfig(n_trials=50, max_rounds=600, early_stopping_rounds=600))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_driver_killed_while_it_holds_the_cluster_does_not_keep_the_next_training_waiting(snapshot, tmp_path):
+    """The process of a candidate step SIGKILLed while its training holds the cluster (the trainings' lock, its
+    machines mid-trial): the scheduler drops its lease when it stops refreshing it, and the next training, which
+    waits for it, trains its model. (Lease time-outs shortened here: 4 s, checked every second.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    spec = load_specs()["flight_delay"]
+    timeouts = {"distributed.scheduler.locks.lease-timeout": "4s",
+                "distributed.scheduler.locks.lease-validation-interval": "1s"}
+    script = tmp_path / "driver.py"
+    script.write_text(_KILLED_DRIVER)
+    with dask.config.set(timeouts), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        driver = subprocess.Popen([sys.executable, str(script), cluster.scheduler_address, str(snapshot)],
+                                  env={**os.environ, "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "4s"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.monotonic() + 120
+            while not (client.run_on_scheduler(_lock_leases) == 1 and all(client.run(_executing).values())):
+                assert driver.poll() is None and time.monotonic() < end, "the driver never trained on the cluster"
+                time.sleep(0.2)
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
+        heard = []
+        model = dask_training.train_on_dask(snapshot, spec, client, FAST, on_wait=heard.append)
+        assert heard  # it waited for the killed driver's lease
+        assert "[num_machines: 2]" in model.model_text
+        assert client.run_on_scheduler(_lock_leases) == 0
+        assert _idle(client)
+
+
 def _trees(model_text: str) -> list[dict[str, str]]:
     return [dict(line.split("=", 1) for line in block.splitlines()[1:] if "=" in line)
             for block in model_text.split("end of trees")[0].split("Tree=")[1:]]
@@ -454,3 +563,78 @@ def test_a_cluster_with_more_workers_than_train_rows_trains_on_as_many_machines_
             Client(cluster) as client:
         model = dask_training.train_on_dask(tiny, spec, client, training.TrainConfig(n_trials=1, max_rounds=5))
     assert "[num_machines: 2]" in model.model_text
+
+
+@pytest.mark.timeout(900)
+def test_runs_the_daemon_launches_train_their_candidates_on_the_cluster_its_environment_names(
+        scoring_env, monkeypatch, tmp_path):  # noqa: F811
+    """As from the UI's Materialize: two runs of ``train_and_gate`` queued on the instance and launched by the real
+    daemon (``dagster-daemon run`` on the project's workspace: its code server and the run workers it starts have
+    ``BATCH_PLATFORM_DASK_ADDRESS`` from its environment), on one cluster of two one-thread workers: each run trains
+    and registers a candidate there (the gate's check then judges it). (Their candidate steps may overlap or not:
+    their training sets take the warehouse pool in turn; overlapping trainings are the test above's.)"""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distributed import LocalCluster
+
+    from batch_platform import settings
+    from batch_platform.defs.training.models import candidate_key
+    from batch_platform.lib.specs import SPECS_DIR_VAR
+
+    root = Path(__file__).resolve().parent.parent
+    spec, registry = scoring_env["spec"], scoring_env["registry"]
+    home, specs = tmp_path / "dagster_home", tmp_path / "specs"
+    home.mkdir()
+    specs.mkdir()
+    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(Path(scoring_env["env"][SPECS_DIR_VAR]) / f"{spec.name}.yaml", specs)  # one spec: a run each
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv(SPECS_DIR_VAR, str(specs))
+    bin_dir = Path(sys.executable).parent
+    workspace = str(root / "workspace.yaml")
+    versions_before = [v.version for v in registry.list_versions(spec.name)]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.setenv(settings.DASK_ADDRESS_VAR, cluster.scheduler_address)
+        with dg.DagsterInstance.get() as instance:  # the instance's storage, before two processes race to create it
+            instance.get_run_records(limit=1)
+        log = (tmp_path / "daemon.log").open("w")
+        daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], cwd=root,
+                                  env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            for _ in range(2):  # queued, as the UI queues a run: the daemon's run coordinator launches it
+                launch = subprocess.run([str(bin_dir / "dagster"), "job", "launch", "-w", workspace, "-l",
+                                         "batch_platform", "-j", "train_and_gate"], cwd=root, capture_output=True,
+                                        text=True, timeout=300)
+                assert launch.returncode == 0, launch.stderr[-3000:]
+            end = time.monotonic() + 600
+            with dg.DagsterInstance.get() as instance:
+                while True:
+                    runs = instance.get_runs()
+                    if all(r.is_finished for r in runs):
+                        break
+                    assert daemon.poll() is None, "the daemon exited"
+                    assert time.monotonic() < end, [(r.run_id[:8], r.status) for r in runs]
+                    time.sleep(2)
+                # every step succeeded but the gate's check, which may refuse the candidate (its verdict, which fails
+                # the run: a blocking check)
+                failed = [e.step_key for r in runs for e in instance.all_logs(
+                    r.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+                assert len(runs) == 2 and all(k.endswith("_gate_vs_champion") for k in failed), failed
+                trained = [e.asset_materialization.metadata for r in runs for e in instance.all_logs(
+                    r.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                    if e.dagster_event.asset_key == candidate_key(spec)]
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+            log.close()
+    assert len(trained) == 2 and all(m["trained_on"].value == cluster.scheduler_address for m in trained)
+    assert all("[num_machines: 2]" in Path(m["artifact"].value).read_text() for m in trained)
+    assert sorted(m["version"].value for m in trained) == [max(versions_before) + 1, max(versions_before) + 2]

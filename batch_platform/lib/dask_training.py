@@ -46,12 +46,18 @@ itself, or waits on for a connection that never comes). A worker that leaves the
 trains again. The scheduler drops a training's queues as its machines finish, and a failed training's queues and event
 ``FORGET_AFTER_S`` later (a killed machine never releases its own).
 
+**One training at a time.** Every training runs a machine on every worker, each holding its worker's thread until
+the network is done, so two at once could deadlock (:data:`TRAINING_LOCK`): a training holds the cluster from
+binning its rows to its last trial, and another (a second run's candidate step) waits for it.
+
 The snapshot must be readable at the same path on every worker (a shared or object-store file system on a real
 cluster).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,8 +178,6 @@ class _RoundOrders:
     def close(self) -> None:
         """Release this holder's reference to the queues: the scheduler drops a queue, and any word left in it,
         once every holder has released it (it keeps a queue for as long as one holds it)."""
-        import contextlib
-
         for queue in self.queues:
             with contextlib.suppress(Exception):  # (the scheduler gone, and its queues with it)
                 queue.close()
@@ -250,7 +254,6 @@ class _CallOffWatch:
                 self.links = {fd: os.fstat(fd).st_ino for fd in found}
 
     def _watch(self) -> None:
-        import contextlib
         import os
         import socket
 
@@ -325,7 +328,6 @@ def _train_machine(data: _MachineData, params: dict, rounds: int, stopping_round
     machine leaves LightGBM's network at once, a failing leader calls the others off too, and it raises
     :class:`ClusterTrainingError` without the failure's frames: they hold the booster, and with it this worker's
     network, for as long as Dask keeps the error (a booster freed later would close a later training's network)."""
-    import contextlib
     import traceback
 
     import lightgbm as lgb
@@ -384,8 +386,6 @@ def _await_machines(client: Client, futures: list, workers: list[str]) -> None:
     first that failed, or as soon as one of ``workers`` has left the cluster (a task restricted to a worker that
     is gone would wait for it for ever; a worker restarted by its nanny comes back at another address). Woken by
     the first future to finish, and at least once a second to ask the scheduler for its workers."""
-    import contextlib
-
     from distributed import wait
     from distributed.client import FuturesCancelledError
 
@@ -430,7 +430,6 @@ def train_data_parallel(client: Client, workers: list[str], data: list, params: 
     ``i`` trains on ``data[i]`` (a future of a :class:`_MachineData` held by ``workers[i]``; the first holds the
     validation window) and is ranked ``i``. The leader's result (:func:`_train_machine`; every machine ends with the
     same trees)."""
-    import contextlib
     import uuid
     from urllib.parse import urlparse
 
@@ -486,14 +485,54 @@ def machine_data(client: Client, layout: SnapshotLayout, workers: list[str], y_t
         for i, w in enumerate(workers)]
 
 
-def train_on_dask(path: Path, spec: ModelSpec, client: Client,
-                  config: training.TrainConfig = training.TrainConfig()) -> training.TrainedModel:
-    """:func:`training.train_snapshot` on the cluster ``client`` is connected to (see the module docstring)."""
-    import lightgbm as lgb
+TRAINING_LOCK = "batch-platform-training"
+"""The cluster-wide lock (a ``distributed.Lock``) a training holds while it is on the cluster. Each training runs a
+machine on every worker, and a machine holds its worker's thread until the whole network is done: two trainings at
+once could each hold a thread the other's network waits for (measured: four at once on two one-thread workers
+never finished; each waited until LightGBM ended a worker's process). The lease of a driver that dies is dropped by
+the scheduler (``distributed.scheduler.locks.lease-timeout``, 30 s by default)."""
 
+
+@contextlib.contextmanager
+def _holding_the_cluster(client: Client, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    """:data:`TRAINING_LOCK` for the block; ``on_wait`` hears once if another training holds it."""
+    from distributed import Lock
+
+    lock = Lock(TRAINING_LOCK, scheduler_rpc=client.scheduler, loop=client.loop)
+    try:
+        if not lock.acquire(blocking=False):
+            if on_wait is not None:
+                on_wait(f"another training holds the Dask cluster (lock {TRAINING_LOCK}): waiting for it to end")
+            lock.acquire()
+    except Exception as e:  # the scheduler gone
+        raise ClusterTrainingError(f"the cluster's training lock ({TRAINING_LOCK}) could not be taken: "
+                                   f"{type(e).__name__}: {e}") from e
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # (the scheduler gone: there is no lease left to release)
+            lock.release()
+        if hasattr(lock, "refresh_callback"):  # (absent when leases never time out)
+            lock.refresh_callback.stop()
+
+
+def train_on_dask(path: Path, spec: ModelSpec, client: Client,
+                  config: training.TrainConfig = training.TrainConfig(),
+                  on_wait: Callable[[str], None] | None = None) -> training.TrainedModel:
+    """:func:`training.train_snapshot` on the cluster ``client`` is connected to (see the module docstring), one
+    training at a time (:data:`TRAINING_LOCK`; ``on_wait`` hears when this one waits for another)."""
     layout = read_layout(path, spec)
     y_train, y_val = (layout.labels[layout.positions(w)] for w in ("train", "validation"))
     training._check_windows(spec, y_train[~pd.isna(y_train)], y_val[~pd.isna(y_val)])
+    with _holding_the_cluster(client, on_wait):
+        return _search(layout, spec, client, config, y_train, y_val)
+
+
+def _search(layout: SnapshotLayout, spec: ModelSpec, client: Client, config: training.TrainConfig,
+            y_train: np.ndarray, y_val: np.ndarray) -> training.TrainedModel:
+    """The search of :func:`train_on_dask`, the cluster held."""
+    import lightgbm as lgb
+
     base = training._base_params(spec, config)
     workers = placed_workers(client)[:len(y_train)]  # no machine without rows (LightGBM cannot bin an empty part)
     higher_better = spec.gate.metric in ("roc_auc", "average_precision")

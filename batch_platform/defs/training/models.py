@@ -136,7 +136,8 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             else:
                 from batch_platform.lib import dask_training
 
-                trained = dask_training.train_on_dask(Path(ts_md["snapshot"]), spec, cluster, train_config)
+                trained = dask_training.train_on_dask(Path(ts_md["snapshot"]), spec, cluster, train_config,
+                                                       on_wait=context.log.info)
         # the windows scored below, read a window at a time (never the whole set)
         evaluated = snapshot_matrix.read_windows(Path(ts_md["snapshot"]), ("validation", "test"))
         model_dir = Path(model_registry.artifacts_dir) / "models" / spec.name
