@@ -81,9 +81,7 @@ def platform_env(tmp_path, monkeypatch, landed_days) -> dict[str, Path]:
     del env["BATCH_PLATFORM_MODEL_SPECS"]  # the shipped specs
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    home = project_dagster_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return {
         "data": data,
@@ -138,6 +136,15 @@ def write_test_specs(folder: Path) -> None:
     third["gate"] = {**third["gate"], "floor": 0.55}
     third["promotion"] = {**third.get("promotion", {}), "shadow_min_days": 0}
     (folder / "flight_long_delay.yaml").write_text(yaml.safe_dump(third))
+
+
+def project_dagster_home(base: Path) -> Path:
+    """``base``/dagster_home: an empty Dagster instance folder with the project's ``dagster.yaml`` (its storage,
+    pools and run monitoring)."""
+    home = base / "dagster_home"
+    home.mkdir()
+    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    return home
 
 
 def project_storage() -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +29,7 @@ import yaml
 from batch_platform import settings
 from batch_platform.lib import clock as clocks
 from batch_platform.lib.time_model import load_time_model
-from tests.conftest import platform_env_vars, write_test_specs
+from tests.conftest import platform_env_vars, project_dagster_home, write_test_specs
 from tests.pool_holder import KILLED_ON_PURPOSE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,9 +66,7 @@ class LiveInstance:
             raw = yaml.safe_load(path.read_text())
             raw["gate"]["floor"] = 0.0  # the cycle needs a first champion, not a good one
             path.write_text(yaml.safe_dump(raw))
-        self.home = base / "dagster_home"
-        self.home.mkdir()
-        shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", self.home / "dagster.yaml")
+        self.home = project_dagster_home(base)
         self.reports_port = free_port()
         self.env |= {
             "DAGSTER_HOME": str(self.home),

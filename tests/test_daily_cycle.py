@@ -16,7 +16,7 @@ import pytest
 from batch_platform import settings
 from batch_platform.lib import clock as clocks
 from batch_platform.lib.time_model import load_time_model
-from tests.conftest import platform_env_vars, write_test_specs
+from tests.conftest import platform_env_vars, project_dagster_home, write_test_specs
 from tests.daily_cycle import LIVE_DAYS, SHADOW_MAX_DAYS, SHADOW_MIN_DAYS, SHADOWED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +66,7 @@ def test_each_day_exactly_the_due_runs_are_requested(tmp_path):
     from tests.test_daemon import free_port
 
     env[settings.REPORTS_URL_VAR] = f"http://127.0.0.1:{free_port()}"  # the charts' links (served after the cycle)
-    home = tmp_path / "dagster_home"  # the cycle's instance, which the daemon shares for one morning
-    home.mkdir()
-    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    home = project_dagster_home(tmp_path)  # the cycle's instance, which the daemon shares for one morning
     log = ROOT / ".test-artifacts" / "daily_cycle.log"  # the whole story, as it goes (pytest shows the tail)
     log.parent.mkdir(exist_ok=True)
     errors = log.with_name("daily_cycle.stderr.log")

@@ -17,6 +17,7 @@ import pytest
 from batch_platform.lib import dask_training, training
 from batch_platform.lib.snapshot_matrix import WindowRows, as_lightgbm_sequence, read_layout
 from batch_platform.lib.specs import load_specs
+from tests.conftest import project_dagster_home
 from tests.test_scoring import scoring_env  # noqa: F401 - the fixture (a private copy of the platform)
 
 FAST = training.TrainConfig(n_trials=2, max_rounds=80)
@@ -488,7 +489,6 @@ def test_a_machine_lost_while_the_candidate_step_trains_fails_the_step_by_name_a
     executor), on a cluster whose follower is SIGKILLed at its first round: the step fails with ``ClusterTrainingError``
     naming the machine, before anything is saved or registered (versions, aliases and model files as they were);
     the next run on the same cluster trains, registers and gates a candidate trained on it."""
-    import shutil
     import subprocess
     import sys
 
@@ -499,10 +499,7 @@ def test_a_machine_lost_while_the_candidate_step_trains_fails_the_step_by_name_a
     from batch_platform.defs.training.models import candidate_key
 
     spec, registry = scoring_env["spec"], scoring_env["registry"]
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(project_dagster_home(tmp_path)))
     artifacts = Path(scoring_env["env"][settings.ARTIFACTS_VAR])
 
     def state():
@@ -588,12 +585,10 @@ def test_runs_the_daemon_launches_train_their_candidates_on_the_cluster_its_envi
 
     root = Path(__file__).resolve().parent.parent
     spec, registry = scoring_env["spec"], scoring_env["registry"]
-    home, specs = tmp_path / "dagster_home", tmp_path / "specs"
-    home.mkdir()
+    specs = tmp_path / "specs"
     specs.mkdir()
-    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     shutil.copy(Path(scoring_env["env"][SPECS_DIR_VAR]) / f"{spec.name}.yaml", specs)  # one spec: a run each
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(project_dagster_home(tmp_path)))
     monkeypatch.setenv(SPECS_DIR_VAR, str(specs))
     bin_dir = Path(sys.executable).parent
     workspace = str(root / "workspace.yaml")

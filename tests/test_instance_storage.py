@@ -11,6 +11,7 @@ import pytest
 
 from batch_platform import settings
 from batch_platform.instance_storage import PooledSqliteEventLogStorage, PooledSqliteRunStorage
+from tests.conftest import project_dagster_home
 
 
 thing_check = dg.AssetCheckSpec("ok", asset="thing")
@@ -24,9 +25,7 @@ def thing(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(settings.DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    home = project_dagster_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
