@@ -173,6 +173,8 @@ def ingest_range(
     gets a run of its own. Batches whose landed file is already loaded unchanged are skipped unless ``force``, and
     a day with nothing to load gets no run. When a range run rejects a batch, the rejected day is reported and
     the days left with batches to load get a run each."""
+    # runs killed earlier are marked failed first: with every batch loaded, no run (and no pool wait) follows
+    run_health.repair_and_report(instance, echo)
     db_path = settings.warehouse_path()
     landing = settings.landing_dir()
     outcomes: list[RunOutcome] = []

@@ -7,8 +7,8 @@ was killed (SIGKILL, OOM, a power cut): it is marked failed, and its claimed slo
 are freed, so the next step is not blocked forever by a holder that will never return. Slots and queued steps of
 runs that already ended (or no longer exist) are freed as well.
 
-Used before every CLI command that launches runs, while the CLI waits for the warehouse pool, by the sensor
-``dead_run_repair`` under the daemon, and by ``batch-platform doctor``.
+Used before every CLI command that launches runs (an ingest with nothing left to load included), while the CLI
+waits for the warehouse pool, by the sensor ``dead_run_repair`` under the daemon, and by ``batch-platform doctor``.
 """
 
 from __future__ import annotations
@@ -122,6 +122,16 @@ def repair(instance: dg.DagsterInstance, health: Health | None = None) -> Health
     return health
 
 
+def repair_and_report(instance: dg.DagsterInstance, echo=print) -> Health:
+    """:func:`repair` what :func:`examine` finds, each repair echoed as one line."""
+    health = examine(instance)
+    if health.wedged:
+        repair(instance, health)
+        for line in health.lines():
+            echo(f"  repaired: {line}")
+    return health
+
+
 def _pool_free(instance: dg.DagsterInstance, pool: str) -> tuple[bool, list[PoolEntry]]:
     info = instance.event_log_storage.get_concurrency_info(pool)
     limit = info.limit if info.limit is not None else info.slot_count
@@ -148,11 +158,7 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, echo=print, poll_s: f
     start = time.monotonic()
     announced = False
     while True:
-        health = examine(instance)
-        if health.wedged:
-            repair(instance, health)
-            for line in health.lines():
-                echo(f"  repaired: {line}")
+        repair_and_report(instance, echo)
         free, holders = _pool_free(instance, pool)
         if free:
             return time.monotonic() - start

@@ -193,7 +193,7 @@ def load_batch(
             )
             faults.point("ingest.before_commit")
             con.execute("COMMIT")
-            faults.point("ingest.after_commit")
+            faults.point("ingest.after_commit", f"{target}:{partition_key}")
         except BaseException:
             con.execute("ROLLBACK")
             raise

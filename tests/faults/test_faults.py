@@ -137,6 +137,27 @@ def test_sigkill_during_ingest(base):
                  ("warehouse:raw.",), per_relation=True)
 
 
+def test_an_ingest_killed_after_its_last_commit_is_marked_failed_by_the_next_one(base):
+    """Killed after its last batch committed (the next day's schedule, a run of its own), an ingest leaves every
+    batch loaded and its run STARTED: the next ingest has nothing to load, launches no run and never waits for the
+    pool, and still marks the dead run failed (the daemon's sensor would, but a user of the CLI has none)."""
+    compare = ("warehouse:raw.",)
+    after = _part(visible(base["snaps"]["I"]), compare)
+    inst = _restart(base, "ingest-last", "S")
+    command = ["ingest", "--start", "2013-01-21", "--end", "2013-01-21"]
+    killed = inst.cli(*command, crash_at="ingest.after_commit:raw.flight_schedule:2013-01-22")
+    assert killed.returncode == -9, f"not killed (exit {killed.returncode})\n{killed.stderr[-2000:]}"
+    assert _part(visible(inst), compare) == after  # every batch is in
+    [dead] = runs_in_progress(inst)
+
+    final = inst.cli(*command)
+    _ok(final, "ingest")
+    assert "0 run(s)" in final.stdout, final.stdout  # nothing left to load
+    assert f"repaired: run {dead[:8]} (raw_daily_ingest, STARTED): its process" in final.stdout, final.stdout
+    assert runs_in_progress(inst) == [], "a killed run is still STARTED"
+    assert _part(visible(inst), compare) == after
+
+
 def test_sigkill_during_scoring(base):
     _crash_chain(base, "score", "T", "S", ["score", "--day", "2013-01-21"],
                  ["score.spine", "score.chunk", "score.deleted", "score.inserted", "score.committed"],
