@@ -313,10 +313,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"  {e.at}  {e.alias:<10} {e.from_version or '-'} -> {e.to_version or '-'}  {e.action:<8} "
                   f"{e.reason} (run {(e.run_id or '')[:8]})")
         return 0
-    # promote / rollback: the same Dagster jobs the UI offers, recorded in the instance
+    # promote / rollback: the same Dagster jobs the UI offers, recorded in the instance, run as every CLI job is
+    # (pipeline.run_job: the process recorded on the run, runs killed earlier marked failed first)
     import dagster as dg
 
-    from batch_platform.pipeline import ensure_dagster_home, load_definitions
+    from batch_platform.pipeline import ensure_dagster_home, load_definitions, run_job
 
     if not (args.spec and args.version):
         print(f"models {args.action} needs a spec and a version")
@@ -324,24 +325,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     job_name, op_name = {"promote": ("models_promote", "promote_model"),
                          "rollback": ("models_rollback", "rollback_model")}[args.action]
-    job = load_definitions().resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False, tags={"batch_platform/trigger": "cli"},
-            run_config={"ops": {op_name: {"config": {"spec": args.spec, "version": args.version,
-                                                      "reason": args.reason}}},
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-    if not result.success:
-        from batch_platform.pipeline import _failure_messages
-
-        print(f"{args.action} refused: " + "; ".join(_failure_messages(result)))
+        outcome = run_job(load_definitions(), instance, job_name, tags={"batch_platform/trigger": "cli"},
+                          ops_config={op_name: {"config": {"spec": args.spec, "version": args.version,
+                                                           "reason": args.reason}}})
+    if not outcome.success:
+        print(f"{args.action} refused: " + "; ".join(outcome.errors))
         return 1
     try:
         champion = registry.get_alias(args.spec, "champion")
     except RegistryError:
         champion = None
-    print(f"{args.spec}: champion is now v{champion.version if champion else '-'} (run {result.run_id})")
+    print(f"{args.spec}: champion is now v{champion.version if champion else '-'} (run {outcome.run_id})")
     return 0
 
 

@@ -111,7 +111,9 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
             tags: dict[str, str] | None = None, stdout_log: Path | None = None,
             asset_selection: Sequence[dg.AssetKey] | None = None, with_checks: bool = False,
             ops_config: dict | None = None) -> RunOutcome:
-    """Execute a job in-process against ``instance``. ``stdout_log``: send what steps print (dbt's console
+    """Execute a job in-process against ``instance``, the run tagged with this process (so that a run killed with
+    it is known dead), after marking runs killed earlier failed and waiting for the warehouse pool if the job uses
+    it (:mod:`batch_platform.run_health`). ``stdout_log``: send what steps print (dbt's console
     output, library warnings) to this file instead of the terminal; the run's events are in the instance either way.
     ``asset_selection``: run only these assets of the job (default: all of them), with their own checks when
     ``with_checks``. ``ops_config``: the run config's ``ops`` (op name -> its config)."""
@@ -120,6 +122,8 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, p
     if _uses_pool(job, settings.WAREHOUSE_POOL):
         # repair dead holders, then wait here, where Ctrl-C / SIGTERM work (inside the run Dagster defers them)
         run_health.wait_for_pool(instance, settings.WAREHOUSE_POOL, echo=lambda m: print(m, file=sys.stderr))
+    else:  # no pool to wait for: runs killed earlier are still marked failed first
+        run_health.repair_and_report(instance, echo=lambda m: print(m, file=sys.stderr))
     with contextlib.ExitStack() as stack:
         stack.enter_context(run_health.InterruptWatch(instance, echo=lambda m: print(m, file=sys.__stderr__)))
         if stdout_log is not None:

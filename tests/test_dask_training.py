@@ -10,7 +10,6 @@ from pathlib import Path
 import dagster as dg
 import lightgbm as lgb
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -262,7 +261,7 @@ def test_a_machine_lost_mid_training_fails_by_name_and_the_same_cluster_trains_a
         workers = dask_training.placed_workers(client)
         target = workers[0] if rank == "leader" else workers[1]
         client.run(_fail_here, how, point, workers=[target])
-        with pytest.raises(dask_training.ClusterTrainingError, match=rf"machine [01] of 2 \(tcp://.*\) failed: "):
+        with pytest.raises(dask_training.ClusterTrainingError, match=r"machine [01] of 2 \(tcp://.*\) failed: "):
             dask_training.train_on_dask(snapshot, spec, client, FAST)
         assert _idle(client)  # (a killed worker is back: its nanny started a new one)
         client.run(_heal)

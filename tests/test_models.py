@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch_platform import settings
+from batch_platform import run_health, settings
 from batch_platform.defs.registry.assets import promote_version, rollback_version
 from batch_platform.lib import artifacts, model_ops, training
 from batch_platform.lib.registry import ModelRegistry, PromotionRefused, RollbackRefused
@@ -251,8 +252,23 @@ def test_cli_models_list_show_promote_rollback(platform, tmp_path, monkeypatch):
     def run(*args):
         return subprocess.run([cli, *args], capture_output=True, text=True, timeout=300, cwd=REPO)
 
+    # a run SIGKILLed earlier (it stays STARTED): the first models command marks it failed
+    marker = tmp_path / "holding"
+    holder = subprocess.Popen([sys.executable, "-m", "tests.pool_holder", str(marker), "600"], cwd=REPO,
+                              env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert holder.poll() is None and time.monotonic() < deadline, "the holder never started its run"
+        time.sleep(0.2)
+    holder.kill()
+    holder.wait()
+    with dg.DagsterInstance.get() as instance:
+        [killed] = instance.get_runs()
+        assert killed.status == dg.DagsterRunStatus.STARTED
+
     refused = run("models", "promote", spec.name, str(v2.version))
     assert refused.returncode == 1 and "no gate report" in refused.stdout
+    assert f"repaired: run {killed.run_id[:8]} (hold_pool, STARTED): its process" in refused.stderr, refused.stderr
     # a report judged before v1 was champion is stale: a named refusal, nothing moves
     registry.attach_gate_report(spec.name, v2.version, {"passed": True, "candidate_version": v2.version,
                                                         "champion_version": None})
@@ -271,11 +287,14 @@ def test_cli_models_list_show_promote_rollback(platform, tmp_path, monkeypatch):
     assert listing.returncode == 0 and "champion" in listing.stdout and spec.name in listing.stdout
     show = run("models", "show", spec.name)
     assert "rollback" in show.stdout and "cli rollback" in show.stdout
-    # the CLI ran the Dagster jobs, recorded in the instance
+    # the CLI ran the Dagster jobs, recorded in the instance with the process that ran them (a run killed with its
+    # process is then known dead); the killed run was marked failed
     with dg.DagsterInstance.get() as instance:
-        runs = sorted((r.job_name, r.is_success) for r in instance.get_runs())
-        assert runs == [("models_promote", False), ("models_promote", False), ("models_promote", True),
-                        ("models_rollback", True)]
+        runs = [r for r in instance.get_runs() if r.run_id != killed.run_id]
+        assert sorted((r.job_name, r.is_success) for r in runs) == [
+            ("models_promote", False), ("models_promote", False), ("models_promote", True), ("models_rollback", True)]
+        assert all(run_health.run_process(r) is not None for r in runs)
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
 
 
 def test_a_candidate_trains_only_on_the_training_set_of_its_own_run(platform):

@@ -3,7 +3,6 @@ its warehouse-pool slot freed before the next run waits; a process waiting for t
 no queued step behind; ``batch-platform doctor`` reports and repairs."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from batch_platform import run_health, settings
 from batch_platform.lib import processes
+from tests.conftest import project_dagster_home
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh instance with the project's pool configuration (one warehouse slot)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    home = project_dagster_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv(settings.DATA_DIR_VAR, str(tmp_path / "data"))
     return home

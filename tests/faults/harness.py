@@ -20,7 +20,7 @@ import duckdb
 
 from batch_platform import settings
 from batch_platform.lib.faults import CRASH_VAR
-from tests.conftest import platform_env_vars
+from tests.conftest import platform_env_vars, project_dagster_home
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "batch-platform")
@@ -53,11 +53,11 @@ class Instance:
         from batch_platform.lib.specs import DEFAULT_SPECS_DIR
 
         inst = cls(root)
-        inst.home.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        project_dagster_home(root)
         (root / "specs").mkdir()
         # one spec, whose gate passes on the suite's 20 days (so every stage has something to do), at half the cost
         shutil.copy(DEFAULT_SPECS_DIR / f"{SPEC}.yaml", root / "specs" / f"{SPEC}.yaml")
-        shutil.copy(ROOT / "dagster_home" / "dagster.yaml", inst.home / "dagster.yaml")
         return inst
 
     def copy(self, dest: Path) -> Instance:
