@@ -37,19 +37,52 @@ class LeakageReport:
 
 
 def check_training_set(df: pd.DataFrame, training_cutoff: dt.datetime, *, key: str) -> LeakageReport:
-    cols = sorted(c for c in df.columns if c.endswith(VALID_FROM_SUFFIX))
-    report = LeakageReport(rows_checked=len(df), valid_from_columns=cols)
-    cutoff = pd.to_datetime(df[EVENT_TIMESTAMP], utc=True)
-    for col in cols:
-        valid_from = pd.to_datetime(df[col], utc=True)
-        bad = valid_from.notna() & (valid_from > cutoff)
-        if bad.any():
-            report.feature_violations[col] = int(bad.sum())
-            for i in df.index[bad][:3]:
-                report.examples.append(f"{df.at[i, key]}: {col}={valid_from[i]} > cutoff {cutoff[i]}")
-    final = pd.to_datetime(df[LABEL_FINAL_AT], utc=True)
-    late = final > pd.Timestamp(training_cutoff).tz_convert("UTC")
-    report.label_violations = int(late.sum())
-    for i in df.index[late][:3]:
-        report.examples.append(f"{df.at[i, key]}: label final at {final[i]} > training cutoff {training_cutoff}")
-    return report
+    return LeakageCheck(training_cutoff, key=key).add(df).report()
+
+
+class LeakageCheck:
+    """:func:`check_training_set` of a frame given in parts, in row order: the report of the whole frame."""
+
+    EXAMPLES = 3  # per feature group, and for labels
+
+    def __init__(self, training_cutoff: dt.datetime, *, key: str) -> None:
+        self._cutoff, self._key = pd.Timestamp(training_cutoff).tz_convert("UTC"), key
+        self._training_cutoff = training_cutoff
+        self._rows = 0
+        self._columns: list[str] | None = None
+        self._violations: dict[str, int] = {}
+        self._examples: dict[str, list[str]] = {}
+        self._late = 0
+        self._late_examples: list[str] = []
+
+    def add(self, df: pd.DataFrame) -> LeakageCheck:
+        cols = sorted(c for c in df.columns if c.endswith(VALID_FROM_SUFFIX))
+        if self._columns is None:
+            self._columns = cols
+        elif cols != self._columns:
+            raise ValueError(f"a part with other valid-from columns: {cols} after {self._columns}")
+        self._rows += len(df)
+        cutoff = pd.to_datetime(df[EVENT_TIMESTAMP], utc=True)
+        for col in cols:
+            valid_from = pd.to_datetime(df[col], utc=True)
+            bad = valid_from.notna() & (valid_from > cutoff)
+            if bad.any():
+                self._violations[col] = self._violations.get(col, 0) + int(bad.sum())
+                examples = self._examples.setdefault(col, [])
+                for i in df.index[bad][:self.EXAMPLES - len(examples)]:
+                    examples.append(f"{df.at[i, self._key]}: {col}={valid_from[i]} > cutoff {cutoff[i]}")
+        final = pd.to_datetime(df[LABEL_FINAL_AT], utc=True)
+        late = final > self._cutoff
+        self._late += int(late.sum())
+        for i in df.index[late][:self.EXAMPLES - len(self._late_examples)]:
+            self._late_examples.append(f"{df.at[i, self._key]}: label final at {final[i]} > training cutoff "
+                                       f"{self._training_cutoff}")
+        return self
+
+    def report(self) -> LeakageReport:
+        cols = self._columns or []
+        return LeakageReport(
+            rows_checked=self._rows, valid_from_columns=cols,
+            feature_violations={c: self._violations[c] for c in cols if c in self._violations},
+            label_violations=self._late,
+            examples=[e for c in cols for e in self._examples.get(c, [])] + self._late_examples)

@@ -114,40 +114,80 @@ def audit(
 ) -> MissingnessReport:
     """Audit ``columns`` of ``frame`` against the 0/1 column ``label`` (numeric with ``regression``; see the
     module docstring)."""
-    absent = [c for c in [label, *columns] if c not in frame.columns]
-    if absent:
-        raise KeyError(f"frame has no column(s) {absent}")
-    y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    if regression and not np.isfinite(y).all():
-        raise ValueError(f"label column {label!r} must be numeric and finite (found nulls or other values)")
-    if not regression and not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"label column {label!r} must hold only 0/1 (found nulls or other values)")
-    n = len(y)
-    rate = float(y.mean()) if n else float("nan")
-    variance = float(y.var()) if n else 0.0  # rate * (1 - rate) for a 0/1 label
-    if regression:
-        min_diff = min_std_diff * math.sqrt(variance)
-    else:
-        min_diff = max(min_abs_diff, min_rel_diff * rate) if n else min_abs_diff
-    report = MissingnessReport(rows=n, label_mean=rate, min_difference=min_diff, regression=regression)
-    for col in dict.fromkeys(columns):
-        missing = _missing(frame[col])
-        n_miss = int(missing.sum())
-        n_pres = n - n_miss
-        r_miss = float(y[missing].mean()) if n_miss else None
-        r_pres = float(y[~missing].mean()) if n_pres else None
-        z = None
-        if n_miss == 0:
-            verdict = NO_MISSING
-        elif min(n_miss, n_pres) < min_group_rows:
-            verdict = TOO_FEW
+    return MissingnessAudit(label=label, columns=columns, min_group_rows=min_group_rows, z_threshold=z_threshold,
+                            min_abs_diff=min_abs_diff, min_rel_diff=min_rel_diff, regression=regression,
+                            min_std_diff=min_std_diff).add(frame).report()
+
+
+class MissingnessAudit:
+    """:func:`audit` of a frame given in parts: per part, the rows, the label's sum and squared deviations, and per
+    column the rows and label sums with and without a value; the report of the whole frame from those (the
+    variance merged by Chan's formula). With one part, the numbers of the whole frame's audit exactly."""
+
+    def __init__(self, *, label: str, columns: Sequence[str], min_group_rows: int = MIN_GROUP_ROWS,
+                 z_threshold: float = Z_THRESHOLD, min_abs_diff: float = MIN_ABS_DIFF,
+                 min_rel_diff: float = MIN_REL_DIFF, regression: bool = False,
+                 min_std_diff: float = MIN_STD_DIFF) -> None:
+        self._label, self._columns = label, list(dict.fromkeys(columns))
+        self._min_group_rows, self._z_threshold = min_group_rows, z_threshold
+        self._min_abs_diff, self._min_rel_diff, self._min_std_diff = min_abs_diff, min_rel_diff, min_std_diff
+        self._regression = regression
+        self._n, self._sum, self._m2 = 0, 0.0, 0.0
+        self._missing = {c: [0, 0.0, 0.0] for c in self._columns}  # rows missing, label sum there, and where present
+
+    def add(self, frame: pd.DataFrame) -> MissingnessAudit:
+        label = self._label
+        absent = [c for c in [label, *self._columns] if c not in frame.columns]
+        if absent:
+            raise KeyError(f"frame has no column(s) {absent}")
+        y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        if self._regression and not np.isfinite(y).all():
+            raise ValueError(f"label column {label!r} must be numeric and finite (found nulls or other values)")
+        if not self._regression and not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError(f"label column {label!r} must hold only 0/1 (found nulls or other values)")
+        n = len(y)
+        if not n:
+            return self
+        mean = y.mean()
+        m2 = float(np.sum((y - mean) ** 2))
+        total = self._n + n
+        delta = float(mean) - (self._sum / self._n if self._n else 0.0)
+        self._m2 += m2 + (delta * delta * self._n * n / total if self._n else 0.0)
+        self._n, self._sum = total, self._sum + float(np.sum(y))
+        for col in self._columns:
+            missing = _missing(frame[col])
+            counts = self._missing[col]
+            counts[0] += int(missing.sum())
+            counts[1] += float(np.sum(y[missing]))
+            counts[2] += float(np.sum(y[~missing]))
+        return self
+
+    def report(self) -> MissingnessReport:
+        n = self._n
+        rate = self._sum / n if n else float("nan")
+        variance = self._m2 / n if n else 0.0  # rate * (1 - rate) for a 0/1 label
+        if self._regression:
+            min_diff = self._min_std_diff * math.sqrt(variance)
         else:
-            diff = float(y[missing].mean() - y[~missing].mean())
-            se = math.sqrt(variance * (1 / n_miss + 1 / n_pres))
-            z = diff / se if se > 0 else 0.0
-            verdict = FAIL if abs(z) >= z_threshold and abs(diff) >= min_diff else PASS
-        report.columns.append(ColumnMissingness(col, n_pres, n_miss, r_pres, r_miss, z, verdict))
-    return report
+            min_diff = max(self._min_abs_diff, self._min_rel_diff * rate) if n else self._min_abs_diff
+        report = MissingnessReport(rows=n, label_mean=rate, min_difference=min_diff, regression=self._regression)
+        for col in self._columns:
+            n_miss, sum_miss, sum_pres = self._missing[col]
+            n_pres = n - n_miss
+            r_miss = sum_miss / n_miss if n_miss else None
+            r_pres = sum_pres / n_pres if n_pres else None
+            z = None
+            if n_miss == 0:
+                verdict = NO_MISSING
+            elif min(n_miss, n_pres) < self._min_group_rows:
+                verdict = TOO_FEW
+            else:
+                diff = r_miss - r_pres
+                se = math.sqrt(variance * (1 / n_miss + 1 / n_pres))
+                z = diff / se if se > 0 else 0.0
+                verdict = FAIL if abs(z) >= self._z_threshold and abs(diff) >= min_diff else PASS
+            report.columns.append(ColumnMissingness(col, n_pres, n_miss, r_pres, r_miss, z, verdict))
+        return report
 
 
 MISSING_TOKENS = frozenset({"", "unknown", "na", "n/a", "null", "none", "nan"})

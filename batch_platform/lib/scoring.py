@@ -634,6 +634,19 @@ def read_served_features(con: duckdb.DuckDBPyConnection, spec: ModelSpec, first_
                        f"ORDER BY {PARTITION}, {_q(spec.entity.key)}", [first_cutoff, last_cutoff]).df()
 
 
+def copy_served_features(con: duckdb.DuckDBPyConnection, spec: ModelSpec, first_cutoff: dt.datetime,
+                         last_cutoff: dt.datetime, path: Path) -> int:
+    """The rows of :func:`read_served_features` written to the parquet file ``path`` in entity-key order (then
+    partition), in bounded memory; returns the rows written (0, and no file, when nothing was scored yet)."""
+    table = served_features_table(spec)
+    if not table_exists(con, SCHEMA, table.split(".", 1)[1]):
+        return 0
+    rows = con.execute(f"COPY (SELECT * FROM {table} WHERE prediction_cutoff BETWEEN ? AND ? "
+                       f"ORDER BY {_q(spec.entity.key)}, {PARTITION}) TO {_sql_str(path)} (FORMAT parquet)",
+                       [first_cutoff, last_cutoff]).fetchall()
+    return int(rows[0][0])
+
+
 def partition_counts(con: duckdb.DuckDBPyConnection, spec: ModelSpec, day: dt.date) -> tuple[int, int]:
     """(rows, keys appearing more than once) of the stored predictions of ``day``, counted in the warehouse."""
     key = _q(spec.entity.key)

@@ -89,45 +89,77 @@ def compare(
 ) -> SkewReport:
     """Compare the training rows that were scored before with the values scoring served for them (see the module
     docstring). ``exclude``: columns never compared (bookkeeping such as the served rows' run id)."""
-    skip = {key, training_timestamp, served_timestamp, *exclude}
-    columns = [c for c in training.columns if c in served.columns and c not in skip]
-    report = SkewReport(rows_training=len(training), rows_served=len(served), rows_compared=0, rows_mismatched=0,
-                        threshold=threshold, columns_compared=columns)
-    if training.empty or served.empty:
-        return report
+    comparison = SkewComparison(served.columns, key=key, training_timestamp=training_timestamp,
+                                served_timestamp=served_timestamp, exclude=exclude, threshold=threshold, rtol=rtol,
+                                max_examples=max_examples)
+    return comparison.add(training, served).report(rows_served=len(served))
 
-    served_pos = pd.Series(np.arange(len(served)), index=_match_index(served, key, served_timestamp))
-    served_pos = served_pos[~served_pos.index.duplicated(keep="last")]  # a day is replaced whole: never expected
-    matched = served_pos.reindex(_match_index(training, key, training_timestamp)).to_numpy()
-    has = ~np.isnan(matched)
-    t_rows, s_rows = np.flatnonzero(has), matched[has].astype(np.int64)
-    report.rows_compared = len(t_rows)
-    if not report.rows_compared:
-        return report
 
-    any_bad = np.zeros(len(t_rows), dtype=bool)
-    bad_by_column: dict[str, np.ndarray] = {}
-    for col in columns:
-        s_vals = served[col].iloc[s_rows].reset_index(drop=True)
-        t_vals = training[col].iloc[t_rows].reset_index(drop=True)
-        bad = ~values_equal(s_vals, t_vals, rtol=rtol)
-        if bad.any():
-            bad_by_column[col] = bad
+class SkewComparison:
+    """:func:`compare` of a training set given in parts, each with the served rows of its entity keys (a key's
+    served rows all in the part holding its training rows), the parts in row order: the report of the whole."""
+
+    def __init__(self, served_columns: Iterable[str], *, key: str, training_timestamp: str = EVENT_TIMESTAMP,
+                 served_timestamp: str = SERVED_TIMESTAMP, exclude: Iterable[str] = (),
+                 threshold: float = THRESHOLD, rtol: float = RTOL, max_examples: int = MAX_EXAMPLES) -> None:
+        self._served_columns = list(served_columns)
+        self._key, self._t_ts, self._s_ts = key, training_timestamp, served_timestamp
+        self._skip = {key, training_timestamp, served_timestamp, *exclude}
+        self._threshold, self._rtol, self._max_examples = threshold, rtol, max_examples
+        self._columns: list[str] | None = None
+        self._rows_training = self._rows_compared = self._rows_mismatched = 0
+        self._mismatches: dict[str, int] = {}
+        self._examples: dict[str, list[dict[str, Any]]] = {}  # the first EXAMPLES_PER_COLUMN of each column
+
+    def add(self, training: pd.DataFrame, served: pd.DataFrame) -> SkewComparison:
+        columns = [c for c in training.columns if c in self._served_columns and c not in self._skip]
+        if self._columns is None:
+            self._columns = columns
+        elif columns != self._columns:
+            raise ValueError(f"a part with other columns to compare: {columns} after {self._columns}")
+        self._rows_training += len(training)
+        if training.empty or served.empty:
+            return self
+        key = self._key
+        served_pos = pd.Series(np.arange(len(served)), index=_match_index(served, key, self._s_ts))
+        served_pos = served_pos[~served_pos.index.duplicated(keep="last")]  # a day is replaced whole: never expected
+        matched = served_pos.reindex(_match_index(training, key, self._t_ts)).to_numpy()
+        has = ~np.isnan(matched)
+        t_rows, s_rows = np.flatnonzero(has), matched[has].astype(np.int64)
+        if not len(t_rows):
+            return self
+        self._rows_compared += len(t_rows)
+        any_bad = np.zeros(len(t_rows), dtype=bool)
+        for col in columns:
+            s_vals = served[col].iloc[s_rows].reset_index(drop=True)
+            t_vals = training[col].iloc[t_rows].reset_index(drop=True)
+            bad = ~values_equal(s_vals, t_vals, rtol=self._rtol)
+            if not bad.any():
+                continue
             any_bad |= bad
-    report.rows_mismatched = int(any_bad.sum())
-    order = sorted(bad_by_column, key=lambda c: (-int(bad_by_column[c].sum()), c))
-    report.column_mismatches = {c: int(bad_by_column[c].sum()) for c in order}
-    # Examples: the first mismatch of each column (most mismatched first), then a second one of each.
-    picks = [(col, i) for rank in range(EXAMPLES_PER_COLUMN) for col in order
-             for i in np.flatnonzero(bad_by_column[col])[rank:rank + 1]]
-    for col, i in picks[:max_examples]:
-        report.examples.append({
-            "key": _json_value(training[key].iloc[t_rows[i]]),
-            "column": col,
-            "served": _json_value(served[col].iloc[s_rows[i]]),
-            "training": _json_value(training[col].iloc[t_rows[i]]),
-        })
-    return report
+            self._mismatches[col] = self._mismatches.get(col, 0) + int(bad.sum())
+            examples = self._examples.setdefault(col, [])
+            for i in np.flatnonzero(bad)[:EXAMPLES_PER_COLUMN - len(examples)]:
+                examples.append({
+                    "key": _json_value(training[key].iloc[t_rows[i]]),
+                    "column": col,
+                    "served": _json_value(served[col].iloc[s_rows[i]]),
+                    "training": _json_value(training[col].iloc[t_rows[i]]),
+                })
+        self._rows_mismatched += int(any_bad.sum())
+        return self
+
+    def report(self, *, rows_served: int) -> SkewReport:
+        """``rows_served``: the served rows read for the whole training set."""
+        order = sorted(self._mismatches, key=lambda c: (-self._mismatches[c], c))
+        # Examples: the first mismatch of each column (most mismatched first), then a second one of each.
+        picks = [self._examples[col][rank] for rank in range(EXAMPLES_PER_COLUMN) for col in order
+                 if rank < len(self._examples[col])]
+        return SkewReport(rows_training=self._rows_training, rows_served=rows_served,
+                          rows_compared=self._rows_compared, rows_mismatched=self._rows_mismatched,
+                          threshold=self._threshold, columns_compared=self._columns or [],
+                          column_mismatches={c: self._mismatches[c] for c in order},
+                          examples=picks[:self._max_examples])
 
 
 def values_equal(a: pd.Series, b: pd.Series, *, rtol: float = RTOL) -> np.ndarray:

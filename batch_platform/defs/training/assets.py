@@ -11,6 +11,7 @@ Feast's point-in-time ``get_historical_features``, with the label embargo applie
 """
 
 import datetime as dt
+import shutil
 
 import dagster as dg
 from dagster_dbt import get_asset_key_for_model
@@ -20,7 +21,7 @@ from batch_platform import settings
 from batch_platform.defs.feature_store.assets import feast_feature_definitions
 from batch_platform.defs.features.assets import dbt_feature_models
 from batch_platform.defs.resources import FeatureStoreResource, WarehouseResource
-from batch_platform.lib import faults, leakage, missingness, scoring, skew, training_set
+from batch_platform.lib import faults, missingness, scoring, skew, training_set_build
 from batch_platform.lib import warehouse as warehouse_lib
 from batch_platform.lib.specs import ModelSpec, load_specs
 
@@ -86,29 +87,22 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         feature_store: FeatureStoreResource,
     ):
-        with warehouse.connect(read_only=True) as con:
-            cutoff = (dt.datetime.fromisoformat(config.training_cutoff) if config.training_cutoff
-                      else default_training_cutoff(con))
-            labels = training_set.label_frame(con, spec, cutoff)
-            if labels.empty:
+        directory = settings.artifacts_dir() / "training_sets" / spec.name
+        folder = training_set_build.staging_folder(directory)
+        try:
+            with warehouse.connect(read_only=True) as con:
+                cutoff = (dt.datetime.fromisoformat(config.training_cutoff) if config.training_cutoff
+                          else default_training_cutoff(con))
+                staged = training_set_build.stage(con, spec, cutoff, folder)
+            if not staged.rows:
                 raise dg.Failure(f"{spec.name}: no labelled rows in the windows {spec.split_days(cutoff)}")
-            stamps = labels[training_set.EVENT_TIMESTAMP]
-            served = scoring.read_served_features(con, spec, stamps.min().to_pydatetime(),
-                                                  stamps.max().to_pydatetime())
-        client = feature_store.client()
-        frame = client.historical_features(labels, spec.feature_service,
-                                           timestamp_column=training_set.EVENT_TIMESTAMP)
-        summary = training_set.summarize(frame, spec)
-        snapshot = training_set.write_snapshot(
-            frame, settings.artifacts_dir() / "training_sets" / spec.name, summary.fingerprint
-        )
+            client = feature_store.client()
+            built = training_set_build.build(staged, client, directory)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         faults.point("train.snapshot_written")
-        report = leakage.check_training_set(frame, cutoff, key=spec.entity.key)
-        skew_report = skew.compare(frame, served, key=spec.entity.key,
-                                   exclude=scoring.served_meta_columns(spec))
-        audited = list(dict.fromkeys([*spec.entity.join_keys, *spec.passthrough_features]))
-        missing_report = missingness.audit(frame, label=training_set.LABEL, columns=audited,
-                                           regression=spec.is_regression)
+        summary, snapshot = built.summary, built.snapshot
+        report, skew_report, missing_report = built.leakage, built.skew, built.missingness
         context.log.info(f"{spec.name}: {summary.rows} rows, leakage check: {report.describe()}; skew: "
                          f"{skew_report.describe()}; missingness: {missing_report.describe()}")
         yield dg.MaterializeResult(
@@ -123,7 +117,7 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "feature_definitions_fingerprint": client.definitions_fingerprint(),
                 "spec_fingerprint": spec.fingerprint,
                 "snapshot": dg.MetadataValue.path(str(snapshot)),
-                "columns": dg.MetadataValue.json(list(frame.columns)),
+                "columns": dg.MetadataValue.json(built.columns),
             }
         )
         yield dg.AssetCheckResult(
