@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -144,9 +145,21 @@ def test_a_set_built_in_parts_is_the_whole_frame_built_at_once(on_platform, smal
     assert not list(asset_snapshot.parent.glob(f"{training_set_build.STAGING_PREFIX}*"))  # staging removed
 
 
-def test_a_new_build_removes_what_a_killed_one_left(tmp_path):
-    left = tmp_path / f"{training_set_build.STAGING_PREFIX}dead"
-    left.mkdir()
+def test_a_new_build_removes_what_a_killed_one_left_and_nothing_else(tmp_path):
+    """Staging folders are named for their process: a dead one's are removed, a live one's (another build of the
+    same set, a pool of more than one slot) are left alone."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "from batch_platform.lib import training_set_build as b; "
+                             f"print(b.staging_folder(__import__('pathlib').Path({str(tmp_path)!r})))"],
+                            stdout=subprocess.PIPE, text=True)
+    left = Path(gone.communicate()[0].strip())
     (left / "labels.parquet").write_bytes(b"partial")
-    folder = training_set_build.staging_folder(tmp_path)
-    assert not left.exists() and folder.is_dir() and folder.parent == tmp_path
+    foreign = tmp_path / f"{training_set_build.STAGING_PREFIX}not-ours"
+    foreign.mkdir()
+    live = training_set_build.staging_folder(tmp_path)
+    assert left.parent == tmp_path and not left.exists() and not foreign.exists()
+    assert live.is_dir() and str(os.getpid()) in live.name
+    again = training_set_build.staging_folder(tmp_path)
+    assert live.is_dir() and again.is_dir() and again != live  # this process is alive: its folder stays

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_platform.lib import leakage, missingness, scoring, skew, training_set
+from batch_platform.lib import leakage, missingness, processes, scoring, skew, training_set
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import (EVENT_TIMESTAMP, LABEL, SNAPSHOT_ROW_GROUP_ROWS, SPLIT, Fingerprint,
                                              TrainingSetSummary)
@@ -71,14 +71,26 @@ def _lit(path: Path) -> str:
 
 
 def staging_folder(directory: Path) -> Path:
-    """A new folder for one build's staged files under the snapshots' ``directory``, after removing those a
-    killed build left (builds of one spec's set run one at a time: the warehouse pool)."""
+    """A new folder for one build's staged files under the snapshots' ``directory``, named for this process, after
+    removing those whose process is gone (a build killed before it could clean up)."""
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    folder = directory / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        owner = _owner(stale.name)
+        if owner is None or processes.is_alive(owner) is False:
+            shutil.rmtree(stale, ignore_errors=True)
+    me = processes.current()
+    folder = directory / f"{STAGING_PREFIX}{me.host}.{me.pid}.{me.started}.{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     return folder
+
+
+def _owner(name: str) -> processes.ProcessIdentity | None:
+    """The process a staging folder's name records (None: a name this module does not write)."""
+    try:
+        host, pid, started, _ = name[len(STAGING_PREFIX):].rsplit(".", 3)
+        return processes.ProcessIdentity(host, int(pid), started)
+    except ValueError:
+        return None
 
 
 def stage(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff: dt.datetime, folder: Path) -> Staged:
