@@ -118,7 +118,10 @@ def test_a_set_built_in_parts_is_the_whole_frame_built_at_once(on_platform, smal
     whole = client.historical_features(labels, spec.feature_service, timestamp_column=training_set.EVENT_TIMESTAMP)
     assert staged.rows == len(whole) > 3 * 2048
 
-    built = training_set_build.build(staged, client, tmp_path / "sets", chunk_rows=2048)
+    seen = []
+    built = training_set_build.build(staged, client, tmp_path / "sets", chunk_rows=2048,
+                                     progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(min(k * 2048, len(whole)), len(whole)) for k in range(1, -(-len(whole) // 2048) + 1)]
     stored = pq.ParquetFile(built.snapshot)
     assert stored.read().equals(training_set.snapshot_table(whole), check_metadata=False)
     sizes = [stored.metadata.row_group(i).num_rows for i in range(stored.metadata.num_row_groups)]
@@ -143,6 +146,8 @@ def test_a_set_built_in_parts_is_the_whole_frame_built_at_once(on_platform, smal
     asset_snapshot = Path(recorded["snapshot"].value)
     assert pq.read_table(asset_snapshot).equals(training_set.snapshot_table(whole), check_metadata=False)
     assert not list(asset_snapshot.parent.glob(f"{training_set_build.STAGING_PREFIX}*"))  # staging removed
+    logs = [e.user_message for e in on_platform["instance"].all_logs(event.run_id)]
+    assert f"{name}: {len(whole)} / {len(whole)} rows joined" in logs  # the step logs its progress per part
 
 
 def test_a_new_build_removes_what_a_killed_one_left_and_nothing_else(tmp_path):

@@ -17,7 +17,7 @@ import datetime as dt
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,10 +201,12 @@ class _Summary:
             rows_per_split={k: self.splits[k] for k in sorted(self.splits)}, fingerprint=fingerprint)
 
 
-def build(staged: Staged, client, directory: Path, *, chunk_rows: int = CHUNK_ROWS) -> Built:
+def build(staged: Staged, client, directory: Path, *, chunk_rows: int = CHUNK_ROWS,
+          progress: Callable[[int, int], None] | None = None) -> Built:
     """The training set of ``staged`` as the snapshot ``<directory>/<fingerprint[:16]>.parquet`` (content-addressed,
     written whole or not at all) with its summary and check reports. ``client``: the feature store
-    (:class:`batch_platform.lib.feature_store.FeatureStoreClient`)."""
+    (:class:`batch_platform.lib.feature_store.FeatureStoreClient`). ``progress(rows done, rows in all)`` after each
+    part."""
     spec = staged.spec
     key = spec.entity.key
     summary = _Summary(spec)
@@ -228,6 +230,8 @@ def build(staged: Staged, client, directory: Path, *, chunk_rows: int = CHUNK_RO
             leaks.add(frame)
             missing.add(frame)
             skews.add(frame, _served_rows(served, staged, frame[key].iloc[0], frame[key].iloc[-1]))
+            if progress is not None:
+                progress(summary.rows, staged.rows)
     finally:
         served.close()
         writer.close()

@@ -97,7 +97,9 @@ def build_training_set_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             if not staged.rows:
                 raise dg.Failure(f"{spec.name}: no labelled rows in the windows {spec.split_days(cutoff)}")
             client = feature_store.client()
-            built = training_set_build.build(staged, client, directory)
+            built = training_set_build.build(
+                staged, client, directory,
+                progress=lambda done, total: context.log.info(f"{spec.name}: {done} / {total} rows joined"))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         faults.point("train.snapshot_written")
