@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -114,33 +115,51 @@ class Fingerprint:
             show_field_metadata=False, show_schema_metadata=False).encode())
         self._digest.update(f"\n{num_rows}\n".encode())
         self._num_rows, self._seen = num_rows, 0
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+        self._slices = RowSlices(FINGERPRINT_ROWS)
 
     def update(self, table: pa.Table) -> None:
         """The next rows (in key order)."""
         self._seen += table.num_rows
         if self._seen > self._num_rows:
             raise ValueError(f"more than the {self._num_rows} rows announced")
-        self._pending.append(table.select(self._names))
-        self._pending_rows += table.num_rows
-        while self._pending_rows >= FINGERPRINT_ROWS:
-            self._hash(FINGERPRINT_ROWS)
+        for part in self._slices.add(table.select(self._names)):
+            self._hash(part)
 
-    def _hash(self, rows: int) -> None:
-        buffered = pa.concat_tables(self._pending)
-        part = buffered.slice(0, rows).combine_chunks()
-        for column in part.columns:
+    def _hash(self, part: pa.Table) -> None:
+        for column in part.combine_chunks().columns:
             self._digest.update(_canonical(column.chunk(0)))
-        rest = buffered.slice(rows)
-        self._pending, self._pending_rows = [rest], rest.num_rows
 
     def hexdigest(self) -> str:
         if self._seen != self._num_rows:
             raise ValueError(f"{self._seen} rows hashed of the {self._num_rows} announced")
-        if self._pending_rows:
-            self._hash(self._pending_rows)
+        for part in self._slices.rest():
+            self._hash(part)
         return self._digest.hexdigest()
+
+
+class RowSlices:
+    """Tables added in parts of any size, given back in slices of ``rows`` rows (:meth:`rest`: the shorter last)."""
+
+    def __init__(self, rows: int) -> None:
+        self._size = rows
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, table: pa.Table) -> Iterator[pa.Table]:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        while self._rows >= self._size:
+            yield self._take(self._size)
+
+    def rest(self) -> Iterator[pa.Table]:
+        if self._rows:
+            yield self._take(self._rows)
+
+    def _take(self, rows: int) -> pa.Table:
+        buffered = pa.concat_tables(self._pending)
+        rest = buffered.slice(rows)
+        self._pending, self._rows = [rest], rest.num_rows
+        return buffered.slice(0, rows)
 
 
 def _canonical(values: pa.Array) -> bytes:

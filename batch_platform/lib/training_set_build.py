@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from batch_platform.lib import leakage, missingness, processes, scoring, skew, training_set
 from batch_platform.lib.specs import ModelSpec
 from batch_platform.lib.training_set import (EVENT_TIMESTAMP, LABEL, SNAPSHOT_ROW_GROUP_ROWS, SPLIT, Fingerprint,
-                                             TrainingSetSummary)
+                                             RowSlices, TrainingSetSummary)
 
 CHUNK_ROWS = 4 * SNAPSHOT_ROW_GROUP_ROWS
 """Label rows joined at a time: what the build holds in memory (with their features), whatever the set's size."""
@@ -70,6 +70,10 @@ def _lit(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def staging_folder(directory: Path) -> Path:
     """A new folder for one build's staged files under the snapshots' ``directory``, named for this process, after
     removing those whose process is gone (a build killed before it could clean up)."""
@@ -97,7 +101,7 @@ def stage(con: duckdb.DuckDBPyConnection, spec: ModelSpec, training_cutoff: dt.d
     """Copy the label rows and the served-features rows of their prediction cutoffs into ``folder``."""
     sql = training_set.label_sql(con, spec, training_cutoff)
     con.execute(f"COPY ({sql}) TO {_lit(folder / 'labels.parquet')} (FORMAT parquet)")
-    day = '"' + spec.label.date_column.replace('"', '""') + '"'
+    day = _q(spec.label.date_column)
     days = [d for (d,) in con.execute(f"SELECT DISTINCT {day} FROM read_parquet({_lit(folder / 'labels.parquet')})")
             .fetchall()]
     rows = pq.ParquetFile(folder / "labels.parquet").metadata.num_rows
@@ -144,12 +148,7 @@ class _SnapshotWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: pq.ParquetWriter | None = None
-        self._pending: list[pa.Table] = []
-        self._rows = 0
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        return self._writer.schema if self._writer else None
+        self._groups = RowSlices(SNAPSHOT_ROW_GROUP_ROWS)
 
     def add(self, table: pa.Table) -> pa.Table:
         """Append ``table``; returns it in the file's schema."""
@@ -157,23 +156,15 @@ class _SnapshotWriter:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         elif not table.schema.equals(self._writer.schema, check_metadata=False):
             table = table.cast(self._writer.schema)
-        self._pending.append(table.replace_schema_metadata(self._writer.schema.metadata))
-        self._rows += table.num_rows
-        while self._rows >= SNAPSHOT_ROW_GROUP_ROWS:
-            self._flush(SNAPSHOT_ROW_GROUP_ROWS)
+        for group in self._groups.add(table.replace_schema_metadata(self._writer.schema.metadata)):
+            self._writer.write_table(group, row_group_size=group.num_rows)
         return table
-
-    def _flush(self, rows: int) -> None:
-        buffered = pa.concat_tables(self._pending)
-        self._writer.write_table(buffered.slice(0, rows), row_group_size=rows)
-        rest = buffered.slice(rows)
-        self._pending, self._rows = [rest], rest.num_rows
 
     def close(self) -> None:
         if self._writer is None:
             return
-        if self._rows:
-            self._flush(self._rows)
+        for group in self._groups.rest():
+            self._writer.write_table(group, row_group_size=group.num_rows)
         self._writer.close()
 
 
@@ -251,7 +242,7 @@ def _served_rows(con: duckdb.DuckDBPyConnection, staged: Staged, first_key, last
     are in key order)."""
     if not staged.served_rows:
         return pd.DataFrame(columns=staged.served_columns)
-    key = '"' + staged.spec.entity.key.replace('"', '""') + '"'
+    key = _q(staged.spec.entity.key)
     return con.execute(f"SELECT * FROM read_parquet({_lit(staged.served)}) WHERE {key} BETWEEN ? AND ? "
                        f"ORDER BY {key}, {scoring.PARTITION}", [_py(first_key), _py(last_key)]).df()
 
