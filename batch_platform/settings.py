@@ -42,6 +42,10 @@ ONLINE_STORE_VAR = "BATCH_PLATFORM_ONLINE_STORE"  # the SQLite online store file
 # When set, Feast's online store is Redis at this connection string ("host:port[,db=N,password=...]", Feast's
 # format) instead of the SQLite file above. No default: unset (or empty) means SQLite.
 REDIS_VAR = "BATCH_PLATFORM_REDIS"
+# DuckDB's memory cap in the feature build (dbt's process), beyond which it spills to a folder beside the warehouse
+# (``<warehouse>.tmp``): the build's memory stays put as history grows (uncapped, DuckDB takes up to 80 % of the RAM).
+DBT_MEMORY_LIMIT_VAR = "BATCH_PLATFORM_DBT_MEMORY_LIMIT"
+DBT_MEMORY_LIMIT = "1GB"
 DASK_ADDRESS_VAR = "BATCH_PLATFORM_DASK_ADDRESS"  # a Dask scheduler: training and batch scoring run on its cluster
 ARTIFACTS_VAR = "BATCH_PLATFORM_ARTIFACTS_DIR"  # training-set snapshots, models, reports
 REGISTRY_VAR = "BATCH_PLATFORM_REGISTRY"  # the model registry (SQLite, its own transactional store)
@@ -88,6 +92,7 @@ def _defaults() -> dict[str, str]:
         REGISTRY_VAR: str(base / "registry.db"),
         DBT_MACROS_VAR: str(DBT_MACROS_DIR),
         HOLIDAYS_CSV_VAR: str(HOLIDAYS_CSV),
+        DBT_MEMORY_LIMIT_VAR: DBT_MEMORY_LIMIT,
         DASK_ADDRESS_VAR: "",  # none: training and scoring run in the step's own process
     }
 

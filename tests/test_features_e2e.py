@@ -359,6 +359,44 @@ def test_bad_raw_data_fails_the_build_and_nothing_it_wrote_is_visible(platform, 
         assert con.execute("SELECT count(*) FROM marts.flight_labels WHERE dest = 'XXX'").fetchall() == [(0,)]
 
 
+def test_the_build_runs_under_its_memory_cap_and_one_too_small_loses_nothing(platform, tmp_path, monkeypatch):
+    """dbt's DuckDB runs under the warehouse resource's ``dbt_memory_limit`` (BATCH_PLATFORM_DBT_MEMORY_LIMIT; 1GB by
+    default, spilling to ``<warehouse>.tmp`` beyond it), so the build's memory does not grow with history. A cap too
+    small for the build fails it with DuckDB's Out of Memory Error, named in the step's failure, and publishes
+    nothing: every relation and the published generation stay as they were. With the default cap the same build
+    succeeds and is published."""
+    from batch_platform.defs.features.assets import dbt_feature_models
+    from batch_platform.defs.resources import WarehouseResource, build_resources
+
+    db, _ = _copy_feature_layout(platform, tmp_path, monkeypatch)
+    with duckdb.connect(str(db), read_only=True) as con:
+        (published,) = con.execute("SELECT generation FROM main._feature_generation").fetchall()[0]
+    relations = _relation_digests(db)
+    whole = dg.AssetSelection.assets(dbt_feature_models) | dg.AssetSelection.checks(*dbt_feature_models.check_keys)
+    rebuild = dg.RunConfig(ops={dbt_feature_models.op.name: {"config": {"full_refresh": True}}})
+
+    monkeypatch.setenv(settings.DBT_MEMORY_LIMIT_VAR, "1MB")
+    assert build_resources()["warehouse"].dbt_memory_limit.get_value() == "1MB"  # the setting's variable
+    monkeypatch.delenv(settings.DBT_MEMORY_LIMIT_VAR)
+    # the resource's field reaches dbt (as when set in the UI's launchpad), not only the process environment
+    resources = {**build_resources(), "warehouse": WarehouseResource(path=str(db), dbt_memory_limit="1MB")}
+    result = dg.materialize([dbt_feature_models], selection=whole, resources=resources, run_config=rebuild,
+                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "Out of Memory Error" in str(failure.step_failure_data.error)
+    assert _relation_digests(db) == relations
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT generation FROM main._feature_generation").fetchall()[0][0] == published
+
+    resources = build_resources()
+    assert resources["warehouse"].dbt_memory_limit.get_value() == settings.DBT_MEMORY_LIMIT
+    assert dg.materialize([dbt_feature_models], selection=whole, resources=resources, run_config=rebuild).success
+    assert _relation_digests(db) == relations  # the same data: the same features
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT generation FROM main._feature_generation").fetchall()[0][0] != published
+
+
 # The content of every raw table and feature file on the session platform's 2013 replay (2013-01-01 .. 01-24): a
 # change of the flights' data, contracts, dbt models or macros that moves a single value fails here. The values were
 # the same at 740984e, before the platform's dbt macros moved out of dbt_project/ and specs grew regression metrics.

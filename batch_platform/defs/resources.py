@@ -23,6 +23,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str = Field(description="Path of the DuckDB database file (env BATCH_PLATFORM_WAREHOUSE).")
     lock_timeout_s: float = Field(default=600.0, description="Longest wait for another process's warehouse lock.")
+    dbt_memory_limit: str = Field(
+        default=settings.DBT_MEMORY_LIMIT,
+        description="DuckDB's memory cap in the feature build's dbt process, e.g. 1GB (env "
+        "BATCH_PLATFORM_DBT_MEMORY_LIMIT); beyond it DuckDB spills to <warehouse>.tmp. A build that needs more than "
+        "it can spill fails with DuckDB's Out of Memory Error and publishes nothing.",
+    )
 
     @property
     def db_path(self) -> Path:
@@ -128,7 +134,8 @@ class LandingZoneResource(dg.ConfigurableResource):
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     settings.export_defaults()
     return {
-        "warehouse": WarehouseResource(path=dg.EnvVar(settings.WAREHOUSE_VAR)),
+        "warehouse": WarehouseResource(path=dg.EnvVar(settings.WAREHOUSE_VAR),
+                                       dbt_memory_limit=dg.EnvVar(settings.DBT_MEMORY_LIMIT_VAR)),
         "landing": LandingZoneResource(
             landing_dir=dg.EnvVar(settings.LANDING_VAR),
             quarantine_dir=dg.EnvVar(settings.QUARANTINE_VAR),

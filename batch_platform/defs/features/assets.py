@@ -181,7 +181,8 @@ def dbt_feature_models(context: dg.AssetExecutionContext, dbt: FeatureDbtCliReso
         if repaired:
             context.log.warning(f"an earlier publication was interrupted: {repaired}")
         target = dbt_runs.new_invocation(runs, context.run.run_id[:8], warehouse.db_path, generation)
-        env = {settings.DBT_GENERATION_VAR: generation, increments.SINCE_ENV: increments.since_env(since)}
+        env = {settings.DBT_GENERATION_VAR: generation, increments.SINCE_ENV: increments.since_env(since),
+               settings.DBT_MEMORY_LIMIT_VAR: warehouse.dbt_memory_limit}
         with _environment(**env):
             try:
                 yield from dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context,
