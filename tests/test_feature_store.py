@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -396,6 +397,86 @@ def test_duckdb_join_from_file_to_file(pit_repo, tmp_path):
     pq.write_table(pa.Table.from_pandas(entity_df.drop(columns="user_id"), preserve_index=False), spine)
     with pytest.raises(EntityFrameError, match="user_id"):
         client.historical_features_file(spine, "pit_service", at.to_pydatetime(), out)
+
+
+def test_a_join_runs_capped_in_a_spill_folder_of_its_own(pit_repo, monkeypatch):
+    """Every point-in-time join (a training-set part's, a scoring day's) runs in a DuckDB capped at
+    ``pit_join.MEMORY_LIMIT``, spilling to a temporary folder of its own that goes with the join (not DuckDB's
+    default ``.tmp`` in the working folder): a cap too small for the join fails it with DuckDB's out-of-memory
+    error, so the joins run under it."""
+    import duckdb
+
+    from batch_platform.lib import pit_join
+
+    with pit_join.connect() as con:
+        (limit, spill), = con.sql("SELECT current_setting('memory_limit'), "
+                                  "current_setting('temp_directory')").fetchall()
+        assert limit == "488.2 MiB"  # 512MB
+        assert Path(spill).is_dir() and Path(spill).name.startswith("batch-platform-join-")
+        assert Path(spill).parent == Path(tempfile.gettempdir())
+    assert not Path(spill).exists()
+
+    client, features = pit_repo
+    rng = np.random.default_rng(3)
+    tables = make_pit_tables(rng)
+    write_pit_tables(features, tables)
+    entity_df = make_entity_rows(rng, tables)
+    expected = client.historical_features(entity_df, "pit_service", timestamp_column="cutoff_ts")
+    monkeypatch.setattr(pit_join, "MEMORY_LIMIT", "1MB")
+    with pytest.raises(duckdb.OutOfMemoryException):
+        client.historical_features(entity_df, "pit_service", timestamp_column="cutoff_ts")
+    monkeypatch.setattr(pit_join, "MEMORY_LIMIT", "64MB")
+    pd.testing.assert_frame_equal(client.historical_features(entity_df, "pit_service", timestamp_column="cutoff_ts"),
+                                  expected, check_exact=True)
+
+
+def test_a_join_over_its_cap_spills_and_returns_the_same_rows(tmp_path, monkeypatch):
+    """A join that needs more than its cap (1M feature rows of 50,000 keys with a created-timestamp tie-break, 300,000
+    entity rows, capped at 64MB) spills to its folder and returns exactly the rows it returns uncapped."""
+    import threading
+    import time
+
+    from batch_platform.lib import pit_join
+
+    rng = np.random.default_rng(0)
+    n_feat, n_ent, keys = 1_000_000, 300_000, 50_000
+    t0 = np.datetime64("2013-01-01T00:00:00", "us")
+
+    def stamps(n):
+        return pa.array(t0 + rng.integers(0, 86_400 * 60, n).astype("timedelta64[s]"), pa.timestamp("us", "UTC"))
+
+    path = tmp_path / "features.parquet"
+    pq.write_table(pa.table({"k": rng.integers(0, keys, n_feat), "ts": stamps(n_feat), "created": stamps(n_feat),
+                             "v": rng.random(n_feat), "s": pa.array([f"x{i % 977}" for i in range(n_feat)])}), path)
+    entities = pa.table({"k": rng.integers(0, keys, n_ent), pit_join.ROW: np.arange(n_ent),
+                         pit_join.TS: stamps(n_ent)})
+    view = pit_join.ViewJoin("v", str(path), "ts", "created", (("k", "k"),),
+                             (("v", "v", "DOUBLE"), ("s", "s", "STRING")), timedelta(days=7))
+    monkeypatch.setattr(pit_join, "MEMORY_LIMIT", "16GB")
+    uncapped = pit_join.join_table([view], entities)
+
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spills))  # the join's own folder is made here
+    monkeypatch.setattr(pit_join, "MEMORY_LIMIT", "64MB")
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(spills.glob("batch-platform-join-*/*"))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        capped = pit_join.join_table([view], entities)
+    finally:
+        done.set()
+        watcher.join()
+    assert seen, "the join did not spill: raise the rows or lower the cap"
+    assert capped.equals(uncapped)
+    assert 0 < uncapped.column("v").null_count < n_ent  # features found, some expired or absent
+    assert not list(spills.iterdir())  # the folder went with the join
 
 
 # =================================================================================================================

@@ -27,6 +27,9 @@ entity row in input order; numeric (and bool) features ``DOUBLE`` (NULL when mis
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +40,10 @@ NUMERIC_TYPES = frozenset({"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL"})
 TIMESTAMP_TYPE = "UNIX_TIMESTAMP"
 ROW = "__batch_platform_row"  # entity row number: the output's order
 TS = "__batch_platform_ts"  # entity timestamp (TIMESTAMPTZ)
+MEMORY_LIMIT = "512MB"
+"""DuckDB's cap in one join (a training-set part's, a scoring chunk's), beyond which it spills to disk: the hash
+tables over the feature rows of the entities' period then stay bounded as the history and the entities grow (x30
+training sets, both specs in one process: peak 1,755 MiB uncapped, 1,466 MiB at 512MB, 6 % slower)."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +123,18 @@ def _ts(value: datetime) -> str:
     return f"CAST({_lit(value.isoformat())} AS TIMESTAMPTZ)"
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+@contextlib.contextmanager
+def connect(memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB for one join, in a UTC session, capped at ``memory_limit`` (default :data:`MEMORY_LIMIT`)
+    and spilling beyond it to a temporary folder of its own, removed with the connection (DuckDB's default would be
+    ``.tmp`` in the process's working folder)."""
+    with tempfile.TemporaryDirectory(prefix="batch-platform-join-") as spill:
+        con = duckdb.connect(config={"memory_limit": memory_limit or MEMORY_LIMIT, "temp_directory": spill})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
 
 
 def join_table(views: list[ViewJoin], entities: pa.Table) -> pa.Table:
@@ -128,25 +143,19 @@ def join_table(views: list[ViewJoin], entities: pa.Table) -> pa.Table:
     import pyarrow.compute as pc
 
     bounds = pc.min_max(entities[TS]).as_py()
-    con = connect()
-    try:
+    with connect() as con:
         con.register("__batch_platform_entities", entities)
         return con.sql(join_sql(views, "__batch_platform_entities", bounds["min"], bounds["max"])).to_arrow_table()
-    finally:
-        con.close()
 
 
 def join_file(views: list[ViewJoin], entity_path: str, timestamp: datetime, out_path: str) -> int:
     """Write ``entity_path``'s rows (a parquet file), each with the features as of ``timestamp`` (aware), to
     ``out_path``: the file's columns, then the features, in the file's row order. DuckDB streams the entity file
     and spills when memory runs short. Returns the rows written."""
-    con = connect()
-    try:
+    with connect() as con:
         entities = (f"(SELECT * EXCLUDE (file_row_number), file_row_number AS {q(ROW)}, "
                     f"{_ts(timestamp)} AS {q(TS)} "
                     f"FROM read_parquet({_lit(entity_path)}, file_row_number = true))")
         sql = join_sql(views, entities, timestamp, timestamp, select=f"e.* EXCLUDE ({q(ROW)}, {q(TS)}), ")
         rows = con.execute(f"COPY ({sql}) TO {_lit(out_path)} (FORMAT parquet)").fetchall()
         return int(rows[0][0]) if rows else 0
-    finally:
-        con.close()
