@@ -188,6 +188,44 @@ def edge_reference() -> drift.DriftReference:
     return drift.build_reference(frame, features, ["carrier", "gate"], scores, seed=2)
 
 
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_a_reference_built_in_parts_is_the_whole_frames(tmp_path, calibrated):
+    """``build_reference_in_parts`` (the candidate step reads the train window a row group at a time) freezes the
+    reference ``build_reference`` freezes from the whole frame, byte for byte (the same sha256): in parts of any
+    size, parts holding no sample row, a categorical with missing values, a numeric with NaNs, a constant column."""
+    rng = np.random.default_rng(23)
+    frame, scores = _training(rng)
+    frame["seats"] = 150.0
+    frame["gate"] = pd.Series(rng.choice(["A", "B", "C"], size=len(frame)), dtype=object)
+    frame.loc[rng.random(len(frame)) < 0.1, "gate"] = None
+    frame.loc[rng.random(len(frame)) < 0.05, "counts"] = np.nan
+    if not calibrated:
+        frame = frame.drop(columns=[EVENT_TIMESTAMP])
+    features = [c for c in frame.columns if c != EVENT_TIMESTAMP]
+    whole = drift.build_reference(frame, features, ["carrier", "gate"], scores, rows=500, seed=4)
+    assert bool(whole.calibration) == calibrated
+    _, expected = drift.save_reference(whole, tmp_path / "whole")
+    by_row = dict(zip(frame.index, scores))
+    for sizes in ([len(frame)], [1, 7, 900, 4000], [10_000], [3, len(frame) - 3]):
+        bounds = np.cumsum([0, *sizes])
+        bounds = [*bounds[bounds < len(frame)], len(frame)]
+        reads = []
+
+        def parts():
+            reads.append(1)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                yield frame.iloc[lo:hi]
+
+        ref = drift.build_reference_in_parts(
+            parts, len(frame), features, ["carrier", "gate"],
+            lambda part: np.array([by_row[i] for i in part.index]), rows=500, seed=4)
+        assert drift.save_reference(ref, tmp_path / "parts")[1] == expected, sizes
+        assert len(reads) == (2 if calibrated and len(bounds) > 2 else 1)  # read again only to calibrate
+    with pytest.raises(ValueError, match="rows"):
+        drift.build_reference_in_parts(lambda: iter([frame.iloc[:10]]), len(frame), features, ["carrier", "gate"],
+                                       lambda part: scores[:len(part)], rows=500)
+
+
 def _edge_days() -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
     rng = np.random.default_rng(22)
 

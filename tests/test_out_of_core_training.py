@@ -121,7 +121,7 @@ def test_a_window_or_the_tail_read_alone_is_typed_as_in_the_whole_frame(platform
     """``read_windows`` and ``read_tail`` (the gate's test window, the smoke test's recent rows): the rows of
     ``pd.read_parquet`` of the whole file, with its types -- an integer column with nulls only in other windows is
     float64 there too (as a category its values read "1.0", not "1")."""
-    from batch_platform.lib.snapshot_matrix import read_tail, read_windows
+    from batch_platform.lib.snapshot_matrix import column_range, read_tail, read_windows, window_parts
 
     frame = pd.read_parquet(_snapshot(platform, "flight_delay"))
     frame["ext_int"] = pd.array(np.where(frame[SPLIT] == "train", None, 1), dtype="Int64")  # pandas-typed
@@ -131,8 +131,18 @@ def test_a_window_or_the_tail_read_alone_is_typed_as_in_the_whole_frame(platform
     pq.write_table(table, path, row_group_size=1500)
     whole = pd.read_parquet(path)
     assert (whole["late_int"].dtype, whole["ext_int"].dtype) == ("float64", "Int64")
-    for windows in (("test",), ("validation", "test"), ("train",)):
-        pd.testing.assert_frame_equal(read_windows(path, windows),
-                                      whole[whole[SPLIT].isin(windows)].reset_index(drop=True))
+    for windows in (("test",), ("validation", "test"), ("train",), ("nowhere",)):
+        expected = whole[whole[SPLIT].isin(windows)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(read_windows(path, windows), expected)
+        # ... and a row group at a time (the drift reference's train window), each part typed as the whole
+        total, parts = window_parts(path, windows)
+        pieces = list(parts())
+        assert total == len(expected) and all(len(p) <= 1500 for p in pieces)
+        assert len(pieces) == (1 if expected.empty else len(set(np.arange(len(whole))[whole[SPLIT].isin(windows)]
+                                                                // 1500)))
+        pd.testing.assert_frame_equal(pd.concat(pieces, ignore_index=True), expected)
+        if not expected.empty:
+            assert column_range(path, windows, "flight_date") == (expected["flight_date"].min(),
+                                                                  expected["flight_date"].max())
     for rows in (1, 1500, 2000, len(whole) + 5):
         pd.testing.assert_frame_equal(read_tail(path, rows), whole.tail(rows).reset_index(drop=True))

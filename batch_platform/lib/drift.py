@@ -63,7 +63,7 @@ import pandas as pd
 from batch_platform.lib import drift_statistics
 from batch_platform.lib.drift_reference import (  # noqa: F401  (the reference API, re-exported)
     MISSING, OTHER, PSI, SCORE, SCORE_BIN, WASSERSTEIN, DriftReference, DriftReferenceError, build_reference,
-    load_reference, missing_shares, prepare, save_reference, score_bins)
+    build_reference_in_parts, load_reference, missing_shares, prepare, save_reference, score_bins)
 
 WARN, ERROR, OK = "WARN", "ERROR", "OK"
 MISSING_SHARE = "missing_share"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,9 +125,31 @@ def _groups(sample: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
     return sorted(groups.values(), key=lambda g: g[0])
 
 
+def _calibration_values(ref: DriftReference, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per numeric column the frame's values as float64, per categorical column their codes in the reference's
+    category space: what the calibration compares (of a whole frame, or of its parts, then concatenated)."""
+    from batch_platform.lib import drift_statistics as ds  # it builds on this module's reference
+
+    values = {}
+    for c in ref.numeric:
+        column = frame[c]
+        values[c] = (column.to_numpy(dtype="float64", na_value=np.nan)
+                     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
+                     else pd.to_numeric(column, errors="coerce").astype("float64").to_numpy())
+    for c in ref.categorical:
+        values[c] = ds._category_codes(frame[c].reset_index(drop=True), ds.category_space(ref, c))[0]
+    return values
+
+
 def _calibrate(ref: DriftReference, frame: pd.DataFrame, scores: np.ndarray, batches: pd.Series,
                sample_batches: np.ndarray) -> dict:
-    """Distance of each training batch (all its rows) to the sample rows of the other batches, per test.
+    """Distance of each training batch (all its rows) to the sample rows of the other batches, per test."""
+    return _calibrate_values(ref, _calibration_values(ref, frame), scores, batches, sample_batches)
+
+
+def _calibrate_values(ref: DriftReference, whole: dict[str, np.ndarray], scores: np.ndarray, batches: pd.Series,
+                      sample_batches: np.ndarray) -> dict:
+    """:func:`_calibrate` of the frame's :func:`_calibration_values` (``whole``).
 
     The same values as :func:`drift_statistics.current_side` of the batch against
     :func:`drift_statistics.reference_side` of the other batches' sample rows, and the same distances: every
@@ -137,16 +160,7 @@ def _calibrate(ref: DriftReference, frame: pd.DataFrame, scores: np.ndarray, bat
 
     tests = ref.tests()
     scores = np.asarray(scores, dtype="float64")
-    whole, sample_rows = {}, {}  # per numeric column (and the score): the frame's values; per categorical: codes
-    for c in ref.numeric:
-        column = frame[c]
-        whole[c] = (column.to_numpy(dtype="float64", na_value=np.nan)
-                    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
-                    else pd.to_numeric(column, errors="coerce").astype("float64").to_numpy())
-    for c in ref.categorical:
-        whole[c] = ds._category_codes(frame[c].reset_index(drop=True), ds.category_space(ref, c))[0]
-    whole[SCORE] = scores
-    whole[SCORE_BIN] = ds._score_bins(scores, ref.score_edges)
+    whole = {**whole, SCORE: scores, SCORE_BIN: ds._score_bins(scores, ref.score_edges)}
 
     reference = ds.reference_side(ref)  # every sample row: sorted numeric values, category counts
     # batches as integer codes in key order (the frame's and the sample rows'); comparing codes, not the keys
@@ -203,30 +217,70 @@ def build_reference(frame: pd.DataFrame, features: list[str], categorical: list[
     calibrated (its drift verdicts can then only WARN, see :mod:`batch_platform.lib.drift`)."""
     if len(frame) != len(scores):
         raise ValueError("one score per frame row")
-    keep = [c for c in features if c not in set(exclude)]
-    cats = [c for c in keep if c in set(categorical)]
-    nums = [c for c in keep if c not in set(categorical) and pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])]
-    idx = np.sort(np.random.default_rng(seed).choice(len(frame), size=min(rows, len(frame)), replace=False))
-    sample = frame.iloc[idx][nums + cats].reset_index(drop=True).copy()
+    scores = np.asarray(scores, dtype="float64")
+    return build_reference_in_parts(lambda: iter([frame]), len(frame), features, categorical, lambda part: scores,
+                                    rows=rows, seed=seed, exclude=exclude, source=source, batch_column=batch_column)
+
+
+def build_reference_in_parts(parts: Callable[[], Iterator[pd.DataFrame]], total_rows: int, features: list[str],
+                             categorical: list[str], score: Callable[[pd.DataFrame], np.ndarray], *,
+                             rows: int = 5000, seed: int = 0, exclude: list[str] = (), source: dict | None = None,
+                             batch_column: str | None = EVENT_TIMESTAMP) -> DriftReference:
+    """:func:`build_reference` of the frame whose rows ``parts()`` yields in parts (``total_rows`` in all, at least
+    one part, each typed as the whole frame), with ``score(part)`` its scores: the same reference, while only a
+    part's rows are held as a frame. Reads the parts twice when calibrating (first the sample, the missing shares
+    and the scores, then each column's values in the sample's category space: compact arrays of every row)."""
+    idx = np.sort(np.random.default_rng(seed).choice(total_rows, size=min(rows, total_rows), replace=False))
+    first, pieces, scored, batch_parts, offset = None, [], [], [], 0
+    missing: dict[str, int] = {}
+    for part in parts():
+        if first is None:
+            first = part
+            keep = [c for c in features if c not in set(exclude)]
+            cats = [c for c in keep if c in set(categorical)]
+            nums = [c for c in keep if c not in set(categorical) and pd.api.types.is_numeric_dtype(part[c])
+                    and not pd.api.types.is_bool_dtype(part[c])]
+            calibrated = batch_column is not None and batch_column in part.columns
+        local = idx[(idx >= offset) & (idx < offset + len(part))] - offset
+        if len(local) or not pieces and offset + len(part) >= total_rows:
+            pieces.append(part.iloc[local][nums + cats])
+        for c in nums + cats:
+            missing[c] = missing.get(c, 0) + int(part[c].isna().sum())
+        scored.append(np.asarray(score(part), dtype="float64"))
+        if calibrated:
+            batch_parts.append(part[batch_column].copy())
+        offset += len(part)
+    only = first if len(scored) == 1 else None  # a whole frame is not read again (a part's first is let go)
+    first = part = None
+    if offset != total_rows:
+        raise ValueError(f"the parts hold {offset} rows, not {total_rows}")
+    scores = np.concatenate(scored)
+    if len(scores) != total_rows:
+        raise ValueError("one score per frame row")
+    sample = pd.concat(pieces).reset_index(drop=True).copy() if len(pieces) > 1 else pieces[0].reset_index(drop=True)
     for c in nums:
         sample[c] = pd.to_numeric(sample[c], errors="coerce").astype("float64")
     for c in cats:
         sample[c] = sample[c].astype("string").fillna(MISSING).astype(str)
-    sample[SCORE] = np.asarray(scores, dtype="float64")[idx]
-    edges = np.unique(np.quantile(np.asarray(scores, dtype="float64"), np.linspace(0, 1, 11)[1:-1]))
+    sample[SCORE] = scores[idx]
+    edges = np.unique(np.quantile(scores, np.linspace(0, 1, 11)[1:-1]))
     ref = DriftReference(
         sample=sample, numeric=nums, categorical=cats,
         categories={c: sorted(sample[c].unique().tolist()) for c in cats},
         score_edges=[float(e) for e in edges],
         reference_std={c: float(np.nanstd(sample[c].to_numpy())) for c in nums + [SCORE]},
-        source={"rows": int(len(sample)), "of_rows": int(len(frame)), "seed": seed, **(source or {})},
-        missing_share={c: float(frame[c].isna().mean()) for c in nums + cats},
+        source={"rows": int(len(sample)), "of_rows": int(total_rows), "seed": seed, **(source or {})},
+        missing_share={c: float(missing[c] / total_rows) if total_rows else float("nan") for c in nums + cats},
         groups=_groups(sample, nums, cats),
     )
-    if batch_column is not None and batch_column in frame.columns:
-        batches = frame[batch_column].reset_index(drop=True)
-        ref.calibration = _calibrate(ref, frame, scores, batches, batches.iloc[idx])
+    if calibrated:
+        batches = pd.concat(batch_parts, ignore_index=True)
+        whole, at = {}, 0  # every row's values, filled a part at a time
+        for part in [only] if only is not None else parts():
+            for c, values in _calibration_values(ref, part).items():
+                whole.setdefault(c, np.empty(total_rows, dtype=values.dtype))[at:at + len(values)] = values
+            at += len(part)
+        ref.calibration = _calibrate_values(ref, whole, scores, batches, batches.iloc[idx])
     return ref
 
 

@@ -16,12 +16,14 @@ category codes, a missing one as NaN): the same values, so the same bins and the
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_platform.lib.specs import ModelSpec
@@ -246,6 +248,39 @@ def read_windows(path: Path, windows: tuple[str, ...]) -> pd.DataFrame:
     file = pq.ParquetFile(path)
     table = pq.read_table(path, filters=[(SPLIT, "in", list(windows))])
     return _whole_file_frame(table, _nullable_ints(file))
+
+
+def window_parts(path: Path, windows: tuple[str, ...]) -> tuple[int, Callable[[], Iterator[pd.DataFrame]]]:
+    """(the rows of ``windows``, a function yielding them a row group at a time): the rows of
+    :func:`read_windows` in the same order and typed as it types them, never more than a row group's at once
+    (at least one part: an empty frame for no rows)."""
+    file = pq.ParquetFile(path)
+    nullable = _nullable_ints(file)
+    split = file.read(columns=[SPLIT]).column(0)
+    total = int(pc.sum(pc.is_in(split, value_set=pa.array(list(windows), split.type))).as_py() or 0)
+
+    def parts() -> Iterator[pd.DataFrame]:
+        yielded = False
+        with pq.ParquetFile(path) as source:
+            for g in range(source.metadata.num_row_groups):
+                group = source.read_row_group(g)
+                rows = group.filter(pc.is_in(group.column(SPLIT), value_set=pa.array(list(windows),
+                                                                                       group.schema.field(SPLIT).type)))
+                if rows.num_rows:
+                    yielded = True
+                    yield _whole_file_frame(rows, nullable)
+            if not yielded:
+                yield _whole_file_frame(source.schema_arrow.empty_table(), nullable)
+
+    return total, parts
+
+
+def column_range(path: Path, windows: tuple[str, ...], column: str) -> tuple:
+    """(min, max) of ``column`` over the rows of ``windows``, as pandas gives them of :func:`read_windows`'s frame,
+    reading that column only."""
+    table = pq.read_table(path, columns=[column], filters=[(SPLIT, "in", list(windows))])
+    values = _whole_file_frame(table, _nullable_ints(pq.ParquetFile(path)))[column]
+    return values.min(), values.max()
 
 
 def read_tail(path: Path, rows: int) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Candidate models, one per spec: LightGBM trained on the training-set snapshot built in the same run, saved as
 LightGBM text with its sha256, registered as a new version, and gated against the champion by a blocking check.
-Training reads the snapshot out of core (``training.train_snapshot``); the evaluation, the drift reference and the
-gate read the windows they score (``snapshot_matrix.read_windows``), one at a time."""
+Training reads the snapshot out of core (``training.train_snapshot``); the evaluation and the gate read the windows
+they score (``snapshot_matrix.read_windows``), one at a time; the drift reference reads the train window a row group
+at a time (``snapshot_matrix.window_parts``)."""
 
 import base64
 import json
@@ -169,13 +170,15 @@ def build_candidate_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         ) | {"training_set_snapshot": ts_md["snapshot"], "training_cutoff": ts_md["training_cutoff"]}
         # The drift reference is frozen now and stored with the version (path + sha256 in its fingerprint).
         del evaluated, val  # (the test window stays: its plots are drawn below)
-        train_rows = snapshot_matrix.read_windows(Path(ts_md["snapshot"]), ("train",))
-        reference = drift.build_reference(
-            train_rows, booster.feature_name(), trained.categorical,
-            training.score(booster, train_rows, trained.categorical), rows=spec.monitoring.drift.reference_rows,
+        # the train window read a row group at a time (its rows grow with the data; the reference keeps a sample)
+        train_total, train_parts = snapshot_matrix.window_parts(Path(ts_md["snapshot"]), ("train",))
+        days = snapshot_matrix.column_range(Path(ts_md["snapshot"]), ("train",), spec.label.date_column)
+        reference = drift.build_reference_in_parts(
+            train_parts, train_total, booster.feature_name(), trained.categorical,
+            lambda part: training.score(booster, part, trained.categorical), rows=spec.monitoring.drift.reference_rows,
             exclude=spec.monitoring.drift.exclude,
-            source={"spec": spec.name, "split": "train", "first_day": str(train_rows[spec.label.date_column].min()),
-                    "last_day": str(train_rows[spec.label.date_column].max()), "model_sha256": sha},
+            source={"spec": spec.name, "split": "train", "first_day": str(days[0]), "last_day": str(days[1]),
+                    "model_sha256": sha},
         )
         ref_path, ref_sha = drift.save_reference(reference, Path(model_registry.artifacts_dir) / "drift_references"
                                                  / spec.name)
