@@ -254,18 +254,17 @@ def window_parts(path: Path, windows: tuple[str, ...]) -> tuple[int, Callable[[]
     """(the rows of ``windows``, a function yielding them a row group at a time): the rows of
     :func:`read_windows` in the same order and typed as it types them, never more than a row group's at once
     (at least one part: an empty frame for no rows)."""
-    file = pq.ParquetFile(path)
-    nullable = _nullable_ints(file)
-    split = file.read(columns=[SPLIT]).column(0)
-    total = int(pc.sum(pc.is_in(split, value_set=pa.array(list(windows), split.type))).as_py() or 0)
+    with pq.ParquetFile(path) as file:
+        nullable = _nullable_ints(file)
+        wanted = pa.array(list(windows), file.schema_arrow.field(SPLIT).type)
+        total = int(pc.sum(pc.is_in(file.read(columns=[SPLIT]).column(0), value_set=wanted)).as_py() or 0)
 
     def parts() -> Iterator[pd.DataFrame]:
         yielded = False
         with pq.ParquetFile(path) as source:
             for g in range(source.metadata.num_row_groups):
                 group = source.read_row_group(g)
-                rows = group.filter(pc.is_in(group.column(SPLIT), value_set=pa.array(list(windows),
-                                                                                       group.schema.field(SPLIT).type)))
+                rows = group.filter(pc.is_in(group.column(SPLIT), value_set=wanted))
                 if rows.num_rows:
                     yielded = True
                     yield _whole_file_frame(rows, nullable)
